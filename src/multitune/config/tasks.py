@@ -1,0 +1,111 @@
+"""`tasks:` — what to predict. One config class per task type, discriminated by `type`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from multitune.config._base import StrictModel
+
+Identifier = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="A name made of letters, digits, _."),
+]
+
+
+class _TaskBase(StrictModel):
+    name: Identifier = Field(description="The task's name: used in metrics, reports, outputs.")
+    column: str = Field(description="The column of the input table that holds the target.")
+
+
+class _CategoricalTask(_TaskBase):
+    classes: list[str] | None = Field(
+        default=None,
+        description="The class labels, in order. Inferred (sorted) from the data when omitted; "
+        "a label outside a given list is an error.",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("classes must be unique")
+        return v
+
+
+class ClassificationTask(_CategoricalTask):
+    """One label out of several classes; cross-entropy."""
+
+    type: Literal["classification"] = "classification"
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="CE label smoothing.")
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        default=None,
+        description="Per-class loss weights: 'balanced' (inverse train frequency) or a mapping.",
+    )
+
+
+class BinaryTask(_CategoricalTask):
+    """Two classes; the second of `classes` is the positive one. Binary cross-entropy."""
+
+    type: Literal["binary"] = "binary"
+    pos_weight: float | Literal["balanced"] | None = Field(
+        default=None, description="BCE weight of positives: a number, or 'balanced' (neg/pos)."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _two_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) != 2:
+            raise ValueError(f"a binary task has exactly 2 classes, got {len(v)}")
+        return v
+
+
+class MultilabelTask(_CategoricalTask):
+    """Any subset of the classes; the column holds a list, or labels joined by `separator`."""
+
+    type: Literal["multilabel"] = "multilabel"
+    separator: str = Field(default="|", min_length=1, description="Joins labels in a string cell.")
+
+
+class RegressionTask(_TaskBase):
+    """A real value, standardized with train statistics; MSE or Huber loss."""
+
+    type: Literal["regression"] = "regression"
+    loss: Literal["mse", "huber"] = Field(
+        default="mse", description="Loss on standardized target."
+    )
+    huber_delta: float = Field(default=1.0, gt=0.0, description="Huber's delta (standard units).")
+
+
+class DistributionTask(_CategoricalTask):
+    """A soft target: a categorical label smoothed into a distribution; KL-divergence loss."""
+
+    type: Literal["distribution"] = "distribution"
+    smoothing: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Mass spread evenly over the other classes."
+    )
+    missing: Literal["uniform", "mask"] = Field(
+        default="mask",
+        description="A row without a label: a uniform target ('uniform') or no loss ('mask').",
+    )
+
+
+TaskConfig = Annotated[
+    ClassificationTask | BinaryTask | MultilabelTask | RegressionTask | DistributionTask,
+    Field(discriminator="type"),
+]
+
+CATEGORICAL_TYPES = ("classification", "binary", "multilabel", "distribution")
+
+
+__all__ = [
+    "CATEGORICAL_TYPES",
+    "BinaryTask",
+    "ClassificationTask",
+    "DistributionTask",
+    "Identifier",
+    "MultilabelTask",
+    "RegressionTask",
+    "TaskConfig",
+]

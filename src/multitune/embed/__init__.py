@@ -1,0 +1,8 @@
+"""Encoders: each modality's source columns -> fixed-size vectors."""
+
+from __future__ import annotations
+
+from multitune.embed import numeric, precomputed, sentence_transformer, tfidf_svd
+from multitune.embed.base import ENCODERS, Encoder
+
+__all__ = ["ENCODERS", "Encoder", "numeric", "precomputed", "sentence_transformer", "tfidf_svd"]

@@ -1,0 +1,60 @@
+"""The encoder interface: one modality's source column(s) -> fixed-size float32 vectors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from multitune.registry import MethodConfig, Registry
+
+
+class Encoder(ABC):
+    """Turns a modality's source columns into one float32 vector per row.
+
+    Contract:
+      * ``fit(frame)`` is called once, on train rows only (a no-op for pretrained encoders).
+      * ``transform(frame)`` returns a C-contiguous ``float32`` array of shape
+        ``(len(frame), dim)``, rows in the frame's order, all values finite.
+      * ``save(directory)`` writes the fitted state in safe formats (JSON, ``.npy``,
+        safetensors; never pickle), and ``load(config, directory)`` restores an encoder whose
+        ``transform`` gives the same vectors. The served model carries this directory.
+      * ``describe()`` returns what meta.json records (encoder name, version or path, dim).
+
+    `frame` holds exactly the modality's source columns.
+    """
+
+    fitted_on_data: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+
+    def fit(self, frame: pd.DataFrame) -> None:  # noqa: B027 - optional hook
+        """Fit whatever the encoder learns from data. Train rows only."""
+
+    @abstractmethod
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode rows of `frame` to a `(n, dim)` float32 matrix."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Output dimension."""
+
+    def save(self, directory: Path) -> None:  # noqa: B027 - stateless encoders save nothing
+        """Write the fitted state under `directory`."""
+
+    @classmethod
+    def load(cls, config: MethodConfig, directory: Path) -> Encoder:
+        """Rebuild a fitted encoder from `save`'s output."""
+        return cls(config)
+
+    def describe(self) -> dict[str, Any]:
+        """What meta.json records about this encoder."""
+        return {"encoder": self.config.name, "dim": self.dim}
+
+
+ENCODERS: Registry[Encoder] = Registry("encoder")
