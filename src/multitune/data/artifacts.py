@@ -1,0 +1,102 @@
+"""The data artifacts other stages read: dataset, splits, tasks (paths, readers, writers)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import TypeAdapter
+
+from multitune.config.tasks import CATEGORICAL_TYPES, TaskConfig
+from multitune.errors import DataError
+from multitune.io import atomic_path, write_json
+
+DATA_DIR = Path("data")
+DATASET = "dataset.parquet"
+SPLITS = "splits.parquet"
+TASKS = "tasks.json"
+FEATURES = "features"
+SPLIT_NAMES = ("train", "val", "test")
+
+_TASK_ADAPTER: TypeAdapter[Any] = TypeAdapter(TaskConfig)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task as ingest resolved it.
+
+    Attributes:
+        config: The typed task config; for categorical tasks `config.classes` holds the
+            resolved class list (given in params, or inferred and sorted).
+        classes: The class labels in order (index = encoded label), or None for regression.
+        n_labelled: How many rows of the dataset carry a label for this task.
+    """
+
+    config: TaskConfig
+    classes: list[str] | None
+    n_labelled: int
+
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self.config.name
+
+    def to_json(self) -> dict[str, Any]:
+        """The tasks.json entry: the config's fields, resolved `classes`, `n_labelled`."""
+        entry = self.config.model_dump(mode="json")
+        entry["classes"] = self.classes
+        entry["n_labelled"] = self.n_labelled
+        return entry
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> TaskInfo:
+        """Parse one tasks.json entry."""
+        fields = dict(entry)
+        n_labelled = int(fields.pop("n_labelled"))
+        classes = fields.pop("classes", None)
+        if fields.get("type") in CATEGORICAL_TYPES:
+            fields["classes"] = classes
+        return cls(_TASK_ADAPTER.validate_python(fields), classes, n_labelled)
+
+
+def _existing(path: str | os.PathLike[str], what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no {what} here; run `dvc repro` to build it")
+    return path
+
+
+def read_dataset(path: str | os.PathLike[str] = DATA_DIR / DATASET) -> pd.DataFrame:
+    """Read `data/dataset.parquet`: `id`, the modality source columns, the target columns."""
+    return pq.read_table(_existing(path, "dataset")).to_pandas()
+
+
+def read_splits(path: str | os.PathLike[str] = DATA_DIR / SPLITS) -> pd.DataFrame:
+    """Read `data/splits.parquet`: columns `id` and `split` (train, val or test)."""
+    return pq.read_table(_existing(path, "split")).to_pandas()
+
+
+def read_tasks(path: str | os.PathLike[str] = DATA_DIR / TASKS) -> list[TaskInfo]:
+    """Read `data/tasks.json`: every task's config, resolved classes and label count."""
+    raw = json.loads(_existing(path, "task list").read_text())
+    return [TaskInfo.from_json(entry) for entry in raw["tasks"]]
+
+
+def write_tasks(path: str | os.PathLike[str], tasks: list[TaskInfo]) -> None:
+    """Write `data/tasks.json`, atomically."""
+    write_json(path, {"tasks": [t.to_json() for t in tasks]})
+
+
+def write_parquet(path: str | os.PathLike[str], frame: pd.DataFrame | pa.Table) -> None:
+    """Write a table as parquet, atomically, without the pandas index."""
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

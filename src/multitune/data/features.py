@@ -1,0 +1,87 @@
+"""Feature files: `data/features/<modality>.parquet` (id, vector) and their encoders."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from multitune.config.data import ModalityConfig
+from multitune.embed import ENCODERS, Encoder
+from multitune.errors import DataError
+
+META = "meta.json"
+ENCODERS_DIR = "encoders"
+
+
+def feature_path(features_dir: str | os.PathLike[str], modality: str) -> Path:
+    """Where a modality's vectors live."""
+    return Path(features_dir) / f"{modality}.parquet"
+
+
+def encoder_dir(features_dir: str | os.PathLike[str], modality: str) -> Path:
+    """Where a modality's fitted encoder state lives."""
+    return Path(features_dir) / ENCODERS_DIR / modality
+
+
+def features_table(ids: Sequence[str] | np.ndarray, vectors: np.ndarray) -> pa.Table:
+    """An Arrow table `id`, `vector` (fixed_size_list<float32>) from a `(n, dim)` matrix."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+        raise ValueError(f"expected a ({len(ids)}, dim) matrix, got shape {vectors.shape}")
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    return pa.table({"id": pa.array(list(ids), type=pa.string()), "vector": column})
+
+
+def load_features(
+    features_dir: str | os.PathLike[str], modality: str, ids: Sequence[str] | np.ndarray
+) -> np.ndarray:
+    """One modality's vectors as a float32, C-contiguous `(len(ids), dim)` matrix.
+
+    Row `i` is the vector of `ids[i]`. Arrow's flat value buffer becomes the matrix directly;
+    the only per-row work is a vectorized index lookup.
+
+    Raises:
+        DataError: the file is missing, or some of `ids` have no vector.
+    """
+    path = feature_path(features_dir, modality)
+    if not path.exists():
+        raise DataError(f"{path}: no features for modality '{modality}'; run `dvc repro embed`")
+    table = pq.read_table(path, columns=["id", "vector"])
+    column = table.column("vector").combine_chunks()
+    if not pa.types.is_fixed_size_list(column.type):
+        raise DataError(f"{path}: column 'vector' is {column.type}, not a fixed-size list")
+    dim = column.type.list_size
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    matrix = flat.astype(np.float32, copy=False).reshape(len(table), dim)
+    wanted = pa.array(np.asarray(ids, dtype=object), type=pa.string())
+    index = pc.index_in(wanted, value_set=table.column("id").combine_chunks())
+    if index.null_count:
+        missing = wanted.filter(pc.is_null(index)).to_pylist()[:5]
+        raise DataError(
+            f"{path}: {index.null_count} requested id(s) have no vector, e.g. {missing}; "
+            "the features are older than the dataset? run `dvc repro embed`"
+        )
+    rows = index.to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(matrix[rows])
+
+
+def read_meta(features_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """`data/features/meta.json`: per modality, the encoder, its version or path, the dim."""
+    return json.loads((Path(features_dir) / META).read_text())  # type: ignore[no-any-return]
+
+
+def load_encoder(
+    features_dir: str | os.PathLike[str], modality: str, modality_config: ModalityConfig
+) -> Encoder:
+    """Rebuild the fitted encoder the embed stage used for `modality` (to encode raw rows)."""
+    config = modality_config.encoder
+    return ENCODERS.get(config.name).load(config, encoder_dir(features_dir, modality))
