@@ -1,0 +1,139 @@
+"""The report's figures as PNG bytes. Matplotlib's object API (no pyplot): no global state,
+no GUI backend."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from multitune.report.pareto import pareto_mask
+from multitune.report.stats import RowResult
+
+_MULTI, _SINGLE, _REF = "#1f77b4", "#ff7f0e", "#555555"
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def bars(rows: Sequence[RowResult], reference: Mapping[str, Mapping[str, float]]) -> bytes:
+    """Single vs multi per row (mean, error bar = std over seeds), reference as a marker."""
+    labels = [f"{r.name}\n{r.metric}" for r in rows]
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(max(5.0, 1.3 * len(rows) + 1), 3.6))
+    ax = fig.subplots()
+    w = 0.38
+    ax.bar(x - w / 2, [r.single_mean for r in rows], w, yerr=[r.single_std for r in rows],
+           capsize=3, color=_SINGLE, label="single-task")  # fmt: skip
+    ax.bar(x + w / 2, [r.multi_mean for r in rows], w, yerr=[r.multi_std for r in rows],
+           capsize=3, color=_MULTI, label="multi-task")  # fmt: skip
+    ref = [reference.get(r.name, {}).get(r.metric, np.nan) for r in rows]
+    if np.isfinite(ref).any():
+        ax.scatter(x, ref, marker="_", s=400, color=_REF, zorder=3, label="logistic regression")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("test score (mean ± std over seeds)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def curves(frame: pd.DataFrame) -> bytes:
+    """Validation curves per task: one line per final run (multi solid, single dashed).
+
+    Args:
+        frame: Long table with columns task, metric, kind ("multi"/"single"), seed, epoch,
+            value.
+    """
+    tasks = list(dict.fromkeys(frame["task"]))
+    cols = min(3, max(1, len(tasks)))
+    nrows = -(-len(tasks) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        part = frame[frame["task"] == task]
+        metric = str(part["metric"].iloc[0])
+        for (kind, seed), run in part.groupby(["kind", "seed"], sort=True):
+            ax.plot(
+                run["epoch"],
+                run["value"],
+                color=_MULTI if kind == "multi" else _SINGLE,
+                linestyle="-" if kind == "multi" else "--",
+                alpha=0.8,
+                label=f"{kind} (seeds)" if seed == part[part.kind == kind]["seed"].min() else None,
+            )
+        ax.set_title(f"{task}: val {metric}", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def importance_bars(values: Mapping[str, float], evaluator: str) -> bytes:
+    """Horizontal bars of hyperparameter importance, most important on top."""
+    names = list(values)[::-1]
+    fig = Figure(figsize=(6, 0.35 * len(names) + 1.2))
+    ax = fig.subplots()
+    ax.barh(names, [values[n] for n in names], color=_MULTI)
+    ax.set_xlabel(f"importance ({evaluator})")
+    ax.tick_params(axis="y", labelsize=8)
+    return _png(fig)
+
+
+def pareto(points: pd.DataFrame, max_pairs: int = 6) -> bytes:
+    """Trials scattered per pair of tasks (val scores), the Pareto front of each pair joined.
+
+    Args:
+        points: One column per task (higher is better), one row per trial.
+        max_pairs: At most this many task pairs are drawn.
+    """
+    pairs = list(itertools.combinations(points.columns, 2))[:max_pairs]
+    cols = min(3, len(pairs))
+    nrows = -(-len(pairs) // cols)
+    fig = Figure(figsize=(3.8 * cols, 3.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax, (a, b) in zip(axes.flat, pairs, strict=False):
+        xy = points[[a, b]].to_numpy(dtype=float)
+        front = pareto_mask(xy)
+        ax.scatter(xy[~front, 0], xy[~front, 1], s=14, color="#999999", label="trial")
+        order = np.argsort(xy[front, 0])
+        ax.plot(xy[front, 0][order], xy[front, 1][order], "o-", color=_MULTI, ms=4,
+                label="Pareto front")  # fmt: skip
+        ax.set_xlabel(f"{a} (val)", fontsize=8)
+        ax.set_ylabel(f"{b} (val)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def heatmap(matrix: pd.DataFrame, title: str) -> bytes:
+    """A diverging heatmap (source task rows x target task columns), values annotated."""
+    values = matrix.to_numpy(dtype=float)
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    bound = bound or 1.0
+    n = len(matrix.columns)
+    fig = Figure(figsize=(1.1 * n + 2.4, 0.9 * len(matrix) + 1.6))
+    ax = fig.subplots()
+    im = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound)
+    ax.set_xticks(range(n), list(matrix.columns), rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(matrix)), list(matrix.index), fontsize=8)
+    ax.set_xlabel("task B (scored)")
+    ax.set_ylabel("task A (trained with B)")
+    for i, j in itertools.product(range(len(matrix)), range(n)):
+        if np.isfinite(values[i, j]):
+            ax.text(j, i, f"{values[i, j]:+.3f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)

@@ -1,0 +1,153 @@
+"""The comparison statistics and the rendered report (pure: no MLflow, no training)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multitune.report import (
+    ReportInputs,
+    RunRecord,
+    Scored,
+    compare,
+    importance,
+    metrics_json,
+    pareto_mask,
+    render,
+    study_from_trials,
+    verdict,
+    write_curves,
+)
+
+
+def _mean_dm(
+    mt: Mapping[str, Mapping[str, float]], st: Mapping[str, Mapping[str, float]]
+) -> float:
+    rel = [(mt[t][m] - st[t][m]) / st[t][m] for t in mt for m in mt[t]]
+    return 100.0 * float(np.mean(rel))
+
+
+def _accuracy_fns(correct: np.ndarray) -> list:
+    """One score fn per seed: accuracy of a (seeds, n) matrix of 0/1 correctness."""
+    return [lambda idx, c=row: float(c[idx].mean()) for row in correct]
+
+
+def _rows(n: int, p_multi: float, p_single: float, seed: int = 0) -> Scored:
+    rng = np.random.default_rng(seed)
+    multi = (rng.random((3, n)) < p_multi).astype(float)
+    single = (rng.random((3, n)) < p_single).astype(float)
+    return Scored("t", "accuracy", True, _accuracy_fns(multi), _accuracy_fns(single))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "hib", "expected"),
+    [
+        (0.01, 0.2, True, "improves"),
+        (-0.2, -0.01, True, "hurts"),
+        (-0.1, 0.1, True, "no clear difference"),
+        (-0.2, -0.01, False, "improves"),
+        (float("nan"), 0.1, True, "no clear difference"),
+    ],
+)
+def test_verdict_is_read_off_the_interval(low: float, high: float, hib: bool, expected: str):
+    assert verdict(low, high, hib) == expected
+
+
+def test_clear_gain_improves_and_equal_models_show_no_clear_difference():
+    better = compare([_rows(2000, 0.8, 0.6)], 2000, _mean_dm, samples=300)
+    (row,) = better.rows
+    assert row.verdict == "improves" and better.verdict == "improves"
+    assert row.ci_low < row.delta < row.ci_high
+    assert row.delta == pytest.approx(row.multi_mean - row.single_mean)
+    assert better.delta_m > 0
+
+    same = compare([_rows(300, 0.7, 0.7, seed=1)], 300, _mean_dm, samples=300)
+    assert same.rows[0].verdict == "no clear difference"
+    assert same.rows[0].ci_low < 0 < same.rows[0].ci_high
+
+
+def test_lower_is_better_metric_flips_the_verdict():
+    rng = np.random.default_rng(0)
+    err_multi = rng.normal(1.0, 0.1, (3, 500))
+    err_single = rng.normal(2.0, 0.1, (3, 500))
+    fns = [lambda idx, e=e: float(np.abs(e[idx]).mean()) for e in err_multi]
+    fns_s = [lambda idx, e=e: float(np.abs(e[idx]).mean()) for e in err_single]
+    result = compare([Scored("r", "mae", False, fns, fns_s)], 500, _mean_dm, samples=200)
+    assert result.rows[0].delta < 0 and result.rows[0].verdict == "improves"
+
+
+def test_importance_from_a_replayed_sweep():
+    rng = np.random.default_rng(0)
+    lr = 10 ** rng.uniform(-4, -1, 40)
+    trials = pd.DataFrame(
+        {
+            "config/lr": lr,
+            "config/dropout": rng.uniform(0, 0.5, 40),
+            "config/fusion": rng.choice(["concat", "gated"], 40),
+            "config/constant": 3,
+            "objective": -((np.log10(lr) + 2.5) ** 2) + rng.normal(0, 0.01, 40),
+        }
+    )
+    params = [c for c in trials.columns if c.startswith("config/")]
+    study = study_from_trials(trials, params, "objective")
+    assert len(study.trials) == 40 and "config/constant" not in study.trials[0].params
+    values = importance(study, "fanova")
+    assert next(iter(values)) == "config/lr"
+    assert importance(study_from_trials(trials.head(1), params, "objective")) == {}
+
+
+def test_pareto_mask_keeps_the_non_dominated():
+    pts = np.array([[1, 0], [0, 1], [0.5, 0.5], [0.2, 0.2], [np.nan, 2]])
+    assert pareto_mask(pts).tolist() == [True, True, True, False, False]
+
+
+def _inputs() -> ReportInputs:
+    comp = compare([_rows(400, 0.8, 0.7)], 400, _mean_dm, samples=200)
+    curves = pd.DataFrame(
+        [
+            {"task": "t", "metric": "accuracy", "kind": k, "seed": s, "epoch": e, "value": v}
+            for k in ("multi", "single")
+            for s in range(3)
+            for e, v in enumerate([0.5, 0.6, 0.65])
+        ]
+    )
+    return ReportInputs(
+        comparison=comp,
+        reference={"t": {"accuracy": 0.71}},
+        runs=[RunRecord("abc123", "multi", ("t",), 0, 3)],
+        curves=curves,
+        pareto_points=pd.DataFrame({"a": [0.1, 0.5, 0.3], "b": [0.5, 0.1, 0.2]}),
+        transfer=pd.DataFrame([[np.nan, 0.02], [-0.01, np.nan]], ["a", "b"], ["a", "b"]),
+        transfer_method="pairwise",
+        importance={"lr": 0.7, "dropout": 0.3},
+    )
+
+
+def test_render_writes_an_offline_html_and_metrics_that_match(tmp_path: Path):
+    inputs = _inputs()
+    paths = render(inputs, tmp_path)
+    page = paths["html"].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']https?://""", page)
+    assert page.count("data:image/png;base64,") == 5
+    md = paths["markdown"].read_text()
+    row = inputs.comparison.rows[0]
+    assert f"{row.multi_mean:.4f} ± {row.multi_std:.4f}" in md
+    assert "(figures/bars.png)" in md and (paths["figures"] / "bars.png").exists()
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["tasks"]["t"]["accuracy"]["multi"] == pytest.approx(row.multi_mean, abs=1e-6)
+    assert metrics["tasks"]["t"]["accuracy"]["logreg"] == 0.71
+    assert metrics["runs"]["multi"] == {"0": "abc123"}
+    assert metrics_json(inputs)["verdict"] == inputs.comparison.verdict
+
+
+def test_curves_csv_average_seeds(tmp_path: Path):
+    out = write_curves(_inputs().curves, tmp_path / "curves")
+    table = pd.read_csv(out / "t.csv")
+    assert list(table.columns) == ["epoch", "multi", "single"]
+    assert table["multi"].tolist() == pytest.approx([0.5, 0.6, 0.65])
