@@ -1,13 +1,116 @@
-"""`model:` and `train:` — the multi-task network and how it is trained (issue 3 fills these)."""
+"""`model:` and `train:` — the multi-task network and how it is trained.
+
+Method configs (fusion, sharing, weighting, freezing, sampling) come from their registries:
+each is ``{name: <method>, ...}`` with the method's own typed options.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
 from multitune.config._base import StrictModel
+from multitune.models.fusion import FUSIONS
+from multitune.models.fusion.concat import ConcatConfig
+from multitune.models.sharing import SHARINGS
+from multitune.models.sharing.hard import HardConfig
+from multitune.training.freezing import FREEZINGS
+from multitune.training.freezing.none import NoneConfig
+from multitune.training.sampling import SAMPLERS
+from multitune.training.sampling.proportional import ProportionalConfig
+from multitune.training.weighting import WEIGHTINGS
+from multitune.training.weighting.static import StaticConfig
+
+FusionMethod = FUSIONS.config_type()
+SharingMethod = SHARINGS.config_type()
+WeightingMethod = WEIGHTINGS.config_type()
+FreezingMethod = FREEZINGS.config_type()
+SamplingMethod = SAMPLERS.config_type()
+
+
+def _default_name(default: str) -> Any:
+    """A before-validator: a method mapping without `name` means the default method."""
+
+    def fill(cls: type, value: Any) -> Any:
+        if isinstance(value, dict) and "name" not in value:
+            return {"name": default, **value}
+        return value
+
+    return classmethod(fill)
+
+
+class ProjectionConfig(StrictModel):
+    """The per-modality encoder: an MLP projecting each modality's vectors to `hidden`."""
+
+    hidden: int = Field(default=256, ge=1, description="Output width of every modality encoder.")
+    layers: int = Field(default=1, ge=1, le=4, description="Linear+GELU+Dropout blocks.")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout after each block.")
 
 
 class ModelConfig(StrictModel):
     """The network: encoders, fusion, sharing, heads."""
 
+    encoder: ProjectionConfig = Field(
+        default_factory=ProjectionConfig, description="Per-modality projection MLP."
+    )
+    fusion: FusionMethod = Field(  # type: ignore[valid-type]
+        default_factory=ConcatConfig,
+        description="How modality encodings become one vector: {name: concat|mean|attention|"
+        "gated|film|hierarchical, modality_dropout: p, ...}.",
+    )
+    sharing: SharingMethod = Field(  # type: ignore[valid-type]
+        default_factory=HardConfig,
+        description="How tasks share the trunk: {name: hard|mmoe|cgc, hidden: [...], ...}.",
+    )
+
+    _fusion_name = field_validator("fusion", mode="before")(_default_name("concat"))
+    _sharing_name = field_validator("sharing", mode="before")(_default_name("hard"))
+
 
 class TrainConfig(StrictModel):
     """The training loop."""
+
+    epochs: int = Field(default=30, ge=1, le=10_000, description="Maximum training epochs.")
+    batch_size: int = Field(default=64, ge=1, description="Rows per optimisation step.")
+    seed: int = Field(default=0, ge=0, description="Seed of initialisation, order and dropout.")
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    grad_clip: float | None = Field(
+        default=1.0, gt=0.0, description="Max global gradient norm; null disables clipping."
+    )
+    patience: int = Field(
+        default=5,
+        ge=1,
+        description="Stop after this many epochs without a better validation objective.",
+    )
+    schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="Learning-rate schedule over the planned steps."
+    )
+    warmup: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Fraction of steps with linear LR warm-up."
+    )
+    eval_batch_size: int = Field(default=4096, ge=1, description="Rows per evaluation chunk.")
+    weighting: WeightingMethod = Field(  # type: ignore[valid-type]
+        default_factory=StaticConfig,
+        description="How per-task losses/gradients become one update: {name: static|"
+        "uncertainty|dwa|gradnorm|rlw|famo|pcgrad|mgda|cagrad|nash_mtl|upgrad|imtl_g|"
+        "aligned_mtl, ...}.",
+    )
+    freezing: FreezingMethod = Field(  # type: ignore[valid-type]
+        default_factory=NoneConfig,
+        description="Which parameters train when: {name: none|frozen_trunk|warm_start|"
+        "frozen_heads, lr_multipliers: {...}}.",
+    )
+    sampling: SamplingMethod = Field(  # type: ignore[valid-type]
+        default_factory=ProportionalConfig,
+        description="How batches are drawn over partially labelled tasks: {name: uniform|"
+        "proportional|temperature|sqrt|annealed, ...}.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto = CUDA when available, else CPU."
+    )
+
+    _weighting_name = field_validator("weighting", mode="before")(_default_name("static"))
+    _freezing_name = field_validator("freezing", mode="before")(_default_name("none"))
+    _sampling_name = field_validator("sampling", mode="before")(_default_name("proportional"))

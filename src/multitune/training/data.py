@@ -1,0 +1,240 @@
+"""Training data on the device: one contiguous feature tensor per modality, encoded targets,
+label masks and split indices. Built once; the loop only slices it by index."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from multitune.errors import DataError
+from multitune.models.heads import TaskSpec
+
+if TYPE_CHECKING:
+    from multitune.config.schema import Params
+
+SPLITS = ("train", "val", "test")
+
+
+def _missing(path: Path) -> DataError:
+    return DataError(f"{path} is missing; run `dvc repro embed` to prepare the features first")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Everything the trainer reads, as tensors on one device.
+
+    Attributes:
+        ids: row ids, ``(n,)``.
+        features: modality -> ``(n, dim)`` float32, contiguous.
+        tasks: the tasks, each with its resolved classes.
+        targets: task -> encoded target (class index long ``(n,)``; binary 0/1 float ``(n,)``;
+            multilabel 0/1 float ``(n, C)``; regression float ``(n,)`` in original units);
+            unlabelled rows hold zeros.
+        labelled: task -> bool ``(n,)``, rows that carry a label for the task.
+        splits: "train"/"val"/"test" -> long row indices.
+    """
+
+    ids: np.ndarray
+    features: dict[str, Tensor]
+    tasks: list[TaskSpec]
+    targets: dict[str, Tensor]
+    labelled: dict[str, Tensor]
+    splits: dict[str, Tensor]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors live."""
+        return next(iter(self.features.values())).device
+
+    @property
+    def modality_dims(self) -> dict[str, int]:
+        """Input width per modality."""
+        return {m: int(f.shape[1]) for m, f in self.features.items()}
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names, in order."""
+        return [t.name for t in self.tasks]
+
+    def to(self, device: torch.device | str) -> TrainingData:
+        """A copy on `device` (self if already there)."""
+        device = torch.device(device)
+        if self.device == device:
+            return self
+
+        def move(d: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {k: v.to(device).contiguous() for k, v in d.items()}
+
+        return replace(
+            self,
+            features=move(self.features),
+            targets=move(self.targets),
+            labelled=move(self.labelled),
+            splits=move(self.splits),
+        )
+
+    def select(self, tasks: Sequence[str] | None) -> TrainingData:
+        """The same rows restricted to `tasks` (all when None)."""
+        if tasks is None:
+            return self
+        unknown = [t for t in tasks if t not in self.task_names]
+        if unknown or not tasks:
+            raise ValueError(
+                f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
+                f"tasks: {', '.join(self.task_names)}"
+            )
+        keep = [t for t in self.tasks if t.name in tasks]
+        return replace(
+            self,
+            tasks=keep,
+            targets={t.name: self.targets[t.name] for t in keep},
+            labelled={t.name: self.labelled[t.name] for t in keep},
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        features: Mapping[str, np.ndarray | Tensor],
+        tasks: Sequence[Any],
+        labels: Mapping[str, Sequence[Any] | np.ndarray | pd.Series],
+        split: Sequence[str] | np.ndarray,
+        ids: Sequence[str] | None = None,
+        device: torch.device | str | None = None,
+    ) -> TrainingData:
+        """Build from in-memory arrays (tests, notebooks).
+
+        Args:
+            features: modality -> ``(n, dim)`` array.
+            tasks: `TaskSpec`s or objects with ``.config``, ``.classes``, ``.n_labelled``
+                (``classes=None`` on a categorical task: inferred, sorted).
+            labels: task name -> raw labels per row (strings, None for unlabelled; floats and
+                NaN for regression; lists or separator-joined strings for multilabel).
+            split: per row, "train", "val", "test" (anything else: unused).
+            ids: row ids (default "0".."n-1").
+            device: where the tensors go (default CPU).
+        """
+        device = torch.device(device or "cpu")
+        feats = {
+            m: torch.as_tensor(np.asarray(v, dtype=np.float32)).contiguous().to(device)
+            for m, v in features.items()
+        }
+        n = len(next(iter(feats.values())))
+        if any(len(f) != n for f in feats.values()):
+            raise DataError("every modality must have the same number of rows")
+        specs, targets, labelled = [], {}, {}
+        for t in tasks:
+            spec = t if isinstance(t, TaskSpec) else TaskSpec(t.config, t.classes, t.n_labelled)
+            values = pd.Series(list(labels[spec.name]) if spec.name in labels else [None] * n)
+            spec = _resolve_classes(spec, values)
+            y, mask = encode_targets(spec, values)
+            specs.append(replace(spec, n_labelled=int(mask.sum())))
+            targets[spec.name] = torch.as_tensor(np.array(y)).to(device)
+            labelled[spec.name] = torch.as_tensor(np.array(mask, dtype=bool)).to(device)
+        split_arr = np.asarray(split).astype(str)
+        splits = {
+            s: torch.as_tensor(np.flatnonzero(split_arr == s), dtype=torch.long).to(device)
+            for s in SPLITS
+        }
+        row_ids = np.asarray(ids if ids is not None else [str(i) for i in range(n)], dtype=object)
+        return cls(row_ids, feats, specs, targets, labelled, splits)
+
+    @classmethod
+    def from_files(
+        cls, data_dir: Path, params: Params, device: torch.device | str | None = None
+    ) -> TrainingData:
+        """Load the data stages' outputs (dataset, tasks.json, splits, features).
+
+        Raises:
+            DataError: an artifact is missing (run ``dvc repro embed``) or does not match the
+                params (a task absent from tasks.json).
+        """
+        from multitune.data import load_features, read_dataset, read_splits, read_tasks
+
+        data_dir = Path(data_dir)
+        for rel in ("dataset.parquet", "tasks.json", "splits.parquet", "features"):
+            if not (data_dir / rel).exists():
+                raise _missing(data_dir / rel)
+        infos = {i.config.name: i for i in read_tasks(data_dir / "tasks.json")}
+        absent = [t.name for t in params.tasks if t.name not in infos]
+        if absent:
+            raise DataError(
+                f"task(s) {', '.join(absent)} not in {data_dir / 'tasks.json'}; "
+                "rerun `dvc repro embed` after changing tasks"
+            )
+        specs = [
+            TaskSpec(t, infos[t.name].classes, infos[t.name].n_labelled) for t in params.tasks
+        ]
+        frame = read_dataset(data_dir / "dataset.parquet")
+        ids = frame["id"].astype(str).to_numpy()
+        split_frame = read_splits(data_dir / "splits.parquet")
+        split = (
+            pd.Series(ids).map(split_frame.set_index(split_frame["id"].astype(str))["split"])
+        ).fillna("none")
+        features = {
+            m: load_features(data_dir / "features", m, list(ids)) for m in params.data.modalities
+        }
+        labels = {t.name: frame[t.config.column] for t in specs}
+        return cls.from_arrays(features, specs, labels, split.to_numpy(), ids, device)
+
+
+def _resolve_classes(spec: TaskSpec, values: pd.Series) -> TaskSpec:
+    if spec.type == "regression" or spec.classes:
+        return spec
+    if spec.type == "multilabel":
+        found = _multilabel_lists(values, spec.config.separator).explode().dropna()
+    else:
+        found = values.dropna()
+    return replace(spec, classes=sorted(found.astype(str).unique().tolist()))
+
+
+def _multilabel_lists(values: pd.Series, separator: str) -> pd.Series:
+    return values.map(
+        lambda v: v.split(separator) if isinstance(v, str) else (None if v is None else list(v))
+    )
+
+
+def encode_targets(spec: TaskSpec, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Encode raw labels for `spec`: ``(target, labelled mask)``; see `TrainingData.targets`.
+
+    Raises:
+        DataError: a label outside the task's classes.
+    """
+    if spec.type == "regression":
+        y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        mask = np.isfinite(y)
+        return np.where(mask, y, 0.0).astype(np.float32), mask
+    classes = list(spec.classes or [])
+    if spec.type == "multilabel":
+        lists = _multilabel_lists(values.where(values.notna(), None), spec.config.separator)
+        mask = lists.notna().to_numpy()
+        exploded = lists.explode().dropna().astype(str)
+        codes = pd.Categorical(exploded, categories=classes).codes
+        _check_known(spec, exploded[codes < 0])
+        y = np.zeros((len(values), len(classes)), dtype=np.float32)
+        y[exploded.index.to_numpy()[codes >= 0], codes[codes >= 0]] = 1.0
+        return y, mask
+    present = values.notna().to_numpy()
+    text = values.where(values.notna(), None).map(lambda v: None if v is None else str(v))
+    codes = pd.Categorical(text, categories=classes).codes.astype(np.int64)
+    _check_known(spec, text[present & (codes < 0)])
+    mask = codes >= 0
+    codes = np.where(mask, codes, 0)
+    if spec.type == "binary":
+        return codes.astype(np.float32), mask
+    return codes, mask
+
+
+def _check_known(spec: TaskSpec, unknown: pd.Series) -> None:
+    if len(unknown):
+        bad = ", ".join(sorted(map(repr, unknown.unique()))[:5])
+        raise DataError(
+            f"task {spec.name!r}: label(s) {bad} not among its classes "
+            f"{', '.join(spec.classes or [])}"
+        )

@@ -1,0 +1,212 @@
+"""Metrics per task type, joint metrics over task groups, the validation objective and Δm.
+
+Per task type (computed on the rows labelled for the task):
+
+=============== ======================================== =================
+type            metrics                                  primary
+=============== ======================================== =================
+classification  accuracy, macro_f1                       macro_f1
+binary          accuracy, f1 (positive class), auroc     auroc
+multilabel      micro_f1, macro_f1 (threshold 0.5)       micro_f1
+regression      mae, rmse, r2 (original units)           r2
+distribution    mode_accuracy, kl (to the soft target)   mode_accuracy
+=============== ======================================== =================
+
+A metric that is undefined on the rows given (AUROC with one class, R² of a constant) is left
+out rather than reported as NaN; a task with no labelled rows gets an empty dict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from multitune.models.heads import TaskSpec
+
+_PRIMARY = {
+    "classification": "macro_f1",
+    "binary": "auroc",
+    "multilabel": "micro_f1",
+    "regression": "r2",
+    "distribution": "mode_accuracy",
+}
+_LOWER_IS_BETTER = {"mae", "rmse", "kl", "loss"}
+
+
+def primary_metric(task_type: str) -> str:
+    """The metric the validation objective and model selection use for `task_type`."""
+    return _PRIMARY[task_type]
+
+
+def higher_is_better(metric: str) -> bool:
+    """False for errors and divergences (mae, rmse, kl, loss), True otherwise."""
+    return metric not in _LOWER_IS_BETTER
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Mean F1 over the classes present in `y_true` or `y_pred` (as scikit-learn)."""
+    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, -1)
+    tp = np.diag(cm).astype(np.float64)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    present = (tp + fp + fn) > 0
+    return float(_f1(tp, fp, fn)[present].mean())
+
+
+def auroc(y_true: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks); None with one class."""
+    pos = y_true.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def kl_to_soft_target(probs: np.ndarray, y: np.ndarray, smoothing: float) -> float:
+    """Mean KL(soft target || probs), the soft target built as the distribution head does."""
+    n_classes = probs.shape[1]
+    s = smoothing if n_classes > 1 else 0.0
+    soft = np.full(probs.shape, s / max(n_classes - 1, 1))
+    soft[np.arange(len(y)), y] = 1.0 - s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(soft > 0, soft * (np.log(soft) - np.log(np.clip(probs, 1e-12, 1))), 0)
+    return float(terms.sum(1).mean())
+
+
+def task_metrics(
+    spec: TaskSpec, pred: np.ndarray, target: np.ndarray, labelled: np.ndarray
+) -> dict[str, float]:
+    """Metrics of one task; `pred` as `multitune.training.predict` returns it."""
+    if not labelled.any():
+        return {}
+    p, y = pred[labelled], target[labelled]
+    out: dict[str, float] = {}
+    if spec.type in ("classification", "distribution"):
+        y = y.astype(np.int64)
+        hard = p.argmax(1)
+        acc = float((hard == y).mean())
+        if spec.type == "classification":
+            out = {"accuracy": acc, "macro_f1": macro_f1(y, hard, p.shape[1])}
+        else:
+            out = {"mode_accuracy": acc, "kl": kl_to_soft_target(p, y, spec.config.smoothing)}
+    elif spec.type == "binary":
+        y = y.astype(np.int64)
+        hard = (p >= 0.5).astype(np.int64)
+        tp = float(((hard == 1) & (y == 1)).sum())
+        fp, fn = float(((hard == 1) & (y == 0)).sum()), float(((hard == 0) & (y == 1)).sum())
+        out = {"accuracy": float((hard == y).mean()), "f1": float(_f1(tp, fp, fn))}
+        auc = auroc(y, p)
+        if auc is not None:
+            out["auroc"] = auc
+    elif spec.type == "multilabel":
+        hard, yb = p >= 0.5, y >= 0.5
+        tp = (hard & yb).sum(0).astype(np.float64)
+        fp, fn = (hard & ~yb).sum(0), (~hard & yb).sum(0)
+        present = (tp + fp + fn) > 0
+        out = {
+            "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+            "macro_f1": float(_f1(tp, fp, fn)[present].mean()) if present.any() else 0.0,
+        }
+    else:
+        err = p - y
+        out = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+        ss_tot = float(((y - y.mean()) ** 2).sum())
+        if ss_tot > 0:
+            out["r2"] = 1.0 - float((err**2).sum()) / ss_tot
+    return out
+
+
+def correct(spec: TaskSpec, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per row, whether the prediction is right (a multilabel row: every label right)."""
+    if spec.type in ("classification", "distribution"):
+        return np.asarray(pred.argmax(1) == target.astype(np.int64))
+    if spec.type == "binary":
+        return np.asarray((pred >= 0.5) == (target >= 0.5))
+    if spec.type == "multilabel":
+        return np.asarray(((pred >= 0.5) == (target >= 0.5)).all(1))
+    raise ValueError(f"task {spec.name!r} is a regression: no joint accuracy")
+
+
+def joint_accuracy(rights: Sequence[np.ndarray], labelled: Sequence[np.ndarray]) -> float | None:
+    """Share of rows, labelled for every task of a group, where every task is right at once.
+
+    Returns None when no row is labelled for all of them.
+    """
+    covered = np.logical_and.reduce([np.asarray(m, bool) for m in labelled])
+    if not covered.any():
+        return None
+    ok = np.logical_and.reduce([np.asarray(r, bool) for r in rights])
+    return float(ok[covered].mean())
+
+
+def normalized_score(metric: str, value: float) -> float:
+    """A higher-is-better score: the metric itself, or ``exp(-value)`` for losses/errors."""
+    return value if higher_is_better(metric) else math.exp(-value)
+
+
+def objective(
+    metrics: Mapping[str, Mapping[str, float]],
+    task_types: Mapping[str, str],
+    baseline: Mapping[str, Mapping[str, float]] | None = None,
+) -> float:
+    """The validation objective (higher is better) over all tasks.
+
+    Without `baseline`: the mean over tasks of the normalized primary metric. With a
+    `baseline` (single-task validation metrics): the mean over tasks of the sign-corrected
+    relative difference of the primary metric, i.e. Δm restricted to primary metrics
+    (a fraction). Tasks without the metric (no labelled rows) are skipped; NaN if none left.
+    """
+    scores = []
+    for task, kind in task_types.items():
+        metric = primary_metric(kind)
+        value = metrics.get(task, {}).get(metric)
+        if value is None:
+            continue
+        if baseline is not None:
+            base = baseline.get(task, {}).get(metric)
+            if base is None or base == 0:
+                continue
+            sign = 1.0 if higher_is_better(metric) else -1.0
+            scores.append(sign * (value - base) / abs(base))
+        else:
+            scores.append(normalized_score(metric, value))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def delta_m(mt: Mapping[str, Mapping[str, float]], st: Mapping[str, Mapping[str, float]]) -> float:
+    """Δm of a multi-task model against single-task results, as a FRACTION (x100 for %).
+
+    LibMTL's definition (Maninis et al., 2019; Lin & Zhang, 2023, "LibMTL", eq. 4):
+    ``Δm = 1/T sum_t 1/|M_t| sum_m s_m (M_mt,m - M_st,m) / |M_st,m|``, with ``s_m = +1`` when
+    higher is better and ``-1`` otherwise; positive means multi-task is better. Metrics are those
+    both sides report for the task (a single-task value of 0 is skipped: no relative change).
+
+    Raises:
+        ValueError: no single-task results, or a task (or all of its metrics) missing from
+            them. There is no Δm without single-task results.
+    """
+    if not st:
+        raise ValueError("Δm needs single-task results; none were given")
+    per_task = []
+    for task, metrics in mt.items():
+        if task not in st:
+            raise ValueError(f"Δm: no single-task result for task {task!r}")
+        rel = [
+            (1.0 if higher_is_better(m) else -1.0) * (v - st[task][m]) / abs(st[task][m])
+            for m, v in metrics.items()
+            if m in st[task] and st[task][m] != 0
+        ]
+        if not rel:
+            raise ValueError(f"Δm: task {task!r} shares no metric with its single-task result")
+        per_task.append(float(np.mean(rel)))
+    if not per_task:
+        raise ValueError("Δm: no tasks")
+    return float(np.mean(per_task))

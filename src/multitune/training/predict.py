@@ -1,0 +1,86 @@
+"""Inference and evaluation: user-facing predictions and per-split metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from multitune.models.multitask import MultiTaskModel
+from multitune.training.data import TrainingData
+from multitune.training.metrics import correct, joint_accuracy, task_metrics
+
+
+@torch.no_grad()
+def predict_tensors(
+    model: MultiTaskModel, features: Mapping[str, Tensor], batch_size: int = 4096
+) -> dict[str, Tensor]:
+    """Like `predict`, but tensors on the model's device (no copy to host)."""
+    was_training = model.training
+    model.eval()
+    n = len(next(iter(features.values())))
+    chunks: dict[str, list[Tensor]] = {t: [] for t in model.task_names}
+    try:
+        for start in range(0, n, batch_size):
+            batch = {m: features[m][start : start + batch_size] for m in model.modality_dims}
+            out = model(batch)
+            for t in model.task_names:
+                chunks[t].append(model.heads[t].predict(out[t]))
+    finally:
+        model.train(was_training)
+    return {t: torch.cat(c) for t, c in chunks.items()}
+
+
+def predict(
+    model: MultiTaskModel, features: Mapping[str, Tensor | np.ndarray], batch_size: int = 4096
+) -> dict[str, np.ndarray]:
+    """Predict every task for every row of `features`.
+
+    Args:
+        model: a trained model (``TrainResult.model`` or ``load_model(dir)``).
+        features: modality -> ``(n, dim)`` vectors (as the embed stage writes them).
+        batch_size: rows per forward pass.
+
+    Returns:
+        task -> array: class probabilities ``(n, C)`` for classification, multilabel and
+        distribution tasks (order = ``spec.classes``); P(second class) ``(n,)`` for binary
+        tasks; values in original units ``(n,)`` for regression.
+    """
+    device = next(model.parameters()).device
+    tensors = {
+        m: torch.as_tensor(np.asarray(v, dtype=np.float32) if not torch.is_tensor(v) else v)
+        .to(device)
+        .float()
+        for m, v in features.items()
+    }
+    out = predict_tensors(model, tensors, batch_size)
+    return {t: v.cpu().numpy() for t, v in out.items()}
+
+
+def evaluate(
+    model: MultiTaskModel,
+    data: TrainingData,
+    split: str,
+    groups: Mapping[str, list[str]] | None = None,
+    batch_size: int = 4096,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Metrics of `split`: ``({task: {metric: value}}, {group: {"joint_accuracy": v}})``."""
+    idx = data.splits[split]
+    preds = predict_tensors(model, {m: f[idx] for m, f in data.features.items()}, batch_size)
+    metrics, rights, masks = {}, {}, {}
+    for spec in data.tasks:
+        p = preds[spec.name].cpu().numpy()
+        y = data.targets[spec.name][idx].cpu().numpy()
+        mask = data.labelled[spec.name][idx].cpu().numpy()
+        metrics[spec.name] = task_metrics(spec, p, y, mask)
+        if spec.type != "regression":
+            rights[spec.name], masks[spec.name] = correct(spec, p, y), mask
+    joint: dict[str, dict[str, float]] = {}
+    for group, members in (groups or {}).items():
+        if all(m in rights for m in members):
+            value = joint_accuracy([rights[m] for m in members], [masks[m] for m in members])
+            if value is not None:
+                joint[group] = {"joint_accuracy": value}
+    return metrics, joint

@@ -1,0 +1,33 @@
+"""Annealed sampling: ``p_k ∝ n_k^alpha`` with ``alpha = 1 - decay * e / (E - 1)``, from
+proportional in the first epoch towards uniform in the last (Stickland & Murray, 2019, "BERT
+and PALs", sec. 4, "annealed sampling", decay 0.8)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from multitune.registry import MethodConfig
+from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
+
+
+class AnnealedConfig(MethodConfig):
+    """Proportional at first, flatter each epoch."""
+
+    name: Literal["annealed"] = "annealed"
+    decay: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="How far alpha falls from 1 by the last epoch."
+    )
+
+
+@SAMPLERS.register(AnnealedConfig)
+class AnnealedSampler(TaskSampler):
+    """``p_k ∝ n_k^(1 - decay * e / (E - 1))``."""
+
+    def probabilities(self, counts: np.ndarray, epoch: int, total_epochs: int) -> np.ndarray:
+        """Counts raised to the epoch's alpha."""
+        progress = epoch / (total_epochs - 1) if total_epochs > 1 else 0.0
+        alpha = 1.0 - self.config.decay * min(progress, 1.0)  # type: ignore[attr-defined]
+        return normalise(np.where(counts > 0, counts**alpha, 0.0))

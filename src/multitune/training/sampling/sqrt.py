@@ -1,0 +1,26 @@
+"""Square-root sampling: ``p_k ∝ sqrt(n_k)`` (Stickland & Murray, 2019, "BERT and PALs",
+sec. 4, "square root sampling")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from multitune.registry import MethodConfig
+from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
+
+
+class SqrtConfig(MethodConfig):
+    """Tasks drawn with ``p ∝ sqrt(n)``."""
+
+    name: Literal["sqrt"] = "sqrt"
+
+
+@SAMPLERS.register(SqrtConfig)
+class SqrtSampler(TaskSampler):
+    """``p_k ∝ n_k^0.5``."""
+
+    def probabilities(self, counts: np.ndarray, epoch: int, total_epochs: int) -> np.ndarray:
+        """Square-root counts."""
+        return normalise(np.sqrt(counts))

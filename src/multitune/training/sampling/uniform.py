@@ -1,0 +1,26 @@
+"""Uniform task sampling: every task with labels is drawn equally often, ``p_k = 1/K``
+(the round-robin-like baseline in e.g. Stickland & Murray, 2019, "BERT and PALs", sec. 4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from multitune.registry import MethodConfig
+from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
+
+
+class UniformConfig(MethodConfig):
+    """Each task equally likely per step."""
+
+    name: Literal["uniform"] = "uniform"
+
+
+@SAMPLERS.register(UniformConfig)
+class UniformSampler(TaskSampler):
+    """``p_k ∝ 1`` over tasks with labelled rows."""
+
+    def probabilities(self, counts: np.ndarray, epoch: int, total_epochs: int) -> np.ndarray:
+        """Equal over labelled tasks."""
+        return normalise((counts > 0).astype(np.float64))

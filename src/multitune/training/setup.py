@@ -1,0 +1,80 @@
+"""Building the pieces a run needs: device, model, optimizer, schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from multitune.models.multitask import COMPONENTS, MultiTaskModel
+from multitune.training.data import TrainingData
+from multitune.training.freezing import FreezingPolicy
+from multitune.training.weighting import Balancer
+
+if TYPE_CHECKING:
+    from multitune.config.model import ModelConfig, TrainConfig
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``auto``/None -> CUDA when available, else CPU; an explicit device is kept."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        from multitune.errors import UserError
+
+        raise UserError("train.device is cuda but no CUDA device is available; use auto or cpu")
+    return resolved
+
+
+def build_model(config: ModelConfig, data: TrainingData) -> MultiTaskModel:
+    """The network for `data`'s modalities and tasks, with loss statistics from train rows."""
+    model = MultiTaskModel(config, data.modality_dims, data.tasks).to(data.device)
+    train = data.splits["train"]
+    for spec in data.tasks:
+        model.heads[spec.name].fit_statistics(
+            data.targets[spec.name][train], data.labelled[spec.name][train]
+        )
+    return model
+
+
+def build_optimizer(
+    model: MultiTaskModel, balancer: Balancer, freezing: FreezingPolicy, cfg: TrainConfig
+) -> torch.optim.AdamW:
+    """AdamW with one param group per component (lr x the policy's multiplier) and one for the
+    balancer's own parameters (no weight decay)."""
+    groups: list[dict[str, object]] = []
+    for component in COMPONENTS:
+        params = list(getattr(model, component).parameters())
+        if params:
+            lr = cfg.lr * freezing.lr_multiplier(component)
+            groups.append({"params": params, "lr": lr, "name": component})
+    extra = list(balancer.parameters())
+    if extra:
+        groups.append({"params": extra, "lr": cfg.lr, "weight_decay": 0.0, "name": "weighting"})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)  # type: ignore[arg-type]
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup * total_steps``, then constant or cosine decay to 0."""
+    warm = int(cfg.warmup * total_steps)
+    cosine = cfg.schedule == "cosine"
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if not cosine:
+            return 1.0
+        progress = (step - warm) / max(total_steps - warm, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def trainable(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """The parameters that currently require gradients."""
+    return [p for p in params if p.requires_grad]
