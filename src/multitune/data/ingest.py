@@ -1,0 +1,104 @@
+"""The ingest stage's library function: `data.source` -> normalized, checked table + tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from multitune.config import Params
+from multitune.config.tasks import TaskConfig
+from multitune.data.artifacts import TaskInfo
+from multitune.data.columns import require_column
+from multitune.data.ids import ID, column_ids, content_ids
+from multitune.data.modalities import normalize_modalities
+from multitune.data.source import read_source
+from multitune.data.targets import normalize_target, resolve_task
+from multitune.errors import DataError
+
+
+@dataclass
+class IngestResult:
+    """What ingest produced: the table (sorted by id), the resolved tasks, what it dropped."""
+
+    frame: pd.DataFrame
+    tasks: list[TaskInfo]
+    dropped_invalid: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """Lines for the console."""
+        lines = [f"{len(self.frame):,} rows"]
+        if self.dropped_invalid:
+            lines.append(f"dropped {self.dropped_invalid:,} rows with NaN/inf/missing vectors")
+        for t in self.tasks:
+            classes = f", {len(t.classes)} classes" if t.classes else ""
+            lines.append(f"task {t.name} ({t.config.type}): {t.n_labelled:,} labelled{classes}")
+        return lines + self.notes
+
+
+def _stored_form(task: TaskConfig) -> str:
+    return {"regression": "float", "multilabel": "list"}.get(task.type, "string")
+
+
+def _targets(frame: pd.DataFrame, tasks: list[TaskConfig]) -> list[TaskInfo]:
+    """Normalize each target column once and resolve every task on it."""
+    forms: dict[str, tuple[str, int]] = {}
+    infos = []
+    for i, task in enumerate(tasks):
+        form = _stored_form(task)
+        if task.column in forms and forms[task.column][0] != form:
+            other = forms[task.column][1]
+            raise DataError(
+                f"tasks[{i}].column: column '{task.column}' is also the target of tasks[{other}], "
+                f"whose type stores it as a {forms[task.column][0]}, not a {form}"
+            )
+        try:
+            if task.column not in forms:
+                frame[task.column] = normalize_target(frame[task.column], task)
+                forms[task.column] = (form, i)
+            infos.append(resolve_task(frame[task.column], task))
+        except DataError as err:
+            raise DataError(f"tasks[{i}] ({task.name}): {err}") from None
+    return infos
+
+
+def ingest(params: Params, root: Path | None = None) -> IngestResult:
+    """Read `data.source` and return the normalized table the other stages read.
+
+    The table holds `id` (from `data.id_column`, or derived from the modality and target
+    cells, see `multitune.data.ids`), the modality source columns, the target columns and any
+    other columns of the source; rows are sorted by id so the output does not depend on the
+    input's row order.
+
+    Raises:
+        DataError: a missing column, duplicate ids, an unusable task, an empty text column,
+            invalid numeric/vector cells (unless `data.invalid_rows: drop`); each message
+            starts with the params key to fix.
+    """
+    data = params.data
+    raw = read_source(data.source, root).reset_index(drop=True)
+    for i, task in enumerate(params.tasks):
+        require_column(raw, task.column, f"tasks[{i}].column")
+    if data.id_column is None and ID in raw.columns:
+        raise DataError(
+            f"data.id_column: the table has a column '{ID}' but data.id_column is null; set "
+            f"data.id_column: {ID} to use it as the row id, or rename the column"
+        )
+    frame, dropped = normalize_modalities(raw, data)
+    tasks = _targets(frame, list(params.tasks))
+    modality_columns = list(
+        dict.fromkeys(c for m in data.modalities.values() for c in m.source_columns)
+    )
+    target_columns = list(dict.fromkeys(t.column for t in params.tasks))
+    content = list(dict.fromkeys(modality_columns + target_columns))
+    if data.id_column is not None:
+        ids = column_ids(frame, data.id_column)
+    else:
+        ids = content_ids(frame, content)
+    rest = [c for c in frame.columns if c not in set(content) | {ID}]
+    out = frame[content + rest].copy()
+    out.insert(0, ID, pd.array(ids, dtype="string"))
+    out = out.sort_values(ID, kind="stable").reset_index(drop=True)
+    return IngestResult(out, tasks, dropped)

@@ -1,0 +1,105 @@
+"""Modality source columns: checked and normalized for their encoder's kind of input.
+
+* text (sentence_transformer, tfidf_svd): strings; a missing cell becomes "" but a column
+  empty in every row is an error.
+* numeric: float columns; NaN or inf makes a row invalid.
+* vector (precomputed): one list of numbers per cell (a JSON list in a csv), all of one
+  length; a missing cell, NaN or inf makes a row invalid.
+
+Invalid rows stop ingest, or are dropped and counted when `data.invalid_rows: drop`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from multitune.config.data import DataConfig, ModalityConfig
+from multitune.data.columns import describe_rows, require_column
+from multitune.embed import ENCODERS
+from multitune.errors import DataError
+
+
+def input_kind(modality: ModalityConfig) -> str:
+    """`text`, `numeric` or `vector`: what the modality's encoder reads."""
+    return str(getattr(ENCODERS.get(modality.encoder.name), "input_kind", "text"))
+
+
+def _vector(value: Any) -> np.ndarray | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(value, np.ndarray | list | tuple):
+        try:
+            return np.asarray(value, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _text(frame: pd.DataFrame, column: str, key: str) -> pd.Series:
+    text = frame[column].astype("string").fillna("")
+    if not text.str.strip().ne("").any():
+        raise DataError(f"{key}: text column '{column}' is empty in every row")
+    return text
+
+
+def _numeric(frame: pd.DataFrame, column: str, key: str) -> tuple[pd.Series, np.ndarray]:
+    values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    bad = frame[column].notna() & values.isna()
+    if bad.any():
+        example = frame[column][bad].iloc[0]
+        raise DataError(f"{key}: column '{column}' holds non-numbers, e.g. {example!r}")
+    return values, ~np.isfinite(values.to_numpy())
+
+
+def _vectors(frame: pd.DataFrame, column: str, key: str) -> tuple[pd.Series, np.ndarray]:
+    vectors = [_vector(v) for v in frame[column].to_numpy(dtype=object)]
+    lengths = pd.Series([len(v) if v is not None else -1 for v in vectors])
+    sizes = lengths[lengths >= 0].value_counts()
+    if len(sizes) == 0:
+        raise DataError(f"{key}: column '{column}' holds no vectors (lists of numbers)")
+    if len(sizes) > 1:
+        shown = ", ".join(f"{n} rows of length {length}" for length, n in sizes.items())
+        raise DataError(f"{key}: vectors in column '{column}' differ in length: {shown}")
+    invalid = np.array([v is None or not np.isfinite(v).all() for v in vectors])
+    return pd.Series(vectors, index=frame.index, dtype=object), invalid
+
+
+def normalize_modalities(frame: pd.DataFrame, data: DataConfig) -> tuple[pd.DataFrame, int]:
+    """Check and normalize every modality column; handle invalid rows per `invalid_rows`.
+
+    Returns:
+        The table (invalid rows dropped when asked to) and the number of rows dropped.
+    """
+    frame = frame.copy()
+    invalid = np.zeros(len(frame), dtype=bool)
+    problems: list[str] = []
+    for name, modality in data.modalities.items():
+        kind = input_kind(modality)
+        for j, column in enumerate(modality.source_columns):
+            key = f"data.modalities.{name}." + (
+                "column" if modality.column is not None else f"columns[{j}]"
+            )
+            require_column(frame, column, key)
+            if kind == "text":
+                frame[column] = _text(frame, column, key)
+                continue
+            values, bad = (_numeric if kind == "numeric" else _vectors)(frame, column, key)
+            frame[column] = values
+            if bad.any():
+                problems.append(f"{key}: column '{column}', {describe_rows(np.flatnonzero(bad))}")
+            invalid |= bad
+    if not invalid.any():
+        return frame, 0
+    if data.invalid_rows == "error":
+        raise DataError(
+            f"{int(invalid.sum())} row(s) hold NaN, inf or no value in a numeric or vector "
+            f"column: {'; '.join(problems)}. Fix them, or set data.invalid_rows: drop"
+        )
+    return frame[~invalid], int(invalid.sum())
