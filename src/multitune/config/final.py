@@ -58,4 +58,6 @@ class FinalConfig(StrictModel):
     importance: Literal["fanova", "mean_decrease_impurity", "ped_anova"] = Field(
         default="fanova", description="Optuna importance evaluator over the sweep's trials."
     )
-    register: bool = Field(default=True, description="Log and register the multi-task model.")
+    register_model: bool = Field(
+        default=True, description="Log the multi-task model and register it (alias gating)."
+    )

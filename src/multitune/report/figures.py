@@ -30,10 +30,24 @@ def bars(rows: Sequence[RowResult], reference: Mapping[str, Mapping[str, float]]
     fig = Figure(figsize=(max(5.0, 1.3 * len(rows) + 1), 3.6))
     ax = fig.subplots()
     w = 0.38
-    ax.bar(x - w / 2, [r.single_mean for r in rows], w, yerr=[r.single_std for r in rows],
-           capsize=3, color=_SINGLE, label="single-task")  # fmt: skip
-    ax.bar(x + w / 2, [r.multi_mean for r in rows], w, yerr=[r.multi_std for r in rows],
-           capsize=3, color=_MULTI, label="multi-task")  # fmt: skip
+    ax.bar(
+        x - w / 2,
+        [r.single_mean for r in rows],
+        w,
+        yerr=[r.single_std for r in rows],
+        capsize=3,
+        color=_SINGLE,
+        label="single-task",
+    )
+    ax.bar(
+        x + w / 2,
+        [r.multi_mean for r in rows],
+        w,
+        yerr=[r.multi_std for r in rows],
+        capsize=3,
+        color=_MULTI,
+        label="multi-task",
+    )
     ref = [reference.get(r.name, {}).get(r.metric, np.nan) for r in rows]
     if np.isfinite(ref).any():
         ax.scatter(x, ref, marker="_", s=400, color=_REF, zorder=3, label="logistic regression")
@@ -106,8 +120,14 @@ def pareto(points: pd.DataFrame, max_pairs: int = 6) -> bytes:
         front = pareto_mask(xy)
         ax.scatter(xy[~front, 0], xy[~front, 1], s=14, color="#999999", label="trial")
         order = np.argsort(xy[front, 0])
-        ax.plot(xy[front, 0][order], xy[front, 1][order], "o-", color=_MULTI, ms=4,
-                label="Pareto front")  # fmt: skip
+        ax.plot(
+            xy[front, 0][order],
+            xy[front, 1][order],
+            "o-",
+            color=_MULTI,
+            ms=4,
+            label="Pareto front",
+        )
         ax.set_xlabel(f"{a} (val)", fontsize=8)
         ax.set_ylabel(f"{b} (val)", fontsize=8)
         ax.grid(alpha=0.3)
