@@ -51,7 +51,7 @@ def build_optimizer(
         if params:
             lr = cfg.lr * freezing.lr_multiplier(component)
             groups.append({"params": params, "lr": lr, "name": component})
-    extra = list(balancer.parameters())
+    extra = balancer.optimizer_parameters()
     if extra:
         groups.append({"params": extra, "lr": cfg.lr, "weight_decay": 0.0, "name": "weighting"})
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)  # type: ignore[arg-type]

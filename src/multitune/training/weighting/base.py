@@ -68,6 +68,13 @@ class Balancer(nn.Module, ABC):
         Returns the detached per-task weights used (for logging), shape ``(n_tasks,)``.
         """
 
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """Parameters the trainer's optimizer updates (default: all of the module's).
+
+        Methods that update their own parameters with their own rule return ``[]``.
+        """
+        return list(self.parameters())
+
     def after_step(self, recompute: Callable[[], Tensor] | None = None) -> None:
         """Called after ``optimizer.step()``; `recompute` gives the batch's new losses."""
 

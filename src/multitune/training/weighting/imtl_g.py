@@ -1,0 +1,30 @@
+"""IMTL-G: impartial gradient weights, so the update has equal projections on every task
+gradient (Liu et al., 2021, "Towards Impartial Multi-task Learning", ICLR, eq. 8; generalised to
+linearly dependent gradients by torchjd). Via `torchjd.aggregation.IMTLG`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from multitune.registry import MethodConfig
+from multitune.training.weighting.base import WEIGHTINGS
+from multitune.training.weighting.jacobian import TorchJDAggregator
+
+
+class IMTLGConfig(MethodConfig):
+    """Equal projection of the update on every task gradient."""
+
+    name: Literal["imtl_g"] = "imtl_g"
+
+
+@WEIGHTINGS.register(IMTLGConfig)
+class IMTLGAggregator(TorchJDAggregator):
+    """Equal projection of the update on every task gradient."""
+
+    config: IMTLGConfig
+
+    def make_aggregator(self) -> object:
+        """``IMTLG()``."""
+        from torchjd.aggregation import IMTLG
+
+        return IMTLG()
