@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from multitune.errors import ConfigError
 from multitune.models.multitask import MultiTaskModel
 from multitune.training.checkpoint import Checkpoint, cpu_state
 from multitune.training.data import TrainingData
@@ -77,11 +78,14 @@ def train(
     data = data.select(tasks).to(resolve_device(device if device is not None else cfg.device))
     names = data.task_names
     torch.manual_seed(seed)
-    model = build_model(params.model, data)
-    freezing = FREEZINGS.build(cfg.freezing, names)
-    freezing.setup(model)
-    balancer = WEIGHTINGS.build(cfg.weighting, names).to(data.device)
-    sampler = SAMPLERS.build(cfg.sampling, names)
+    try:  # settings that only conflict with the data or tasks surface here
+        model = build_model(params.model, data)
+        freezing = FREEZINGS.build(cfg.freezing, names)
+        freezing.setup(model)
+        balancer = WEIGHTINGS.build(cfg.weighting, names).to(data.device)
+        sampler = SAMPLERS.build(cfg.sampling, names)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     optimizer = build_optimizer(model, balancer, freezing, cfg)
     train_idx = data.splits["train"].cpu()
     rows = [train_idx[data.labelled[t].cpu()[train_idx]] for t in names]
