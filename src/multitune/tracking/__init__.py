@@ -1,0 +1,43 @@
+"""MLflow tracking: the only package that imports mlflow.
+
+`connect` opens the store named in params; `stage_run` is the parent run of a stage
+invocation; trials are child runs (`start_child`) written through the client, so several
+can be open at once.
+"""
+
+from __future__ import annotations
+
+from multitune.tracking.connection import Tracking, connect, current, probe_server, resolve_uri
+from multitune.tracking.runs import (
+    RunHandle,
+    base_tags,
+    end_run,
+    find_child,
+    log_metrics,
+    log_params,
+    reopen,
+    stage_run,
+    start_child,
+)
+from multitune.tracking.tags import data_hash, flatten, git_commit, params_hash
+
+__all__ = [
+    "RunHandle",
+    "Tracking",
+    "base_tags",
+    "connect",
+    "current",
+    "data_hash",
+    "end_run",
+    "find_child",
+    "flatten",
+    "git_commit",
+    "log_metrics",
+    "log_params",
+    "params_hash",
+    "probe_server",
+    "reopen",
+    "resolve_uri",
+    "stage_run",
+    "start_child",
+]

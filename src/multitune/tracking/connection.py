@@ -1,0 +1,163 @@
+"""Connect to the MLflow tracking store named in params: a project SQLite file or a server."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from multitune.config import MlflowConfig
+from multitune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+ARTIFACTS_DIR = "mlartifacts"
+PROBE_TIMEOUT_S = 5.0
+
+_current: Tracking | None = None
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """An open tracking store: where runs go and which experiment they belong to.
+
+    Attributes:
+        uri: The resolved tracking URI (a SQLite path is absolute).
+        experiment_id: The id of `mlflow.experiment`, created on first use.
+        experiment_name: Its name.
+    """
+
+    uri: str
+    experiment_id: str
+    experiment_name: str
+
+    @property
+    def client(self) -> MlflowClient:
+        """A client bound to this store (cheap: MLflow caches the store per URI)."""
+        return MlflowClient(self.uri)
+
+    @property
+    def is_local_sqlite(self) -> bool:
+        """Whether runs go to a SQLite file on this machine (invisible to other nodes)."""
+        return self.uri.startswith("sqlite:")
+
+
+def resolve_uri(uri: str, project_root: Path) -> str:
+    """The tracking URI with a relative SQLite path made absolute under `project_root`.
+
+    Raises:
+        UserError: a file store (`./mlruns`, `file:`), deprecated in MLflow 3.
+    """
+    if uri.startswith("sqlite:///"):
+        rest = uri.removeprefix("sqlite:///")
+        path, sep, query = rest.partition("?")
+        if not path.startswith("/"):
+            path = str((project_root / path).resolve())
+        return f"sqlite:///{path}{sep}{query}"
+    if uri.startswith("file:") or "://" not in uri:
+        raise UserError(
+            f"mlflow.tracking_uri: {uri!r} is a file store, which MLflow 3 deprecates; use "
+            "sqlite:///mlflow.db (a file in the project) or an http(s):// tracking server"
+        )
+    return uri
+
+
+def probe_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when an http(s) tracking server does not answer.
+
+    MLflow's own client retries for minutes before giving up; this asks the server's
+    `/health` endpoint once, with a short timeout.
+
+    Raises:
+        UserError: the server is unreachable or answers with an error; names the URI.
+    """
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or fix "
+            "mlflow.tracking_uri in params.yaml (e.g. sqlite:///mlflow.db for a local store)"
+        ) from None
+    if status >= 500:
+        raise UserError(f"MLflow tracking server {uri} answers HTTP {status} on /health")
+
+
+def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
+    """Open the tracking store, create the experiment if needed, and make both current.
+
+    SQLite: the path is relative to `project_root`; the schema is created under a file lock
+    so concurrent first connections do not race on MLflow's migrations. Artifacts go to
+    `<project_root>/mlartifacts/`. A server URI is probed first and fails within seconds.
+
+    Args:
+        mlflow_cfg: The `mlflow:` section of params.
+        project_root: The project directory (where params.yaml lives).
+
+    Returns:
+        The open store; also set as MLflow's tracking URI and active experiment.
+
+    Raises:
+        UserError: the store is unreachable or the URI is a deprecated file store.
+    """
+    global _current
+    root = Path(project_root).resolve()
+    uri = resolve_uri(mlflow_cfg.tracking_uri, root)
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
+    with _init_lock(uri):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(mlflow_cfg.experiment)
+        if experiment is None:
+            location = (root / ARTIFACTS_DIR).as_uri() if uri.startswith("sqlite:") else None
+            experiment_id = client.create_experiment(
+                mlflow_cfg.experiment, artifact_location=location
+            )
+        else:
+            experiment_id = experiment.experiment_id
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    _current = Tracking(uri, experiment_id, mlflow_cfg.experiment)
+    logger.info("tracking to %s (experiment %s)", uri, experiment_id)
+    return _current
+
+
+def current() -> Tracking:
+    """The store opened by the last `connect` in this process.
+
+    Raises:
+        RuntimeError: `connect` has not been called.
+    """
+    if _current is None:
+        raise RuntimeError("multitune.tracking.connect(...) must be called first")
+    return _current
+
+
+@contextlib.contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """Serialize MLflow's schema creation on a SQLite file across processes."""
+    if not uri.startswith("sqlite:"):
+        yield
+        return
+    # The lock is taken on the database's directory, so no lock file is left behind.
+    db_dir = Path(uri.removeprefix("sqlite:///").partition("?")[0]).parent
+    db_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

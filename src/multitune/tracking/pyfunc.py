@@ -1,0 +1,278 @@
+"""The served model: raw input table -> every task's label and class probabilities.
+
+Logged as an MLflow pyfunc *from code* (`served_model.py` calls `mlflow.models.set_model`;
+no cloudpickled class). Its artifacts are the trained network (`TrainResult.save` layout,
+read by `multitune.training.load_model`), the embed stage's fitted encoders
+(`data/features/encoders/<modality>/` plus `meta.json`, so the text encoder travels with the
+model) and `spec.json` (modalities, their source columns and encoder configs; tasks and
+classes).
+
+Output, one row per input row:
+  * `<task>`: the predicted label (classification, binary, distribution), the list of
+    predicted labels (multilabel, p >= 0.5), or the value in original units (regression);
+  * `<task>_proba`: the class probabilities in the order of `spec.json`'s classes
+    (categorical tasks only).
+
+Params: `tasks` (a list) keeps a subset of tasks; `task` (one name) gives the single-task
+view old single-output callers expect: columns `prediction` and, for categorical tasks,
+`probabilities`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+from multitune.errors import UserError
+
+MODEL_CODE = Path(__file__).with_name("served_model.py")
+SPEC = "spec.json"
+ARTIFACT_MODEL, ARTIFACT_FEATURES, ARTIFACT_SPEC = "network", "features", "spec"
+PROBA_SUFFIX = "_proba"
+_REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "sentence-transformers",
+    "safetensors",
+    "pydantic",
+)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the served model needs to know about one task."""
+
+    name: str
+    type: str
+    classes: list[str] | None
+
+
+def build_spec(params: Any, tasks: Sequence[Any]) -> dict[str, Any]:
+    """`spec.json` from the validated params and the data stage's `TaskInfo`s."""
+    modalities = {
+        name: {"columns": m.source_columns, "config": m.model_dump(mode="json")}
+        for name, m in params.data.modalities.items()
+    }
+    return {
+        "modalities": modalities,
+        "tasks": [
+            {"name": t.config.name, "type": t.config.type, "classes": t.classes} for t in tasks
+        ],
+    }
+
+
+def input_columns(spec: Mapping[str, Any]) -> list[str]:
+    """The raw table columns the model reads, in first-use order."""
+    cols: dict[str, None] = {}
+    for m in spec["modalities"].values():
+        cols.update(dict.fromkeys(m["columns"]))
+    return list(cols)
+
+
+def _as_proba(values: np.ndarray, task: TaskSpec) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if task.type == "binary" and (values.ndim == 1 or values.shape[1] == 1):
+        p = values.reshape(-1)
+        return np.stack([1.0 - p, p], axis=1)
+    return values
+
+
+def format_predictions(
+    raw: Mapping[str, np.ndarray], tasks: Sequence[TaskSpec], wanted: Sequence[str]
+) -> pd.DataFrame:
+    """Turn the network's per-task outputs into the served columns.
+
+    Args:
+        raw: Task -> probabilities `(n, C)` (binary may be `(n,)` = p(classes[1])) or values
+            `(n,)` for regression, as `multitune.training.predict` returns them.
+        tasks: Every task of the model, in order.
+        wanted: The tasks to return.
+
+    Returns:
+        A frame with `<task>` and `<task>_proba` columns (see the module docstring).
+    """
+    out: dict[str, Any] = {}
+    for task in tasks:
+        if task.name not in wanted:
+            continue
+        values = raw[task.name]
+        if task.type == "regression" or task.classes is None:
+            out[task.name] = np.asarray(values, dtype=np.float64).reshape(-1)
+            continue
+        proba = _as_proba(values, task)
+        classes = np.asarray(task.classes, dtype=object)
+        if task.type == "multilabel":
+            out[task.name] = [list(classes[row >= 0.5]) for row in proba]
+        else:
+            out[task.name] = classes[np.argmax(proba, axis=1)]
+        out[task.name + PROBA_SUFFIX] = [row for row in proba]
+    return pd.DataFrame(out)
+
+
+def single_task_view(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One task's columns renamed `prediction` / `probabilities` (old single-output callers)."""
+    view = {"prediction": frame[task]}
+    if task + PROBA_SUFFIX in frame:
+        view["probabilities"] = frame[task + PROBA_SUFFIX]
+    return pd.DataFrame(view)
+
+
+def _selected(params: Mapping[str, Any] | None, names: Sequence[str]) -> tuple[list[str], str]:
+    params = dict(params or {})
+    single = str(params.get("task") or "")
+    asked = params.get("tasks")
+    wanted = [single] if single else list(asked) if asked is not None and len(asked) else names
+    unknown = [t for t in wanted if t not in names]
+    if unknown:
+        raise UserError(f"unknown task(s) {', '.join(unknown)}; this model predicts {names}")
+    return list(wanted), single
+
+
+class MultituneModel(PythonModel):
+    """Raw rows -> encoders of the embed stage -> trained network -> per-task outputs."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load the spec, the fitted encoders and the network from the model's artifacts."""
+        import torch
+
+        from multitune.config.data import ModalityConfig
+        from multitune.data import load_encoder
+        from multitune.training import load_model
+
+        spec = json.loads(Path(context.artifacts[ARTIFACT_SPEC]).read_text())
+        features = Path(context.artifacts[ARTIFACT_FEATURES])
+        self.tasks = [TaskSpec(**t) for t in spec["tasks"]]
+        self.encoders = {
+            name: (
+                load_encoder(features, name, ModalityConfig.model_validate(m["config"])),
+                list(m["columns"]),
+            )
+            for name, m in spec["modalities"].items()
+        }
+        self.device = torch.device("cpu")
+        self.network = load_model(Path(context.artifacts[ARTIFACT_MODEL]))
+        self.network.to(self.device).eval()
+
+    def encode(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each modality's vectors for the raw rows in `frame` (the embed stage's encoders)."""
+        missing = [c for _, cols in self.encoders.values() for c in cols if c not in frame]
+        if missing:
+            raise UserError(f"input lacks column(s) {', '.join(sorted(set(missing)))}")
+        return {name: enc.transform(frame[cols]) for name, (enc, cols) in self.encoders.items()}
+
+    def predict(
+        self,
+        context: PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Predict every (or the asked) task for raw rows; see the module docstring."""
+        import torch
+
+        from multitune.training import predict as predict_network
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        names = [t.name for t in self.tasks]
+        wanted, single = _selected(params, names)
+        if frame.empty:
+            return pd.DataFrame(columns=wanted)
+        features = {
+            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(self.device)
+            for k, v in self.encode(frame.reset_index(drop=True)).items()
+        }
+        with torch.no_grad():
+            raw = predict_network(self.network, features)
+        out = format_predictions(raw, self.tasks, wanted)
+        return single_task_view(out, single) if single else out
+
+
+def stage_artifacts(
+    staging: Path, model_dir: Path, features_dir: Path, spec: Mapping[str, Any]
+) -> dict[str, str]:
+    """Copy what the model carries into `staging`; return MLflow's `artifacts` mapping."""
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, staging / ARTIFACT_MODEL, dirs_exist_ok=True)
+    features = staging / ARTIFACT_FEATURES
+    shutil.copytree(features_dir / "encoders", features / "encoders", dirs_exist_ok=True)
+    meta = features_dir / "meta.json"
+    if meta.exists():
+        shutil.copy2(meta, features / "meta.json")
+    (staging / SPEC).write_text(json.dumps(spec, indent=2))
+    return {
+        ARTIFACT_MODEL: str(staging / ARTIFACT_MODEL),
+        ARTIFACT_FEATURES: str(features),
+        ARTIFACT_SPEC: str(staging / SPEC),
+    }
+
+
+def load_local(artifacts: Mapping[str, str]) -> MultituneModel:
+    """The served model, loaded in this process from staged artifacts (no MLflow store)."""
+    model = MultituneModel()
+    model.load_context(PythonModelContext(artifacts=dict(artifacts), model_config={}))
+    return model
+
+
+def signature_for(
+    example: pd.DataFrame, output: pd.DataFrame, task_names: Sequence[str]
+) -> ModelSignature:
+    """The signature: raw input columns, the served columns, and the `tasks`/`task` params."""
+    return infer_signature(example, output, params={"tasks": list(task_names), "task": ""})
+
+
+def _pins() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in _REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def log_pyfunc(
+    artifacts: Mapping[str, str],
+    example: pd.DataFrame,
+    *,
+    name: str = "model",
+    metadata: Mapping[str, Any] | None = None,
+) -> ModelInfo:
+    """Log the served model from code into the active run.
+
+    Args:
+        artifacts: From `stage_artifacts`.
+        example: A few raw input rows (the input example; also used to infer the signature).
+        name: The logged model's name.
+        metadata: Extra model metadata (e.g. the tasks' classes).
+
+    Returns:
+        MLflow's `ModelInfo` (its `model_uri` is what gets registered).
+    """
+    local = load_local(artifacts)
+    output = local.predict(None, example)
+    signature = signature_for(example, output, [t.name for t in local.tasks])
+    return mlflow.pyfunc.log_model(
+        python_model=str(MODEL_CODE),
+        name=name,
+        artifacts=dict(artifacts),
+        input_example=example,
+        signature=signature,
+        pip_requirements=_pins(),
+        metadata=dict(metadata or {}),
+    )

@@ -1,0 +1,226 @@
+"""Stage runs (one parent per stage invocation) and child runs (one per trial)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from pydantic import BaseModel
+
+from multitune.tracking import tags as T
+from multitune.tracking.connection import Tracking, current
+
+_BATCH = 100  # MLflow's limit of params or tags per log_batch call
+_MAX_VALUE = 6000  # MLflow's limit on a param value's length
+_MAX_ERROR = 5000
+_END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """One MLflow run, written through the client (no global active-run state)."""
+
+    run_id: str
+    tracking: Tracking
+
+    def log_params(self, params: BaseModel | Mapping[str, Any]) -> None:
+        """Log params flattened to dotted keys (`train.lr`), lists and None as JSON."""
+        log_params(self.run_id, params, tracking=self.tracking)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log metrics; nested mappings are flattened with `/` (`val/task/accuracy`)."""
+        log_metrics(self.run_id, metrics, step=step, tracking=self.tracking)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (values as strings)."""
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for chunk in _chunks(items, _BATCH):
+            self.tracking.client.log_batch(self.run_id, tags=chunk)
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """End the run: FINISHED, FAILED (with the error as the `error` tag) or KILLED."""
+        end_run(self.run_id, status, error, tracking=self.tracking)
+
+
+def base_tags(
+    stage: str,
+    params: BaseModel | Mapping[str, Any],
+    *,
+    project_root: str | Path = ".",
+    data_paths: Iterable[str | Path] = (),
+    data_hash: str | None = None,
+) -> dict[str, str]:
+    """The tags every run of a stage carries: stage, git commit, params hash, data hash."""
+    commit = T.git_commit(project_root)
+    tags = {
+        T.STAGE: stage,
+        T.GIT_COMMIT: commit,
+        T.MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty"),
+        T.PARAMS_HASH: T.params_hash(params),
+    }
+    paths = list(data_paths)
+    if data_hash is not None or paths:
+        tags[T.DATA_HASH] = data_hash if data_hash is not None else T.data_hash(paths)
+    return tags
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: BaseModel | Mapping[str, Any],
+    *,
+    project_root: str | Path = ".",
+    data_paths: Iterable[str | Path] = (),
+    run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    log_params: bool = True,
+) -> Iterator[RunHandle]:
+    """The parent run of one stage invocation, active (MLflow fluent API) while inside.
+
+    Ends FINISHED on success, KILLED on Ctrl-C, FAILED (with the error as a tag) on any other
+    exception, which is re-raised.
+
+    Args:
+        stage: The stage name (`baselines`, `sweep`, `final`), also the run name.
+        params: The validated params; logged flattened and hashed into a tag.
+        project_root: Where to read the git commit.
+        data_paths: Files/directories whose content hash becomes the `data_hash` tag.
+        run_id: Resume this run (an interrupted stage run again) instead of starting one.
+        tags: Extra tags.
+        log_params: Log the flattened params on the run.
+
+    Yields:
+        The run's handle; `mlflow.log_*` calls inside also go to it.
+    """
+    tracking = current()
+    all_tags = base_tags(stage, params, project_root=project_root, data_paths=data_paths)
+    all_tags.update({k: str(v) for k, v in (tags or {}).items()})
+    if run_id is not None:
+        active = mlflow.start_run(run_id=run_id)
+    else:
+        active = mlflow.start_run(
+            experiment_id=tracking.experiment_id, run_name=stage, tags=all_tags
+        )
+    handle = RunHandle(active.info.run_id, tracking)
+    try:
+        if run_id is not None:
+            handle.set_tags(all_tags)
+        if log_params and run_id is None:
+            handle.log_params(params)
+        yield handle
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as err:
+        handle.set_tags({T.ERROR: _error_text(err)})
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def start_child(
+    parent_run_id: str,
+    name: str,
+    tags: Mapping[str, Any],
+    *,
+    tracking: Tracking | None = None,
+) -> RunHandle:
+    """Start a child run of `parent_run_id` (a trial of a sweep) without making it active."""
+    tracking = tracking or current()
+    all_tags = {k: str(v) for k, v in tags.items()}
+    all_tags[T.MLFLOW_PARENT] = parent_run_id
+    run = tracking.client.create_run(tracking.experiment_id, tags=all_tags, run_name=name)
+    return RunHandle(run.info.run_id, tracking)
+
+
+def find_child(
+    parent_run_id: str, tag: str, value: str, *, tracking: Tracking | None = None
+) -> RunHandle | None:
+    """The child run of `parent_run_id` whose `tag` equals `value` (a resumed trial's run)."""
+    tracking = tracking or current()
+    runs = tracking.client.search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.`{T.MLFLOW_PARENT}` = '{parent_run_id}' AND tags.`{tag}` = '{value}'",
+        max_results=1,
+    )
+    return RunHandle(runs[0].info.run_id, tracking) if runs else None
+
+
+def reopen(run_id: str, *, tracking: Tracking | None = None) -> RunHandle:
+    """Mark an interrupted run RUNNING again, to continue logging to it."""
+    tracking = tracking or current()
+    tracking.client.update_run(run_id, status="RUNNING")
+    return RunHandle(run_id, tracking)
+
+
+def log_params(
+    run_id: str, params: BaseModel | Mapping[str, Any], *, tracking: Tracking | None = None
+) -> None:
+    """Log params flattened to dotted keys, in batches of MLflow's limit."""
+    tracking = tracking or current()
+    data = params.model_dump(mode="json") if isinstance(params, BaseModel) else dict(params)
+    items = [Param(k, _param_value(v)) for k, v in T.flatten(data).items()]
+    for chunk in _chunks(items, _BATCH):
+        tracking.client.log_batch(run_id, params=chunk)
+
+
+def log_metrics(
+    run_id: str,
+    metrics: Mapping[str, Any],
+    *,
+    step: int | None = None,
+    tracking: Tracking | None = None,
+) -> None:
+    """Log numeric metrics (nested mappings flattened with `/`); non-finite values skipped."""
+    tracking = tracking or current()
+    now = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), now, step or 0)
+        for k, v in T.flatten(metrics, sep="/").items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and _finite(float(v))
+    ]
+    for chunk in _chunks(items, 1000):
+        tracking.client.log_batch(run_id, metrics=chunk)
+
+
+def end_run(
+    run_id: str,
+    status: str = "FINISHED",
+    error: str | BaseException | None = None,
+    *,
+    tracking: Tracking | None = None,
+) -> None:
+    """End a run with `status`; an error is kept as the run's `error` tag."""
+    tracking = tracking or current()
+    if status not in _END_STATUSES:
+        raise ValueError(f"a run ends {', '.join(_END_STATUSES)}; got {status!r}")
+    if error is not None:
+        text = error if isinstance(error, str) else _error_text(error)
+        tracking.client.set_tag(run_id, T.ERROR, text[-_MAX_ERROR:])
+    tracking.client.set_terminated(run_id, status=status)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:_MAX_VALUE]
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:_MAX_ERROR]
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

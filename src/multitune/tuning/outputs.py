@@ -1,0 +1,125 @@
+"""The search's outputs: the trials table, and a winning config as a full params file."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from multitune import tracking
+from multitune.config import Params
+from multitune.errors import UserError
+from multitune.io import atomic_path, write_text
+from multitune.tracking.tags import TRIAL_ID
+from multitune.tuning.runner import TrialRecord
+from multitune.tuning.trial import unflatten_metrics
+
+
+def run_ids(tracker: tracking.Tracking, parent_run_id: str) -> dict[str, tuple[str, str]]:
+    """`{trial_id: (run_id, status)}` of the child runs of a stage's parent run."""
+    client = tracker.client
+    out: dict[str, tuple[str, str]] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [tracker.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            trial = run.data.tags.get(TRIAL_ID)
+            if trial:
+                out[trial] = (run.info.run_id, run.info.status)
+        token = page.token
+        if not token:
+            return out
+
+
+def trials_frame(
+    records: Sequence[TrialRecord],
+    runs: Mapping[str, tuple[str, str]],
+    extra: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """One row per trial.
+
+    Columns: `trial_id`, `status` (completed | stopped | failed), `error`, `config` (JSON of
+    the sampled values), `config/<name>` (each sampled value), `val/<task>/<metric>`,
+    `delta_m`, `objective`, `epochs_run`, `best_epoch`, `time_s`, `node`, `mlflow_run_id`,
+    plus the constant columns in `extra` (e.g. the baseline's `task`).
+    """
+    rows = []
+    for rec in records:
+        res = rec.result
+        row: dict[str, Any] = {
+            **(extra or {}),
+            "trial_id": rec.trial_id,
+            "status": rec.status,
+            "error": rec.error,
+            "config": json.dumps(rec.config, sort_keys=True, default=str),
+        }
+        row.update({f"config/{k}": _cell(v) for k, v in sorted(rec.config.items())})
+        val = unflatten_metrics("val", res)
+        row.update({f"val/{t}/{m}": v for t, ms in sorted(val.items()) for m, v in ms.items()})
+        row.update(
+            {
+                "delta_m": res.get("delta_m"),
+                "objective": res.get("objective"),
+                "epochs_run": int(res.get("epochs_run", res.get("epoch", 0)) or 0),
+                "best_epoch": res.get("best_epoch"),
+                "time_s": res.get("time_total_s"),
+                "node": res.get("node_ip"),
+                "mlflow_run_id": runs.get(rec.trial_id, (None, None))[0],
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_record(records: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord:
+    """The trial with the best `metric` among those that did not fail.
+
+    Raises:
+        UserError: every trial failed (the message shows the first error).
+    """
+    ok = [
+        r
+        for r in records
+        if r.status != "failed"
+        and isinstance(r.result.get(metric), int | float)
+        and math.isfinite(r.result[metric])
+    ]
+    if not ok:
+        first = next((r.error for r in records if r.error), "no result reported")
+        raise UserError(f"all {len(records)} trial(s) failed; the first error:\n{first}")
+    # Completed trials first among equals: they trained to their end.
+    key = (
+        (lambda r: (r.result[metric], r.status == "completed"))
+        if mode == "max"
+        else (lambda r: (-r.result[metric], r.status == "completed"))
+    )
+    return max(ok, key=key)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """Write a frame atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_params(path: Path, params: Params, header: str) -> None:
+    """Write `params` as a full params.yaml (loadable by `multitune train --params`)."""
+    body = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    write_text(path, comment + body)
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return json.dumps(value, default=str)

@@ -1,0 +1,220 @@
+"""Run one search: Ray Tune `Tuner` + OptunaSearch (seeded TPE) + ASHA, resumable.
+
+`run_search` starts a new experiment, or restores an interrupted one from `storage_path`
+(finished trials are kept, unfinished ones continue from their last checkpoint), and returns
+one record per trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from multitune import tracking
+from multitune.config.tuning import AshaConfig, BaselinesConfig, SearchSpace, SweepConfig
+from multitune.training import TrainingData
+from multitune.tuning.callbacks import Progress, TrialRuns, trial_error
+from multitune.tuning.space import suggest
+from multitune.tuning.trainable import run_trial
+from multitune.tuning.trial import TrialSpec
+
+logger = logging.getLogger(__name__)
+
+# Tune snapshots its experiment state this often (s): a killed driver loses at most this.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
+# Keeping one checkpoint per trial forces a state snapshot per epoch: wanted, not a warning.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """One Tune experiment.
+
+    Attributes:
+        name: The experiment's directory name under the storage path.
+        label: Shown in progress lines.
+        spec: What every trial shares.
+        budget: Search, scheduler, resources, concurrency and retries.
+        num_samples: Trials to run.
+        metric: The reported metric the search optimizes (and ASHA compares).
+        mode: `max` or `min`.
+        objectives: `(metric, mode)` pairs for a multi-objective search, else empty.
+        max_epochs: The longest a trial trains (ASHA's horizon).
+        stage: The MLflow stage tag of trial runs.
+        extra_tags: More tags on each trial's run (e.g. the baseline's task).
+    """
+
+    name: str
+    label: str
+    spec: TrialSpec
+    budget: SweepConfig | BaselinesConfig
+    num_samples: int
+    metric: str
+    mode: str
+    max_epochs: int
+    stage: str
+    objectives: tuple[tuple[str, str], ...] = ()
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial after the search.
+
+    Attributes:
+        trial_id: Tune's id (also the MLflow run's `trial_id` tag).
+        status: `completed` (trained to its end), `stopped` (by the scheduler) or `failed`.
+        config: The sampled values by parameter name.
+        result: The last reported metrics.
+        error: The error's last lines for a failed trial.
+    """
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    result: dict[str, Any]
+    error: str | None = None
+
+
+def run_search(
+    job: SearchJob,
+    data: TrainingData,
+    *,
+    storage_path: str,
+    concurrency: int,
+    tracker: tracking.Tracking,
+    parent_run_id: str,
+    run_tags: dict[str, str],
+) -> list[TrialRecord]:
+    """Run (or resume) the experiment `job.name` under `storage_path`.
+
+    Args:
+        job: What to search.
+        data: The training data; put into Ray's object store once for all trials.
+        storage_path: Tune's storage (absolute path or URI).
+        concurrency: Trials at once.
+        tracker: The MLflow store trial runs go to.
+        parent_run_id: The stage's parent run.
+        run_tags: Tags for every trial run (stage, git commit, data hash).
+
+    Returns:
+        One record per trial, in Tune's order.
+    """
+    experiment = f"{storage_path.rstrip('/')}/{job.name}"
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=data, spec=job.spec),
+        {"cpu": job.budget.resources.cpu, "gpu": job.budget.resources.gpu},
+    )
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, concurrency))
+    if tune.Tuner.can_restore(experiment):
+        logger.info("resuming the interrupted experiment %s", experiment)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
+    else:
+        tags = {**run_tags, **job.extra_tags, tracking.tags.STAGE: job.stage}
+        callbacks = [
+            TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label),
+            Progress(job.label, job.num_samples, job.metric, job.mode),
+        ]
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=None if job.objectives else job.metric,
+                mode=None if job.objectives else job.mode,
+                search_alg=_searcher(job),
+                scheduler=_scheduler(job),
+                num_samples=job.num_samples,
+                max_concurrent_trials=max(1, concurrency),
+                reuse_actors=True,
+                trial_dirname_creator=_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=job.name,
+                storage_path=storage_path,
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=job.budget.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+    return [_record(t) for t in tune.ExperimentAnalysis(experiment).trials]
+
+
+def _searcher(job: SearchJob) -> OptunaSearch:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = job.budget.search
+    sampler = optuna.samplers.TPESampler(
+        seed=search.seed, n_startup_trials=search.n_startup_trials
+    )
+    define = DefineByRun(job.spec.space, list(job.spec.tasks))
+    if job.objectives:
+        return OptunaSearch(
+            space=define,
+            metric=[m for m, _ in job.objectives],
+            mode=[d for _, d in job.objectives],
+            sampler=sampler,
+        )
+    return OptunaSearch(space=define, metric=job.metric, mode=job.mode, sampler=sampler)
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """The space as Optuna's define-by-run function (a class: the searcher pickles it)."""
+
+    space: SearchSpace
+    tasks: list[str]
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        """Sample every knob on `trial`."""
+        suggest(self.space, trial, self.tasks)
+
+
+def _scheduler(job: SearchJob) -> TrialScheduler:
+    cfg = job.budget.scheduler
+    if not isinstance(cfg, AshaConfig):
+        return FIFOScheduler()
+    # One epoch past the longest trial: a trial reaching its last epoch is not "stopped" by
+    # ASHA before it reports its final (best-epoch) metrics.
+    max_t = job.max_epochs + 1
+    # Single objective: metric and mode come from TuneConfig. Several: ASHA ranks by Delta-m.
+    own = {"metric": "delta_m", "mode": "max"} if job.objectives else {}
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=max_t,
+        grace_period=min(cfg.grace_period, max_t - 1),
+        reduction_factor=cfg.reduction_factor,
+        **own,  # type: ignore[arg-type]
+    )
+
+
+def _dirname(trial: Trial) -> str:
+    return trial.trial_id
+
+
+def _record(trial: Trial) -> TrialRecord:
+    result = dict(trial.last_result or {})
+    if trial.status == Trial.ERROR:
+        return TrialRecord(
+            trial.trial_id, "failed", dict(trial.config), result, trial_error(trial)
+        )
+    status = "completed" if result.get("final") else "stopped"
+    return TrialRecord(trial.trial_id, status, dict(trial.config), result)
+
+
+def experiment_exists(storage_path: str, name: str) -> bool:
+    """Whether an experiment that can be resumed is stored at `storage_path/name`."""
+    return bool(tune.Tuner.can_restore(f"{storage_path.rstrip('/')}/{name}"))
+
+
+def local_dir(storage_path: str) -> Path | None:
+    """The storage path as a local directory, or None for a URI (s3://...)."""
+    return None if "://" in storage_path else Path(storage_path)

@@ -1,0 +1,170 @@
+"""What a search stage sets up before any training: tracking, data, Ray, and resume state.
+
+The order matters for failing fast: the tracking store is reached (seconds) and the cluster
+checked before features load or trials start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multitune import tracking
+from multitune.config import Params
+from multitune.config.tuning import BaselinesConfig, SweepConfig
+from multitune.training import TrainingData
+from multitune.tuning.cluster import (
+    ClusterInfo,
+    check_multi_node,
+    check_resources,
+    object_store_size,
+    ray_address,
+    ray_cluster,
+)
+
+DATA_FILES = ("dataset.parquet", "splits.parquet", "tasks.json", "features")
+STATE_SUFFIX = ".multitune.json"
+
+
+@dataclass
+class StageSession:
+    """An open search stage.
+
+    Attributes:
+        params: The validated params.
+        tracker: The MLflow store.
+        parent: The stage's parent run.
+        data: The training data (CPU; trials move it to their device).
+        cluster: The Ray cluster.
+        storage_path: Tune's storage (absolute path or URI).
+        experiment: Base name of this stage's Tune experiment(s).
+        resumed: Whether an interrupted invocation is being continued.
+        run_tags: Tags for every trial run.
+    """
+
+    params: Params
+    tracker: tracking.Tracking
+    parent: tracking.RunHandle
+    data: TrainingData
+    cluster: ClusterInfo
+    storage_path: str
+    experiment: str
+    resumed: bool
+    run_tags: dict[str, str]
+
+    def concurrency(self, budget: SweepConfig | BaselinesConfig, num_samples: int) -> int:
+        """Trials at once: what the resources allow, capped by `max_concurrent` and budget."""
+        slots = self.cluster.slots(budget.resources)
+        if budget.max_concurrent is not None:
+            slots = min(slots, budget.max_concurrent)
+        return max(1, min(slots, num_samples))
+
+    @staticmethod
+    def device(budget: SweepConfig | BaselinesConfig) -> str:
+        """Where trials train: a GPU only when the trial reserves one."""
+        return "cuda" if budget.resources.gpu > 0 else "cpu"
+
+
+@contextlib.contextmanager
+def stage_session(
+    stage: str,
+    params: Params,
+    budget: SweepConfig | BaselinesConfig,
+    *,
+    data_dir: Path,
+    project_root: Path,
+    key_extra: dict[str, Any] | None = None,
+) -> Iterator[StageSession]:
+    """Open tracking, Ray and the data; resume an interrupted invocation of the same inputs.
+
+    An invocation is identified by a hash of the params and data it depends on: the same
+    inputs after an interruption resume the stored Tune experiment and MLflow parent run;
+    changed inputs, or a finished previous invocation, start afresh.
+
+    Raises:
+        UserError: tracking unreachable, cluster unable to run the trials, data missing.
+    """
+    project_root = project_root.resolve()
+    tracker = tracking.connect(params.mlflow, project_root)
+    data_paths = [data_dir / name for name in DATA_FILES]
+    dhash = tracking.data_hash(data_paths)
+    key_source = {
+        "stage": stage,
+        "data": dhash,
+        "params": params.model_dump(mode="json", exclude={"final", "registry", "mlflow"}),
+        **(key_extra or {}),
+    }
+    experiment = f"{stage}-{tracking.params_hash(key_source)}"
+    sweep_cfg = params.sweep
+    storage = sweep_cfg.storage_path
+    if "://" not in storage:
+        storage = str((project_root / storage).resolve())
+    state_file = _state_file(storage, project_root, experiment)
+    state = _read_state(state_file)
+    resume_run = state.get("parent_run_id") if state and not state.get("complete") else None
+    if not resume_run:
+        _clear(storage, experiment)
+
+    data = TrainingData.from_files(data_dir, params, "cpu")
+    data_bytes = sum(f.numel() * f.element_size() for f in data.features.values())
+    address = ray_address(sweep_cfg.ray_address)
+    with ray_cluster(address, object_store_size(data_bytes, sweep_cfg.object_store_mb)) as cluster:
+        check_resources(cluster, budget.resources, stage)
+        check_multi_node(cluster, tracker.uri, storage)
+        with tracking.stage_run(
+            stage,
+            params,
+            project_root=project_root,
+            data_paths=data_paths,
+            run_id=resume_run,
+            tags={"experiment": experiment},
+        ) as parent:
+            _write_state(state_file, {"parent_run_id": parent.run_id, "complete": False})
+            run_tags = tracking.base_tags(
+                stage, params, project_root=project_root, data_hash=dhash
+            )
+            yield StageSession(
+                params=params,
+                tracker=tracker,
+                parent=parent,
+                data=data,
+                cluster=cluster,
+                storage_path=storage,
+                experiment=experiment,
+                resumed=bool(resume_run),
+                run_tags=run_tags,
+            )
+            _write_state(state_file, {"parent_run_id": parent.run_id, "complete": True})
+
+
+def _state_file(storage: str, project_root: Path, experiment: str) -> Path:
+    base = Path(storage) if "://" not in storage else project_root / "ray_results"
+    return base / f"{experiment}{STATE_SUFFIX}"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def _clear(storage: str, experiment: str) -> None:
+    """Remove a finished or orphaned earlier experiment of the same name (local storage)."""
+    if "://" in storage:
+        return
+    for path in Path(storage).glob(f"{experiment}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,131 @@
+"""The sweep stage: the multi-task search, its objective Delta-m against the baselines.
+
+Written to `results/sweep/`: `trials.parquet` (one row per trial: sampled config, status,
+per-task validation metrics, Delta-m, epochs run, MLflow run id, node) and `best.yaml` (the
+winning configuration as a full params file, loadable by `multitune train`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from multitune.config import Params
+from multitune.errors import UserError
+from multitune.io import atomic_path
+from multitune.training import higher_is_better, primary_metric
+from multitune.tuning.baselines import read_baselines
+from multitune.tuning.outputs import best_record, run_ids, trials_frame, write_params
+from multitune.tuning.runner import SearchJob, run_search
+from multitune.tuning.session import stage_session
+from multitune.tuning.trial import TrialSpec, trial_base
+
+METRIC = "delta_m"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """The sweep's result in brief."""
+
+    best_trial: str
+    best_delta_m: float
+    trials: int
+    statuses: dict[str, int]
+    resumed: bool
+
+
+def run_sweep(
+    params: Params,
+    *,
+    data_dir: Path,
+    baselines_dir: Path,
+    out_dir: Path,
+    project_root: Path,
+) -> SweepOutcome:
+    """Search multi-task configs (Delta-m on validation vs the baselines); write `out_dir`.
+
+    Raises:
+        UserError: baselines missing, tracking unreachable, cluster unable to run the
+            trials, or every trial failed.
+    """
+    cfg = params.sweep
+    baseline = read_baselines(baselines_dir)
+    names = [t.name for t in params.tasks]
+    missing = [t for t in names if t not in baseline]
+    if missing:
+        raise UserError(
+            f"{baselines_dir}: no baseline for task(s) {', '.join(missing)}; "
+            "rerun `dvc repro baselines`"
+        )
+    objectives: tuple[tuple[str, str], ...] = ()
+    if cfg.search.multi_objective:
+        objectives = tuple(
+            (
+                f"val/{t.name}/{primary_metric(t.type)}",
+                "max" if higher_is_better(primary_metric(t.type)) else "min",
+            )
+            for t in params.tasks
+        )
+    base = trial_base(params, cfg.epochs)
+    with stage_session(
+        "sweep",
+        params,
+        cfg,
+        data_dir=data_dir,
+        project_root=project_root,
+        key_extra={"baseline": baseline},
+    ) as session:
+        spec = TrialSpec(
+            base=base,
+            space=cfg.space,
+            tasks=names,
+            baseline={t: baseline[t] for t in names},
+            device=session.device(cfg),
+            threads=max(1, int(cfg.resources.cpu)),
+            seed=params.train.seed,
+        )
+        job = SearchJob(
+            name=session.experiment,
+            label="sweep",
+            spec=spec,
+            budget=cfg,
+            num_samples=cfg.num_samples,
+            metric=METRIC,
+            mode="max",
+            max_epochs=params.train.epochs,
+            stage="sweep",
+            objectives=objectives,
+        )
+        records = run_search(
+            job,
+            session.data,
+            storage_path=session.storage_path,
+            concurrency=session.concurrency(cfg, cfg.num_samples),
+            tracker=session.tracker,
+            parent_run_id=session.parent.run_id,
+            run_tags=session.run_tags,
+        )
+        runs = run_ids(session.tracker, session.parent.run_id)
+        frame = trials_frame(records, runs)
+        best = best_record(records, METRIC, "max")
+        best_params = spec.params(best.config)
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir(parents=True)
+            frame.to_parquet(tmp / "trials.parquet", index=False)
+            write_params(
+                tmp / "best.yaml",
+                best_params,
+                f"The sweep's best multi-task config: trial {best.trial_id}, validation "
+                f"Delta-m {best.result[METRIC]:+.4f} (fraction) against the baselines.\n"
+                f"Train it: multitune train --params {out_dir}/best.yaml --out <dir>",
+            )
+        session.parent.log_metrics({"best/delta_m": best.result[METRIC]})
+        session.parent.set_tags({"best_trial_id": best.trial_id})
+    statuses = frame["status"].value_counts().to_dict() if len(frame) else {}
+    return SweepOutcome(
+        best_trial=best.trial_id,
+        best_delta_m=float(best.result[METRIC]),
+        trials=len(records),
+        statuses={str(k): int(v) for k, v in statuses.items()},
+        resumed=session.resumed,
+    )

@@ -1,0 +1,100 @@
+"""The Ray Tune trainable: validate the sampled config, train, report every epoch.
+
+Each epoch reports the validation metrics (`val/<task>/<metric>`), the objective and
+Delta-m to Tune with a checkpoint of the trainer's state, so a crashed or interrupted trial
+resumes from its last epoch. The features arrive through Ray's object store
+(`tune.with_parameters`), put there once by the driver.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from multitune.training import Checkpoint, EpochReport, TrainingData, delta_m, train
+from multitune.tuning.trial import FAILED_SCORE, TrialSpec, clean_metrics, flat_metrics
+
+STATE_DIR = "state"
+
+
+def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> None:
+    """Train one sampled configuration (a Tune function trainable).
+
+    Args:
+        config: The values Optuna sampled, by parameter name.
+        data: The training data (from the object store).
+        spec: What every trial of this search shares.
+    """
+    torch.set_num_threads(max(1, spec.threads))
+    params = spec.params(config)  # validated first thing: a bad combination fails here
+    resume = _restored()
+
+    def report(epoch: EpochReport) -> None:
+        metrics = _epoch_metrics(epoch, spec)
+        with tempfile.TemporaryDirectory(prefix="multitune-ckpt-") as tmp:
+            epoch.checkpoint().save(Path(tmp) / STATE_DIR)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    result = train(
+        params,
+        data,
+        tasks=spec.tasks,
+        seed=spec.seed,
+        callback=report,
+        resume=resume,
+        device=spec.device,
+        baseline=spec.baseline,
+    )
+    val = clean_metrics(result.metrics["val"])
+    final = {
+        **flat_metrics("val", val),
+        "delta_m": _delta_m(val, spec),
+        "objective": _finite(result.history[result.best_epoch]["objective"])
+        if 0 <= result.best_epoch < len(result.history)
+        else FAILED_SCORE,
+        "epoch": result.epochs_run,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch + 1,
+        "final": 1,
+    }
+    tune.report(final)
+
+
+def _restored() -> Checkpoint | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return Checkpoint.load(Path(directory) / STATE_DIR)
+
+
+def _epoch_metrics(epoch: EpochReport, spec: TrialSpec) -> dict[str, float]:
+    val = clean_metrics(epoch.metrics)
+    metrics = {
+        **flat_metrics("val", val),
+        **{f"train_loss/{t}": float(v) for t, v in epoch.train_loss.items()},
+        "objective": _finite(epoch.objective),
+        "delta_m": _delta_m(val, spec),
+        "epoch": epoch.epoch + 1,
+        "final": 0,
+    }
+    return metrics
+
+
+def _delta_m(val: dict[str, dict[str, float]], spec: TrialSpec) -> float:
+    if not spec.baseline:
+        return 0.0
+    try:
+        return _finite(delta_m(val, spec.baseline))
+    except ValueError:
+        return FAILED_SCORE
+
+
+def _finite(value: Any) -> float:
+    x = float(value)
+    return x if math.isfinite(x) else FAILED_SCORE

@@ -1,0 +1,91 @@
+"""What one trial needs besides its sampled values, and how its params are built.
+
+Kept free of Ray so the driver (MLflow logging, outputs) and the Ray trainable share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from multitune.config import Params, validate_params
+from multitune.config.tuning import SearchSpace
+from multitune.tuning.space import apply
+
+FAILED_SCORE = -1e6
+"""Objective reported when Delta-m cannot be computed (no shared metric): ranks last."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """The fixed part of every trial of one search.
+
+    Attributes:
+        base: The full params as a mapping; sampled values are put into it.
+        space: The search space.
+        tasks: The tasks trained (one for a baseline).
+        baseline: Single-task validation metrics `{task: {metric: value}}` (the sweep's
+            Delta-m reference), or None (baselines).
+        device: `cpu` or `cuda`.
+        threads: Torch intra-op threads per trial (its CPU share).
+        seed: Training seed (`train.seed`).
+    """
+
+    base: dict[str, Any]
+    space: SearchSpace
+    tasks: list[str]
+    baseline: dict[str, dict[str, float]] | None = None
+    device: str = "cpu"
+    threads: int = 1
+    seed: int = 0
+
+    def params(self, values: Mapping[str, Any]) -> Params:
+        """The validated params of a trial with sampled `values`.
+
+        Raises:
+            ConfigError: the sampled combination does not validate.
+        """
+        raw = apply(self.space, values, self.base, self.tasks)
+        if len(self.tasks) < len(raw.get("tasks", [])):
+            raw["tasks"] = [t for t in raw["tasks"] if t["name"] in self.tasks]
+            raw["task_groups"] = {
+                g: m for g, m in raw.get("task_groups", {}).items() if set(m) <= set(self.tasks)
+            }
+        return validate_params(raw, source="trial config")
+
+
+def trial_base(params: Params, epochs: int | None) -> dict[str, Any]:
+    """The params mapping trials start from, with the search's epoch budget applied."""
+    base = params.model_dump(mode="json")
+    if epochs is not None:
+        base["train"]["epochs"] = epochs
+    return base
+
+
+def clean_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per-task metrics without missing or non-finite values."""
+    return {
+        task: {
+            m: float(v)
+            for m, v in values.items()
+            if isinstance(v, int | float) and math.isfinite(float(v))
+        }
+        for task, values in metrics.items()
+    }
+
+
+def flat_metrics(prefix: str, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """`{task: {metric: v}}` -> `{"<prefix>/<task>/<metric>": v}`."""
+    return {f"{prefix}/{t}/{m}": v for t, values in metrics.items() for m, v in values.items()}
+
+
+def unflatten_metrics(prefix: str, flat: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The inverse of `flat_metrics` for the keys under `prefix`."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == prefix and isinstance(value, int | float):
+            out.setdefault(parts[1], {})[parts[2]] = float(value)
+    return out
