@@ -23,7 +23,7 @@ def predict_tensors(
     n = len(next(iter(features.values())))
     chunks: dict[str, list[Tensor]] = {t: [] for t in model.task_names}
     try:
-        for start in range(0, n, batch_size):
+        for start in range(0, max(n, 1), batch_size):  # an empty split still has shapes
             batch = {m: features[m][start : start + batch_size] for m in model.modality_dims}
             out = model(batch)
             for t in model.task_names:
