@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from torch import Tensor, nn
 
 from multitune.models.encoders import ModalityEncoder
 from multitune.models.fusion import FUSIONS
-from multitune.models.heads import TaskSpec, build_head
+from multitune.models.heads import TaskHead, TaskSpec, build_head
 from multitune.models.sharing import SHARINGS
 
 if TYPE_CHECKING:
@@ -60,6 +60,10 @@ class MultiTaskModel(nn.Module):
     def task_names(self) -> list[str]:
         """Task names, in head order."""
         return [t.name for t in self.task_specs]
+
+    def head(self, task: str) -> TaskHead:
+        """The head of `task`."""
+        return cast(TaskHead, self.heads[task])
 
     def forward_all(self, features: dict[str, Tensor]) -> ModelOutput:
         """Raw outputs of every head plus the shared features."""

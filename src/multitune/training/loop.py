@@ -39,7 +39,7 @@ def _losses(
 ) -> Tensor:
     return torch.stack(
         [
-            model.heads[t].loss(outputs[t], data.targets[t][idx], data.labelled[t][idx])
+            model.head(t).loss(outputs[t], data.targets[t][idx], data.labelled[t][idx])
             for t in model.task_names
         ]
     )
@@ -171,11 +171,15 @@ def train(
         )
         log.info("epoch %d objective %.4f loss %s", epoch, score, train_loss)
         if callback is not None:
-            state = {"best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad}
+            state: dict[str, float] = {
+                "best_epoch": best_epoch,
+                "best_score": best_score,
+                "bad_epochs": bad,
+            }
 
             def snapshot(
                 epoch: int = epoch,
-                state: dict[str, object] = state,
+                state: dict[str, float] = state,
                 best: dict[str, Tensor] = best_state,
             ) -> Checkpoint:
                 return Checkpoint(

@@ -27,7 +27,7 @@ def predict_tensors(
             batch = {m: features[m][start : start + batch_size] for m in model.modality_dims}
             out = model(batch)
             for t in model.task_names:
-                chunks[t].append(model.heads[t].predict(out[t]))
+                chunks[t].append(model.head(t).predict(out[t]))
     finally:
         model.train(was_training)
     return {t: torch.cat(c) for t, c in chunks.items()}

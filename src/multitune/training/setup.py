@@ -34,7 +34,7 @@ def build_model(config: ModelConfig, data: TrainingData) -> MultiTaskModel:
     model = MultiTaskModel(config, data.modality_dims, data.tasks).to(data.device)
     train = data.splits["train"]
     for spec in data.tasks:
-        model.heads[spec.name].fit_statistics(
+        model.head(spec.name).fit_statistics(
             data.targets[spec.name][train], data.labelled[spec.name][train]
         )
     return model

@@ -13,6 +13,8 @@ from multitune.models.heads.base import TaskHead, TaskSpec, masked_mean, registe
 class BinaryHead(TaskHead):
     """Logit ``(batch,)``; target: 1.0 for the second class, 0.0 for the first."""
 
+    pos_weight: Tensor
+
     def __init__(self, spec: TaskSpec, in_dim: int) -> None:
         super().__init__(spec, in_dim)
         self.register_buffer("pos_weight", torch.ones(1))

@@ -14,6 +14,8 @@ from multitune.models.heads.base import TaskHead, TaskSpec, masked_mean, registe
 class ClassificationHead(TaskHead):
     """Logits ``(batch, C)``; target: class index ``(batch,)`` (long)."""
 
+    class_weight: Tensor
+
     def __init__(self, spec: TaskSpec, in_dim: int) -> None:
         super().__init__(spec, in_dim)
         self.register_buffer("class_weight", torch.ones(spec.n_outputs))

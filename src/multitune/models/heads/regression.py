@@ -14,6 +14,9 @@ from multitune.models.heads.base import TaskHead, TaskSpec, masked_mean, registe
 class RegressionHead(TaskHead):
     """Output: the standardized value ``(batch,)``; target: the value in original units."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, spec: TaskSpec, in_dim: int) -> None:
         super().__init__(spec, in_dim)
         self.register_buffer("mean", torch.zeros(1))

@@ -7,7 +7,7 @@ Each task mixes the shared experts and its own task-specific experts with its ow
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import Field
@@ -46,7 +46,7 @@ class CgcSharing(Sharing):
         shared = torch.stack([e(x) for e in self.shared], dim=1)  # (batch, S, out)
         per_task = {}
         for t in self.tasks:
-            own = torch.stack([e(x) for e in self.own[t]], dim=1)
+            own = torch.stack([e(x) for e in cast(nn.ModuleList, self.own[t])], dim=1)
             mix = torch.cat([shared, own], dim=1)
             gate = torch.softmax(self.gates[t](x), dim=-1).unsqueeze(-1)
             per_task[t] = (gate * mix).sum(dim=1)

@@ -28,6 +28,10 @@ class DwaConfig(MethodConfig):
 class DwaWeighting(LossWeighting):
     """Epoch-level weights from loss ratios."""
 
+    history: Tensor
+    seen: Tensor
+    w: Tensor
+
     def __init__(self, config: DwaConfig, tasks: list[str]) -> None:
         super().__init__(config, tasks)
         self.temperature = config.temperature

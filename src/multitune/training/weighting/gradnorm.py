@@ -35,6 +35,8 @@ class GradnormConfig(MethodConfig):
 class GradnormWeighting(LossWeighting):
     """``sum_k w_k L_k`` with GradNorm-updated ``w``."""
 
+    initial: Tensor
+
     def __init__(self, config: GradnormConfig, tasks: list[str]) -> None:
         super().__init__(config, tasks)
         self.alpha = config.alpha

@@ -5,12 +5,14 @@ lives in the aggregator and is not checkpointed; a resumed run restarts it."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 from pydantic import Field
+from torch import Tensor
 
 from multitune.registry import MethodConfig
-from multitune.training.weighting.base import WEIGHTINGS
+from multitune.training.weighting.base import WEIGHTINGS, StepContext
 from multitune.training.weighting.jacobian import TorchJDAggregator
 
 
@@ -39,3 +41,11 @@ class NashMtlAggregator(TorchJDAggregator):
             update_weights_every=self.config.update_weights_every,
             optim_niter=self.config.optim_niter,
         )
+
+    def aggregate_backward(
+        self, losses: Tensor, features: list[Tensor], ctx: StepContext
+    ) -> Tensor:
+        """As the base, without cvxpy's repeated "not DPP" notice (harmless, every step)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not DPP.*", category=UserWarning)
+            return super().aggregate_backward(losses, features, ctx)

@@ -28,6 +28,8 @@ class StaticConfig(MethodConfig):
 class StaticWeighting(LossWeighting):
     """``sum_k w_k L_k``."""
 
+    w: Tensor
+
     def __init__(self, config: StaticConfig, tasks: list[str]) -> None:
         super().__init__(config, tasks)
         unknown = sorted(set(config.weights) - set(tasks))
