@@ -71,7 +71,7 @@ def resolve_uri(uri: str, project_root: Path) -> str:
     return uri
 
 
-def probe_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+def probe_server(uri: str, timeout_s: float | None = None) -> None:
     """Fail fast when an http(s) tracking server does not answer.
 
     MLflow's own client retries for minutes before giving up; this asks the server's
@@ -82,7 +82,7 @@ def probe_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """
     url = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(url, timeout=timeout_s or PROBE_TIMEOUT_S) as response:
             status = response.status
     except urllib.error.HTTPError as err:
         status = err.code

@@ -40,6 +40,11 @@ MODEL_CODE = Path(__file__).with_name("served_model.py")
 SPEC = "spec.json"
 ARTIFACT_MODEL, ARTIFACT_FEATURES, ARTIFACT_SPEC = "network", "features", "spec"
 PROBA_SUFFIX = "_proba"
+TEXT_ENCODER, TEXT_STATE, BUNDLED_MODEL = (
+    "sentence_transformer",
+    "sentence_transformer.json",
+    "model",
+)
 _REQUIREMENTS = (
     "mlflow",
     "torch",
@@ -150,7 +155,6 @@ class MultituneModel(PythonModel):
         """Load the spec, the fitted encoders and the network from the model's artifacts."""
         import torch
 
-        from multitune.config.data import ModalityConfig
         from multitune.data import load_encoder
         from multitune.training import load_model
 
@@ -159,7 +163,7 @@ class MultituneModel(PythonModel):
         self.tasks = [TaskSpec(**t) for t in spec["tasks"]]
         self.encoders = {
             name: (
-                load_encoder(features, name, ModalityConfig.model_validate(m["config"])),
+                load_encoder(features, name, _modality_config(features, name, m["config"])),
                 list(m["columns"]),
             )
             for name, m in spec["modalities"].items()
@@ -212,12 +216,46 @@ def stage_artifacts(
     meta = features_dir / "meta.json"
     if meta.exists():
         shutil.copy2(meta, features / "meta.json")
+    for name, m in spec["modalities"].items():
+        if m["config"]["encoder"]["name"] == TEXT_ENCODER:
+            _bundle_text_model(features / "encoders" / name)
     (staging / SPEC).write_text(json.dumps(spec, indent=2))
     return {
         ARTIFACT_MODEL: str(staging / ARTIFACT_MODEL),
         ARTIFACT_FEATURES: str(features),
         ARTIFACT_SPEC: str(staging / SPEC),
     }
+
+
+def _bundle_text_model(encoder_dir: Path) -> None:
+    """Copy the sentence-transformers model into the encoder's directory.
+
+    The embed stage records only the model's path; the served model must not depend on a
+    path of the training machine, so the weights travel in `<encoder_dir>/model/` and the
+    recorded path is replaced by a marker (`load_context` points the encoder at the copy).
+    """
+    state_file = encoder_dir / TEXT_STATE
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    source = Path(state.get("model") or _default_text_model())
+    shutil.copytree(source, encoder_dir / BUNDLED_MODEL, dirs_exist_ok=True)
+    state["model"] = f"<bundled: {BUNDLED_MODEL}/>"
+    state_file.write_text(json.dumps(state, indent=2))
+
+
+def _default_text_model() -> str:
+    from multitune.embed.sentence_transformer import default_model_path
+
+    return str(default_model_path())
+
+
+def _modality_config(features: Path, name: str, raw: dict[str, Any]) -> Any:
+    """The modality's config; a bundled text model replaces the configured model path."""
+    from multitune.config.data import ModalityConfig
+
+    bundled = features / "encoders" / name / BUNDLED_MODEL
+    if raw["encoder"]["name"] == TEXT_ENCODER and bundled.is_dir():
+        raw = {**raw, "encoder": {**raw["encoder"], "model": str(bundled)}}
+    return ModalityConfig.model_validate(raw)
 
 
 def load_local(artifacts: Mapping[str, str]) -> MultituneModel:

@@ -9,7 +9,6 @@ and `trials.parquet` (every trial, with a `task` column).
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from multitune.training import higher_is_better, primary_metric
 from multitune.tuning.outputs import best_record, run_ids, trials_frame, write_params
 from multitune.tuning.runner import SearchJob, run_search
 from multitune.tuning.session import stage_session
-from multitune.tuning.trial import TrialSpec, trial_base, unflatten_metrics
+from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
 
 SUMMARY = "baselines.json"
 
@@ -62,76 +61,69 @@ def run_baselines(
             task failed.
     """
     cfg = params.baselines
-    space = params.sweep.space.without(MULTITASK_ONLY)
-    frames: list[pd.DataFrame] = []
-    summary: dict[str, Any] = {}
-    best_values: dict[str, float] = {}
-    winners: dict[str, tuple[Params, str]] = {}
-    total = 0
+    names = [t.name for t in params.tasks]
     with stage_session(
         "baselines", params, cfg, data_dir=data_dir, project_root=project_root
     ) as session:
-        base = baseline_base(params, cfg.sharing)
+        spec = TrialSpec(
+            base=baseline_base(params, cfg.sharing),
+            space=params.sweep.space.without(MULTITASK_ONLY),
+            tasks=names,
+            device=session.device(cfg),
+            threads=max(1, int(cfg.resources.cpu)),
+            seed=params.train.seed,
+        )
+        job = SearchJob(
+            name=session.experiment,
+            label="baselines",
+            spec=spec,
+            budget=cfg,
+            num_samples=cfg.num_samples,
+            max_epochs=spec.base["train"]["epochs"],
+            stage="baselines",
+            per_task=True,
+            shown="",  # scores of different tasks do not compare
+        )
+        records = run_search(
+            job,
+            session.data,
+            storage_path=session.storage_path,
+            concurrency=session.concurrency(cfg, job.total),
+            tracker=session.tracker,
+            parent_run_id=session.parent.run_id,
+            run_tags=session.run_tags,
+        )
+        runs = run_ids(session.tracker, session.parent.run_id)
+        frame = trials_frame(records, runs)
+        summary: dict[str, Any] = {}
+        winners: dict[str, tuple[Params, str]] = {}
+        best_values: dict[str, float] = {}
         for task in params.tasks:
-            metric_name = primary_metric(task.type)
-            metric = f"val/{task.name}/{metric_name}"
-            mode = "max" if higher_is_better(metric_name) else "min"
-            spec = TrialSpec(
-                base=copy.deepcopy(base),
-                space=space,
-                tasks=[task.name],
-                device=session.device(cfg),
-                threads=max(1, int(cfg.resources.cpu)),
-                seed=params.train.seed,
-            )
-            job = SearchJob(
-                name=f"{session.experiment}-{task.name}",
-                label=f"baseline {task.name}",
-                spec=spec,
-                budget=cfg,
-                num_samples=cfg.num_samples,
-                metric=metric,
-                mode=mode,
-                max_epochs=base["train"]["epochs"],
-                stage="baselines",
-                extra_tags={"task": task.name},
-            )
-            records = run_search(
-                job,
-                session.data,
-                storage_path=session.storage_path,
-                concurrency=session.concurrency(cfg, cfg.num_samples),
-                tracker=session.tracker,
-                parent_run_id=session.parent.run_id,
-                run_tags=session.run_tags,
-            )
-            runs = run_ids(session.tracker, session.parent.run_id)
-            frames.append(trials_frame(records, runs, {"task": task.name}))
-            best = best_record(records, metric, mode)
-            best_params = spec.params(best.config)
+            metric = primary_metric(task.type)
+            mine = [r for r in records if r.config.get(TASK_KEY) == task.name]
+            best = best_record(mine, SCORE, "max")
             val = unflatten_metrics("val", best.result).get(task.name, {})
             summary[task.name] = {
                 "params": f"{task.name}.yaml",
-                "metric": metric_name,
-                "mode": mode,
+                "metric": metric,
+                "higher_is_better": higher_is_better(metric),
                 "val": val,
                 "trial_id": best.trial_id,
                 "mlflow_run_id": runs.get(best.trial_id, (None, None))[0],
                 "epochs_run": int(best.result.get("epochs_run", best.result.get("epoch", 0))),
             }
-            best_values[task.name] = float(best.result[metric])
-            total += len(records)
-            winners[task.name] = (best_params, best.trial_id)
-            session.parent.log_metrics({f"best/{task.name}/{metric_name}": best.result[metric]})
-        _write_outputs(out_dir, summary, winners, frames)
-    return BaselinesOutcome(best=best_values, trials=total, resumed=session.resumed)
+            winners[task.name] = (spec.params(best.config), best.trial_id)
+            best_values[task.name] = val.get(metric, float("nan"))
+            session.parent.log_metrics({f"best/{task.name}/{metric}": best_values[task.name]})
+        _write_outputs(out_dir, summary, winners, frame)
+    return BaselinesOutcome(best=best_values, trials=len(records), resumed=session.resumed)
 
 
 def _write_outputs(
     out_dir: Path,
     summary: dict[str, Any],
     winners: dict[str, tuple[Params, str]],
-    frames: list[pd.DataFrame],
+    frame: pd.DataFrame,
 ) -> None:
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -143,7 +135,6 @@ def _write_outputs(
                 f"Train it: multitune train --params {out_dir}/{task}.yaml --out <dir>",
             )
         write_json(tmp / SUMMARY, {"tasks": summary})
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         frame.to_parquet(tmp / "trials.parquet", index=False)
 
 

@@ -18,8 +18,8 @@ from ray.tune.experiment import Trial
 from multitune import tracking
 from multitune.console import console
 from multitune.errors import UserError
-from multitune.tracking.tags import PARAMS_HASH, TRIAL_ID
-from multitune.tuning.trial import TrialSpec
+from multitune.tracking.tags import PARAMS_HASH, TASK, TRIAL_ID
+from multitune.tuning.trial import TASK_KEY, TrialSpec
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class TrialRuns(tune.Callback):
             TRIAL_ID: trial.trial_id,
             PARAMS_HASH: tracking.params_hash(params),
         }
+        if TASK_KEY in trial.config:
+            tags[TASK] = str(trial.config[TASK_KEY])
         name = f"{self.name_prefix}_{trial.trial_id}"
         run = tracking.start_child(self.parent_run_id, name, tags, tracking=self.tracker)
         run.log_params(params)
@@ -147,11 +149,11 @@ def trial_error(trial: Trial) -> str:
 class Progress(tune.Callback):
     """A status line a person can follow: trials done/running/pending, best so far."""
 
-    def __init__(self, label: str, total: int, metric: str, mode: str, every_s: float = 15.0):
+    def __init__(self, label: str, total: int, metric: str, shown: str, every_s: float = 15.0):
         self.label = label
         self.total = total
         self.metric = metric
-        self.mode = mode
+        self.shown = shown
         self.every_s = every_s
         self._last = 0.0
         self._shown: tuple[int, ...] = ()
@@ -188,8 +190,8 @@ class Progress(tune.Callback):
             f"[bold]{self.label}[/] {done}/{self.total} done, {running} running, "
             f"{pending} pending" + (f", [red]{failed} failed[/]" if failed else "")
         )
-        if best is not None:
-            text += f" | best {self.metric} {best[0]:+.4f} ({best[1]})"
+        if best is not None and self.shown:
+            text += f" | best {self.shown} {best[0]:+.4f} ({best[1]})"
         console.print(f"{text} | {elapsed:.0f}s", soft_wrap=True)
 
     def _best(self, trials: list[Trial]) -> tuple[float, str] | None:
@@ -200,7 +202,7 @@ class Progress(tune.Callback):
         ]
         if not scored:
             return None
-        return max(scored) if self.mode == "max" else min(scored)
+        return max(scored)
 
 
 def _counts(trials: list[Trial], total: int) -> tuple[int, int, int, int]:

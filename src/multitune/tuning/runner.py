@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,17 @@ import optuna
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from multitune import tracking
 from multitune.config.tuning import AshaConfig, BaselinesConfig, SearchSpace, SweepConfig
 from multitune.training import TrainingData
 from multitune.tuning.callbacks import Progress, TrialRuns, trial_error
+from multitune.tuning.per_task import TaskASHA, TaskSearch
 from multitune.tuning.space import suggest
 from multitune.tuning.trainable import run_trial
-from multitune.tuning.trial import TrialSpec
+from multitune.tuning.trial import SCORE, TrialSpec
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +39,19 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 @dataclass(frozen=True)
 class SearchJob:
-    """One Tune experiment.
+    """One Tune experiment. Every trial reports `score` (higher is better) for the search.
 
     Attributes:
         name: The experiment's directory name under the storage path.
-        label: Shown in progress lines.
+        label: Shown in progress lines and trial run names.
         spec: What every trial shares.
         budget: Search, scheduler, resources, concurrency and retries.
-        num_samples: Trials to run.
-        metric: The reported metric the search optimizes (and ASHA compares).
-        mode: `max` or `min`.
-        objectives: `(metric, mode)` pairs for a multi-objective search, else empty.
+        num_samples: Trials to run (per task when `per_task`).
         max_epochs: The longest a trial trains (ASHA's horizon).
         stage: The MLflow stage tag of trial runs.
-        extra_tags: More tags on each trial's run (e.g. the baseline's task).
+        per_task: One independent search per task of `spec.tasks` (single-task baselines).
+        objectives: `(metric, mode)` pairs for a multi-objective search, else empty.
+        shown: How progress lines name the score.
     """
 
     name: str
@@ -58,12 +59,16 @@ class SearchJob:
     spec: TrialSpec
     budget: SweepConfig | BaselinesConfig
     num_samples: int
-    metric: str
-    mode: str
     max_epochs: int
     stage: str
+    per_task: bool = False
     objectives: tuple[tuple[str, str], ...] = ()
-    extra_tags: dict[str, str] = field(default_factory=dict)
+    shown: str = SCORE
+
+    @property
+    def total(self) -> int:
+        """Trials in the experiment."""
+        return self.num_samples * (len(self.spec.tasks) if self.per_task else 1)
 
 
 @dataclass(frozen=True)
@@ -119,19 +124,19 @@ def run_search(
         logger.info("resuming the interrupted experiment %s", experiment)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
     else:
-        tags = {**run_tags, **job.extra_tags, tracking.tags.STAGE: job.stage}
+        tags = {**run_tags, tracking.tags.STAGE: job.stage}
         callbacks = [
             TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label),
-            Progress(job.label, job.num_samples, job.metric, job.mode),
+            Progress(job.label, job.total, SCORE, job.shown),
         ]
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=None if job.objectives else job.metric,
-                mode=None if job.objectives else job.mode,
+                metric=None if job.objectives else SCORE,
+                mode=None if job.objectives else "max",
                 search_alg=_searcher(job),
                 scheduler=_scheduler(job),
-                num_samples=job.num_samples,
+                num_samples=job.total,
                 max_concurrent_trials=max(1, concurrency),
                 reuse_actors=True,
                 trial_dirname_creator=_dirname,
@@ -149,21 +154,35 @@ def run_search(
     return [_record(t) for t in tune.ExperimentAnalysis(experiment).trials]
 
 
-def _searcher(job: SearchJob) -> OptunaSearch:
+def _searcher(job: SearchJob) -> Searcher:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = job.budget.search
-    sampler = optuna.samplers.TPESampler(
-        seed=search.seed, n_startup_trials=search.n_startup_trials
-    )
+    if job.per_task:
+        searchers: dict[str, Searcher] = {
+            task: OptunaSearch(
+                space=DefineByRun(job.spec.space, [task]),
+                metric=SCORE,
+                mode="max",
+                sampler=_sampler(job, offset=i),
+            )
+            for i, task in enumerate(job.spec.tasks)
+        }
+        return TaskSearch(searchers, job.num_samples, SCORE, "max")
     define = DefineByRun(job.spec.space, list(job.spec.tasks))
     if job.objectives:
         return OptunaSearch(
             space=define,
             metric=[m for m, _ in job.objectives],
             mode=[d for _, d in job.objectives],
-            sampler=sampler,
+            sampler=_sampler(job),
         )
-    return OptunaSearch(space=define, metric=job.metric, mode=job.mode, sampler=sampler)
+    return OptunaSearch(space=define, metric=SCORE, mode="max", sampler=_sampler(job))
+
+
+def _sampler(job: SearchJob, offset: int = 0) -> optuna.samplers.BaseSampler:
+    search = job.budget.search
+    return optuna.samplers.TPESampler(
+        seed=search.seed + offset, n_startup_trials=search.n_startup_trials
+    )
 
 
 @dataclass(frozen=True)
@@ -185,15 +204,19 @@ def _scheduler(job: SearchJob) -> TrialScheduler:
     # One epoch past the longest trial: a trial reaching its last epoch is not "stopped" by
     # ASHA before it reports its final (best-epoch) metrics.
     max_t = job.max_epochs + 1
-    # Single objective: metric and mode come from TuneConfig. Several: ASHA ranks by Delta-m.
-    own = {"metric": "delta_m", "mode": "max"} if job.objectives else {}
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=max_t,
-        grace_period=min(cfg.grace_period, max_t - 1),
-        reduction_factor=cfg.reduction_factor,
-        **own,  # type: ignore[arg-type]
-    )
+    # Single objective: metric and mode come from TuneConfig; several: ASHA ranks by score.
+    own = {"metric": SCORE, "mode": "max"} if job.objectives else {}
+
+    def make() -> TrialScheduler:
+        return ASHAScheduler(
+            time_attr="epoch",
+            max_t=max_t,
+            grace_period=min(cfg.grace_period, max_t - 1),
+            reduction_factor=cfg.reduction_factor,
+            **own,  # type: ignore[arg-type]
+        )
+
+    return TaskASHA(make) if job.per_task else make()
 
 
 def _dirname(trial: Trial) -> str:

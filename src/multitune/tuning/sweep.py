@@ -90,11 +90,10 @@ def run_sweep(
             spec=spec,
             budget=cfg,
             num_samples=cfg.num_samples,
-            metric=METRIC,
-            mode="max",
-            max_epochs=params.train.epochs,
+            max_epochs=base["train"]["epochs"],
             stage="sweep",
             objectives=objectives,
+            shown="delta_m",
         )
         records = run_search(
             job,

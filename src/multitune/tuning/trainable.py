@@ -16,8 +16,22 @@ from typing import Any
 import torch
 from ray import tune
 
-from multitune.training import Checkpoint, EpochReport, TrainingData, delta_m, train
-from multitune.tuning.trial import FAILED_SCORE, TrialSpec, clean_metrics, flat_metrics
+from multitune.training import (
+    Checkpoint,
+    EpochReport,
+    TrainingData,
+    delta_m,
+    higher_is_better,
+    primary_metric,
+    train,
+)
+from multitune.tuning.trial import (
+    FAILED_SCORE,
+    SCORE,
+    TrialSpec,
+    clean_metrics,
+    flat_metrics,
+)
 
 STATE_DIR = "state"
 
@@ -32,10 +46,13 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
     """
     torch.set_num_threads(max(1, spec.threads))
     params = spec.params(config)  # validated first thing: a bad combination fails here
+    tasks = spec.trial_tasks(config)
+    primary = {t.name: primary_metric(t.type) for t in params.tasks}
     resume = _restored()
 
     def report(epoch: EpochReport) -> None:
         metrics = _epoch_metrics(epoch, spec)
+        metrics[SCORE] = _score(metrics, tasks, primary)
         with tempfile.TemporaryDirectory(prefix="multitune-ckpt-") as tmp:
             epoch.checkpoint().save(Path(tmp) / STATE_DIR)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -43,7 +60,7 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
     result = train(
         params,
         data,
-        tasks=spec.tasks,
+        tasks=tasks,
         seed=spec.seed,
         callback=report,
         resume=resume,
@@ -62,6 +79,7 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
         "best_epoch": result.best_epoch + 1,
         "final": 1,
     }
+    final[SCORE] = _score(final, tasks, primary)
     tune.report(final)
 
 
@@ -84,6 +102,17 @@ def _epoch_metrics(epoch: EpochReport, spec: TrialSpec) -> dict[str, float]:
         "final": 0,
     }
     return metrics
+
+
+def _score(metrics: dict[str, float], tasks: list[str], primary: dict[str, str]) -> float:
+    """Delta-m with several tasks; one task's primary metric, higher-is-better, alone."""
+    if len(tasks) > 1:
+        return metrics["delta_m"]
+    (task,) = tasks
+    value = metrics.get(f"val/{task}/{primary[task]}")
+    if value is None:
+        return FAILED_SCORE
+    return value if higher_is_better(primary[task]) else -value
 
 
 def _delta_m(val: dict[str, dict[str, float]], spec: TrialSpec) -> float:

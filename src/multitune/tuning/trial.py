@@ -14,6 +14,13 @@ from multitune.config import Params, validate_params
 from multitune.config.tuning import SearchSpace
 from multitune.tuning.space import apply
 
+TASK_KEY = "task"
+"""Config key naming a baseline trial's task."""
+
+SCORE = "score"
+"""What every trial reports for the search to maximize: Delta-m in the sweep, the task's
+primary validation metric (sign-corrected: higher is better) for a baseline."""
+
 FAILED_SCORE = -1e6
 """Objective reported when Delta-m cannot be computed (no shared metric): ranks last."""
 
@@ -25,7 +32,7 @@ class TrialSpec:
     Attributes:
         base: The full params as a mapping; sampled values are put into it.
         space: The search space.
-        tasks: The tasks trained (one for a baseline).
+        tasks: The tasks trained, unless a trial's config names its `task` (baselines).
         baseline: Single-task validation metrics `{task: {metric: value}}` (the sweep's
             Delta-m reference), or None (baselines).
         device: `cpu` or `cuda`.
@@ -41,17 +48,23 @@ class TrialSpec:
     threads: int = 1
     seed: int = 0
 
+    def trial_tasks(self, values: Mapping[str, Any]) -> list[str]:
+        """The tasks a trial trains: its config's `task` (a baseline), else `tasks`."""
+        task = values.get(TASK_KEY)
+        return [str(task)] if task is not None else list(self.tasks)
+
     def params(self, values: Mapping[str, Any]) -> Params:
-        """The validated params of a trial with sampled `values`.
+        """The validated params of a trial with sampled `values` (only its tasks kept).
 
         Raises:
             ConfigError: the sampled combination does not validate.
         """
-        raw = apply(self.space, values, self.base, self.tasks)
-        if len(self.tasks) < len(raw.get("tasks", [])):
-            raw["tasks"] = [t for t in raw["tasks"] if t["name"] in self.tasks]
+        tasks = self.trial_tasks(values)
+        raw = apply(self.space, values, self.base, tasks)
+        if len(tasks) < len(raw.get("tasks", [])):
+            raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
             raw["task_groups"] = {
-                g: m for g, m in raw.get("task_groups", {}).items() if set(m) <= set(self.tasks)
+                g: m for g, m in raw.get("task_groups", {}).items() if set(m) <= set(tasks)
             }
         return validate_params(raw, source="trial config")
 
