@@ -1,0 +1,308 @@
+"""Baselines and sweep on a tiny project with a real Ray (2 CPUs) and a real SQLite MLflow."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from multitune.config import load_params, validate_params
+from multitune.errors import UserError
+from multitune.tuning import run_baselines, run_sweep
+from multitune.tuning.cluster import ClusterInfo, NodeInfo, check_multi_node
+
+from .project import tiny_params, write_project
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    """One local Ray for the module: 2 CPUs, no dashboard."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=128 * 1024**2,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    write_project(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def baselines(local_ray: Any, project: Path) -> Any:
+    params = load_params(project / "params.yaml")
+    return run_baselines(
+        params,
+        data_dir=project / "data",
+        out_dir=project / "results/baselines",
+        project_root=project,
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(baselines: Any, project: Path) -> Any:
+    params = load_params(project / "params.yaml")
+    return run_sweep(
+        params,
+        data_dir=project / "data",
+        baselines_dir=project / "results/baselines",
+        out_dir=project / "results/sweep",
+        project_root=project,
+    )
+
+
+def _client(project: Path) -> tuple[MlflowClient, str]:
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    return client, client.get_experiment_by_name("tests").experiment_id
+
+
+def _stage_runs(project: Path, stage: str) -> tuple[Any, list[Any]]:
+    client, exp = _client(project)
+    runs = client.search_runs([exp], filter_string=f"tags.stage = '{stage}'", max_results=500)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], children
+
+
+def test_baselines_write_one_best_config_per_task(baselines: Any, project: Path) -> None:
+    summary = json.loads((project / "results/baselines/baselines.json").read_text())["tasks"]
+    assert set(summary) == {"bin", "cls", "reg"} == set(baselines.best)
+    for task, entry in summary.items():
+        best = load_params(project / "results/baselines" / entry["params"])
+        assert [t.name for t in best.tasks] == [task]
+        assert best.model.sharing.name == "hard"
+        assert entry["metric"] in entry["val"]
+    parent, children = _stage_runs(project, "baselines")
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2 * 3
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert sorted(r.data.tags["task"] for r in children) == [
+        "bin",
+        "bin",
+        "cls",
+        "cls",
+        "reg",
+        "reg",
+    ]
+    trials = pd.read_parquet(project / "results/baselines/trials.parquet")
+    assert sorted(trials["config/task"]) == ["bin", "bin", "cls", "cls", "reg", "reg"]
+
+
+def test_every_sweep_trial_is_one_finished_child_run_with_epoch_metrics(
+    sweep: Any, project: Path
+) -> None:
+    parent, children = _stage_runs(project, "sweep")
+    assert parent.info.status == "FINISHED"
+    assert {"git_commit", "params_hash", "data_hash"} <= set(parent.data.tags)
+    assert len(children) == sweep.trials == 3
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.data.tags["trial_id"] for r in children}) == 3
+    client, _ = _client(project)
+    for run in children:
+        assert {"git_commit", "params_hash", "data_hash", "stage"} <= set(run.data.tags)
+        assert "train.lr" in run.data.params and "model.sharing.name" in run.data.params
+        history = client.get_metric_history(run.info.run_id, "val/cls/macro_f1")
+        steps = [m.step for m in history]
+        assert steps == list(range(1, len(steps) + 1)) and steps
+        for task in ("bin", "cls", "reg"):
+            assert any(k.startswith(f"val/{task}/") for k in run.data.metrics)
+
+
+def test_trials_parquet_agrees_with_mlflow(sweep: Any, project: Path) -> None:
+    trials = pd.read_parquet(project / "results/sweep/trials.parquet")
+    _, children = _stage_runs(project, "sweep")
+    by_id = {r.info.run_id: r for r in children}
+    assert set(trials["mlflow_run_id"]) == set(by_id)
+    for row in trials.itertuples():
+        run = by_id[row.mlflow_run_id]
+        assert run.data.tags["trial_id"] == row.trial_id
+        assert row.status in ("completed", "stopped")
+        assert row.epochs_run >= 1
+        key = "final/delta_m" if row.status == "completed" else "delta_m"
+        assert run.data.metrics[key] == pytest.approx(row.delta_m)
+        for column in trials.columns:
+            if column.startswith("val/") and pd.notna(row._asdict().get(column)):
+                pass
+    assert {"config/lr", "delta_m", "node", "val/bin/auroc"} <= set(trials.columns)
+    assert trials["delta_m"].max() == pytest.approx(sweep.best_delta_m)
+
+
+def test_trials_run_side_by_side(sweep: Any, project: Path) -> None:
+    _, children = _stage_runs(project, "baselines")
+    spans = sorted((r.info.start_time, r.info.end_time) for r in children)
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+
+
+@pytest.mark.slow
+def test_best_yaml_trains_with_multitune_train(sweep: Any, project: Path) -> None:
+    best = load_params(project / "results/sweep/best.yaml")
+    assert [t.name for t in best.tasks] == ["bin", "cls", "reg"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "multitune.cli",
+            "train",
+            "--params",
+            "results/sweep/best.yaml",
+            "--out",
+            "retrained",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((project / "retrained/metrics.json").read_text())
+    assert set(metrics["val"]) == {"bin", "cls", "reg"}
+
+
+def test_a_gpu_request_on_a_gpu_less_cluster_fails_at_once(baselines: Any, project: Path) -> None:
+    raw = tiny_params(project)
+    raw["sweep"]["resources"] = {"cpu": 1, "gpu": 0.5}
+    params = validate_params(raw)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"sweep.resources.gpu is 0.5 but no node .* has a GPU"):
+        run_sweep(
+            params,
+            data_dir=project / "data",
+            baselines_dir=project / "results/baselines",
+            out_dir=project / "results/gpu",
+            project_root=project,
+        )
+    assert time.monotonic() - start < 30
+    assert not (project / "results/gpu").exists()
+
+
+def test_a_crashing_trial_is_retried_then_its_run_ends_failed_with_the_error(
+    baselines: Any, project: Path, tmp_path: Path
+) -> None:
+    raw = tiny_params(project)
+    raw["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path}/crash.db", "experiment": "crash"}
+    raw["sweep"] |= {"num_samples": 1, "max_failures": 1, "space": {}}
+    raw["train"]["freezing"] = {"name": "warm_start", "path": str(tmp_path / "missing")}
+    params = validate_params(raw)
+    with pytest.raises(UserError, match="all 1 trial"):
+        run_sweep(
+            params,
+            data_dir=project / "data",
+            baselines_dir=project / "results/baselines",
+            out_dir=project / "results/crash",
+            project_root=project,
+        )
+    client = MlflowClient(f"sqlite:///{tmp_path}/crash.db")
+    exp = client.get_experiment_by_name("crash").experiment_id
+    runs = client.search_runs([exp])
+    (child,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert child.info.status == "FAILED"
+    assert "missing" in child.data.tags["error"]
+    assert child.data.tags.get("retries") == "1"
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"
+
+
+def _nodes(n: int) -> ClusterInfo:
+    return ClusterInfo([NodeInfo(f"id{i}", f"10.0.0.{i}", 2.0, 0.0) for i in range(n)], None)
+
+
+def test_several_nodes_with_a_sqlite_store_is_an_error() -> None:
+    with pytest.raises(UserError, match=r"2 nodes but mlflow\.tracking_uri is a local SQLite"):
+        check_multi_node(_nodes(2), "sqlite:////x/mlflow.db", "/shared")
+    check_multi_node(_nodes(1), "sqlite:////x/mlflow.db", "/local")  # one node: fine
+    check_multi_node(_nodes(2), "http://mlflow:5000", "s3://bucket/tune")  # URIs are shared
+
+
+def test_several_nodes_need_a_shared_storage_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multitune.tuning import cluster
+
+    monkeypatch.setattr(cluster, "_nodes_not_seeing", lambda c, d: ["10.0.0.1"])
+    with pytest.raises(UserError, match=r"not shared: node\(s\) 10.0.0.1 cannot see it"):
+        check_multi_node(_nodes(2), "http://mlflow:5000", "/local/ray_results")
+
+
+def test_the_shared_storage_probe_sees_a_local_path(local_ray: Any, tmp_path: Path) -> None:
+    from multitune.tuning.cluster import _nodes_not_seeing, describe
+
+    assert _nodes_not_seeing(describe(), tmp_path) == []
+
+
+def _finished_children(db: Path) -> dict[str, Any]:
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("tests")
+    if experiment is None:
+        return {}
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    return {
+        r.data.tags["trial_id"]: r
+        for r in runs
+        if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"
+    }
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
+    baselines: Any, project: Path
+) -> None:
+    from ray import tune
+
+    raw = tiny_params(project)
+    raw["mlflow"] = {"tracking_uri": "sqlite:///resume.db", "experiment": "tests"}
+    raw["train"]["epochs"] = 6
+    raw["sweep"] |= {"num_samples": 6, "storage_path": "resume_results"}
+    raw["sweep"]["scheduler"] = {"name": "none"}
+    (project / "resume.yaml").write_text(json.dumps(raw))
+    script = Path(__file__).parents[2] / "pipeline" / "sweep.py"
+    cmd = [sys.executable, str(script), "--params", "resume.yaml", "--out", "results/resume"]
+    db = project / "resume.db"
+
+    first = subprocess.Popen(cmd, cwd=project, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(_finished_children(db)) < 2 and first.poll() is None:
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.5)
+    first.kill()  # the driver dies mid-sweep (SIGKILL: no cleanup)
+    first.wait()
+    assert first.returncode != 0, "the sweep ended before it could be interrupted"
+    time.sleep(1)
+    (experiment,) = [p for p in (project / "resume_results").iterdir() if p.is_dir()]
+    saved = tune.ExperimentAnalysis(str(experiment)).trials
+    done_before = {t.trial_id for t in saved if t.status == "TERMINATED"}
+    runs_before = _finished_children(db)
+    assert done_before and len(done_before) < 6
+
+    second = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "(resumed)" in second.stderr
+
+    trials = pd.read_parquet(project / "results/resume/trials.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    runs_after = _finished_children(db)
+    assert set(runs_after) == set(trials["trial_id"])
+    client = MlflowClient(f"sqlite:///{db}")
+    children = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+    assert len(children) == 6  # one run per trial, however often the driver started
+    assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
+    for trial_id in done_before:  # finished before the kill: not run again
+        assert runs_after[trial_id].info.end_time == runs_before[trial_id].info.end_time
+    print(f"resume: {len(done_before)} finished before the kill, 6 after, 6 runs")
