@@ -10,6 +10,13 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
+def embedding_dim(model: SentenceTransformer) -> int:
+    """The model's output size (the method's name changed across sentence-transformers)."""
+    if hasattr(model, "get_embedding_dimension"):
+        return int(model.get_embedding_dimension() or 0)
+    return int(model.get_sentence_embedding_dimension() or 0)
+
+
 def token_lengths(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
     """Each text's token count after truncation to the model's `max_seq_length`."""
     encoded = model.tokenizer(
@@ -38,7 +45,7 @@ def encode_sorted(
 
     from multitune.console import console
 
-    dim = int(model.get_sentence_embedding_dimension() or 0)
+    dim = embedding_dim(model)
     out = np.empty((len(texts), dim), dtype=np.float32)
     if not texts:
         return out

@@ -93,7 +93,9 @@ class SentenceTransformerEncoder(Encoder):
     @property
     def dim(self) -> int:
         """The model's embedding size."""
-        return int(self.model.get_sentence_embedding_dimension() or 0)
+        from multitune.embed._batches import embedding_dim
+
+        return embedding_dim(self.model)
 
     def save(self, directory: Path) -> None:
         """Record the model directory and dimension (the weights are not copied)."""

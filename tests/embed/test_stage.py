@@ -1,0 +1,73 @@
+"""The embed stage: feature files, meta.json, fitting on train rows only, reusable encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from multitune.data import load_encoder, load_features, read_dataset, read_meta, read_splits
+from multitune.embed.stage import embed
+
+
+def test_feature_files_and_loader(synthetic_data: tuple[Path, Any]) -> None:
+    data_dir, _ = synthetic_data
+    features = data_dir / "features"
+    meta = read_meta(features)
+    assert set(meta) == {"text", "meta", "audio"}
+    assert meta["text"] | {"vocabulary": 0} == {
+        "encoder": "tfidf_svd",
+        "dim": 16,
+        "vocabulary": 0,
+        "rows": 300,
+        "fitted_on": "train",
+    }
+    table = pq.read_table(features / "audio.parquet")
+    vector_type = table.schema.field("vector").type
+    assert vector_type.list_size == 8 and str(vector_type.value_type) == "float"
+    ids = table.column("id").to_pylist()[::-1]
+    matrix = load_features(features, "audio", ids)
+    rows = np.array(table.column("vector").to_pylist()[::-1], dtype=np.float32)
+    np.testing.assert_array_equal(matrix, rows)
+    # The stored audio vectors are the input vectors, row for row.
+    dataset = read_dataset(data_dir / "dataset.parquet").set_index("id")
+    np.testing.assert_allclose(matrix, np.stack(dataset.loc[ids, "audio"].to_list()))
+
+
+def test_saved_encoders_reproduce_the_vectors_on_raw_rows(
+    synthetic_data: tuple[Path, Any],
+) -> None:
+    data_dir, params = synthetic_data
+    dataset = read_dataset(data_dir / "dataset.parquet")
+    for name, modality in params.data.modalities.items():
+        encoder = load_encoder(data_dir / "features", name, modality)
+        again = encoder.transform(dataset[modality.source_columns])
+        stored = load_features(data_dir / "features", name, dataset["id"])
+        np.testing.assert_allclose(again, stored, atol=1e-6)
+
+
+def test_fitted_on_train_rows_only(synthetic_data: tuple[Path, Any], tmp_path: Path) -> None:
+    data_dir, params = synthetic_data
+    dataset = read_dataset(data_dir / "dataset.parquet")
+    splits = read_splits(data_dir / "splits.parquet")
+    split = dataset["id"].map(splits.set_index("id")["split"])
+    train, held_out = split.eq("train").to_numpy(), split.ne("train").to_numpy()
+
+    def train_vectors(frame: pd.DataFrame, out: str) -> dict[str, np.ndarray]:
+        embed(frame, splits, params.data, tmp_path / out)
+        ids = frame.loc[train, "id"]
+        return {m: load_features(tmp_path / out, m, ids) for m in ("text", "meta")}
+
+    base = train_vectors(dataset, "base")
+    changed = dataset.copy()
+    changed.loc[held_out, "text"] = "entirely new words nobody used in training"
+    changed.loc[held_out, "num_a"] = 1e6
+    for m, vectors in train_vectors(changed, "held_out").items():
+        np.testing.assert_array_equal(vectors, base[m])
+    # The check has teeth: changing train rows does move train vectors.
+    changed = dataset.copy()
+    changed.loc[np.flatnonzero(train)[0], "num_a"] += 100.0
+    assert not np.array_equal(train_vectors(changed, "train")["meta"], base["meta"])
