@@ -54,7 +54,14 @@ def build_optimizer(
     extra = balancer.optimizer_parameters()
     if extra:
         groups.append({"params": extra, "lr": cfg.lr, "weight_decay": 0.0, "name": "weighting"})
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)  # type: ignore[arg-type]
+    # The fused kernel (CPU and CUDA) does one pass per step instead of one op per tensor.
+    fused = all(p.dtype == torch.float32 for g in groups for p in g["params"])  # type: ignore[attr-defined]
+    return torch.optim.AdamW(
+        groups,  # type: ignore[arg-type]
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        fused=fused or None,
+    )
 
 
 def build_schedule(

@@ -43,6 +43,8 @@ class ClassificationHead(TaskHead):
     def loss(self, out: Tensor, target: Tensor, labelled: Tensor) -> Tensor:
         """Weighted, label-smoothed cross-entropy over labelled rows."""
         per_row = F.cross_entropy(out, target, label_smoothing=self.smoothing, reduction="none")
+        if self.spec.config.class_weights is None:
+            return masked_mean(per_row, labelled)
         # Weighted mean, as reduction="mean" with `weight`: sum w_y l / sum w_y.
         return masked_mean(per_row, labelled, weights=self.class_weight[target])
 
