@@ -72,3 +72,15 @@ def test_static_weights_are_per_task_and_checked(tiny_params) -> None:
         WEIGHTINGS.build(cfg.train.weighting, ["reg"])
     with pytest.raises(ConfigError, match="did you mean 'pcgrad'"):
         tiny_params(train={"weighting": {"name": "pcgard"}})
+
+
+@pytest.mark.parametrize("sharing", ["hard", "mmoe", "cgc"])
+@pytest.mark.parametrize("name", ["static", "upgrad"])
+def test_every_parameter_gets_a_gradient_with_any_sharing(
+    name: str, sharing: str, tiny_data, tiny_params
+) -> None:
+    params = tiny_params(
+        train={"weighting": {"name": name}},
+        model={"sharing": {"name": sharing, "hidden": [8]}, "fusion": {"name": "gated"}},
+    )
+    _steps(params, tiny_data, 1)  # asserts every parameter has a gradient after step 0
