@@ -18,8 +18,15 @@ COLUMNS = {"text": ["text"], "numeric": ["num_a", "num_b", "num_c"], "vector": [
 SMALL = {"tfidf_svd": {"dims": 8, "min_df": 1}}
 
 
-def _build(name: str, st_model: Any) -> Encoder:
-    config = ENCODERS.config(name).model_validate({"name": name, **SMALL.get(name, {})})
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export of the text model per test session."""
+    return tmp_path_factory.mktemp("onnx")
+
+
+def _build(name: str, st_model: Any, **fields: Any) -> Encoder:
+    fields = {"name": name, **SMALL.get(name, {}), **fields}
+    config = ENCODERS.config(name).model_validate(fields)
     if name == "sentence_transformer":
         return SentenceTransformerEncoder(config, model=st_model)
     return ENCODERS.build(config)
@@ -30,8 +37,9 @@ def _frame(encoder: Encoder, n: int = 60) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())
-def test_encoder_contract(name: str, st_model: Any, tmp_path: Path) -> None:
-    encoder = _build(name, st_model)
+def test_encoder_contract(name: str, st_model: Any, tmp_path: Path, onnx_cache: Path) -> None:
+    extra = {"onnx_cache": str(onnx_cache)} if name == "sentence_transformer" else {}
+    encoder = _build(name, st_model, **extra)
     frame = _frame(encoder)
     encoder.fit(frame.iloc[:40])
     vectors = encoder.transform(frame)
@@ -47,12 +55,16 @@ def test_encoder_contract(name: str, st_model: Any, tmp_path: Path) -> None:
     np.testing.assert_allclose(restored.transform(frame), vectors, atol=1e-6)
 
 
-def test_text_vectors_equal_sentence_transformer_encode(st_model: Any) -> None:
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_text_vectors_equal_sentence_transformer_encode(
+    backend: str, st_model: Any, onnx_cache: Path
+) -> None:
     texts = synthetic_frame(n=40)["text"].tolist()
     texts += ["", "Yes.", "word " * 300, "A longer sentence, " * 10]  # empty, tiny, truncated
-    encoder = _build("sentence_transformer", st_model)
+    encoder = _build("sentence_transformer", st_model, backend=backend, onnx_cache=str(onnx_cache))
     assert isinstance(encoder, SentenceTransformerEncoder)
     ours = encoder.encode(texts, progress=False)
+    assert encoder.backend == backend
     reference = st_model.encode(texts, batch_size=64, convert_to_numpy=True)
     assert ours.shape == (len(texts), 384)
     assert np.abs(ours - reference).max() < 1e-4

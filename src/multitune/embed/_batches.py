@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+TokenRunner = Callable[[dict[str, Any]], np.ndarray]
 
 
 def embedding_dim(model: SentenceTransformer) -> int:
@@ -32,47 +35,65 @@ def token_lengths(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
     )
 
 
+def torch_tokens(model: SentenceTransformer, features: dict[str, Any]) -> np.ndarray:
+    """Token embeddings from the model's first module, in PyTorch."""
+    import torch
+
+    with torch.inference_mode():
+        moved = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+        return model[0](moved)["token_embeddings"].float().cpu().numpy()  # type: ignore[no-any-return]
+
+
+def finish(model: SentenceTransformer, tokens: np.ndarray, features: dict[str, Any]) -> np.ndarray:
+    """Run the model's later modules (pooling, normalization, ...) on token embeddings."""
+    import torch
+
+    with torch.inference_mode():
+        state = dict(features) | {"token_embeddings": torch.from_numpy(tokens)}
+        for module in list(model)[1:]:
+            state = module(state)
+        return state["sentence_embedding"].float().cpu().numpy()  # type: ignore[no-any-return]
+
+
 def encode_sorted(
-    model: SentenceTransformer, texts: list[str], batch_size: int, *, progress: bool | None = None
+    model: SentenceTransformer,
+    texts: list[str],
+    batch_size: int,
+    *,
+    tokens: TokenRunner | None = None,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """`(len(texts), dim)` float32 embeddings, computed longest batch first.
 
     Sorting by exact token count (not characters, as `encode` does) keeps each batch's
-    padding near zero. Each batch goes through `model.preprocess` and the model's modules, as
-    in `SentenceTransformer.encode`.
+    padding near zero. Each batch goes through `model.preprocess`, then `tokens` (default: the
+    model's transformer in PyTorch), then the model's later modules.
     """
-    import torch
-
     from multitune.console import console
 
-    dim = embedding_dim(model)
-    out = np.empty((len(texts), dim), dtype=np.float32)
+    run = tokens or (lambda features: torch_tokens(model, features))
+    out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
     if not texts:
         return out
-    order = np.argsort(-token_lengths(model, texts), kind="stable")
-    starts = range(0, len(texts), batch_size)
-    show = console.is_terminal if progress is None else progress
     model.eval()
-    with _progress(show, len(texts)) as advance, torch.inference_mode():
-        for start in starts:
+    order = np.argsort(-token_lengths(model, texts), kind="stable")
+    show = console.is_terminal if progress is None else progress
+    with _Progress(show, len(texts)) as advance:
+        for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             features = model.preprocess([texts[i] for i in idx])
-            features = {
-                k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()
-            }
-            embeddings = model(features)["sentence_embedding"]
-            out[idx] = embeddings.float().cpu().numpy()
+            out[idx] = finish(model, run(features), features)
             advance(len(idx))
     return out
 
 
-class _progress:
+class _Progress:
     """A rich progress bar over sentences (silent when not on a terminal)."""
 
     def __init__(self, show: bool, total: int) -> None:
         self.show, self.total = show, total
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
