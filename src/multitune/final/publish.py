@@ -1,0 +1,97 @@
+"""Log the shipped multi-task model as a pyfunc and register it, gated on test Δm."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import multitune
+from multitune.config import Params
+from multitune.data import read_dataset, read_splits, read_tasks
+from multitune.final.paths import FinalPaths
+from multitune.final.scoring import SeedRun
+from multitune.tracking.pyfunc import build_spec, input_columns, log_pyfunc, stage_artifacts
+from multitune.tracking.registry import (
+    Registration,
+    code_hash,
+    existing_version,
+    fingerprint,
+    register,
+)
+
+EXAMPLE_ROWS = 5
+
+
+def raw_example(data_dir: Path, columns: list[str], n: int = EXAMPLE_ROWS) -> pd.DataFrame:
+    """A few raw test rows, only the columns the model reads (the input example)."""
+    frame = read_dataset(data_dir / "dataset.parquet")
+    splits = read_splits(data_dir / "splits.parquet")
+    test_ids = set(splits.loc[splits["split"] == "test", "id"].astype(str))
+    rows = frame[frame["id"].astype(str).isin(test_ids)].head(n)[columns].reset_index(drop=True)
+    return rows.apply(_widen)
+
+
+def _widen(column: pd.Series) -> pd.Series:
+    """float64 for numbers and vectors: JSON clients send doubles, and the signature inferred
+    from the example must accept them (float32 -> float64 is safe, the reverse is refused)."""
+    if pd.api.types.is_float_dtype(column):
+        return column.astype(np.float64)
+    if column.dtype == object and column.map(lambda v: isinstance(v, np.ndarray | list)).all():
+        return column.map(lambda v: np.asarray(v, dtype=np.float64))
+    return column
+
+
+def publish(
+    params: Params,
+    paths: FinalPaths,
+    model_dir: Path,
+    chosen: SeedRun,
+    chosen_dm: float,
+    *,
+    phash: str,
+    dhash: str,
+    tags: Mapping[str, str],
+) -> Registration:
+    """Log (unless this exact params+data+code is registered already) and register.
+
+    Args:
+        params: The validated params.
+        paths: `FinalPaths` (data directory, root).
+        model_dir: The shipped run's saved model.
+        chosen: The shipped run.
+        chosen_dm: Its test Δm in percent (the gate).
+        phash: Params hash.
+        dhash: Data hash.
+        tags: The stage's tags (git commit...).
+
+    Returns:
+        The registration outcome.
+    """
+    reg = params.registry
+    fp = fingerprint(phash, dhash, code_hash(Path(multitune.__file__).parent))
+    found = existing_version(reg.model_name, fp)
+    if found is not None:
+        return register("", reg.model_name, reg.alias, delta_m=chosen_dm, fp=fp, tags={})
+    data_dir = paths.data
+    spec = build_spec(params, read_tasks(data_dir / "tasks.json"))
+    example = raw_example(data_dir, input_columns(spec))
+    version_tags = {
+        "git_commit": tags.get("git_commit", "unknown"),
+        "params_hash": phash,
+        "data_hash": dhash,
+        "run_id": chosen.run_id,
+        "seed": chosen.seed,
+    }
+    for task, metrics in chosen.test_metrics.items():
+        for metric, value in metrics.items():
+            version_tags[f"test.{task}.{metric}"] = f"{value:.6g}"
+    with tempfile.TemporaryDirectory(prefix="multitune-model-") as tmp:
+        artifacts = stage_artifacts(Path(tmp), model_dir, data_dir / "features", spec)
+        info = log_pyfunc(artifacts, example, metadata={"tasks": spec["tasks"]})
+    return register(
+        info.model_uri, reg.model_name, reg.alias, delta_m=chosen_dm, fp=fp, tags=version_tags
+    )

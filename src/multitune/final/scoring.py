@@ -1,0 +1,137 @@
+"""Test-split predictions of the final runs -> the report's `Scored` rows.
+
+Every score is computed by the training library's metric functions
+(`multitune.training.metrics.task_metrics`, `correct`, `joint_accuracy`) on the rows the
+bootstrap draws, so the report's point estimates equal the runs' logged test metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from multitune.models.heads import TaskSpec
+from multitune.report import Scored
+from multitune.report.stats import ScoreFn
+from multitune.training.metrics import (
+    correct,
+    higher_is_better,
+    joint_accuracy,
+    primary_metric,
+    task_metrics,
+)
+
+
+@dataclass(frozen=True)
+class SplitTargets:
+    """One task's test-split targets (as `TrainingData` encodes them) and its label mask."""
+
+    spec: TaskSpec
+    target: np.ndarray
+    labelled: np.ndarray
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One final training run: which tasks, which seed, its MLflow run and test predictions."""
+
+    run_id: str
+    kind: str
+    seed: int
+    tasks: tuple[str, ...]
+    test_pred: dict[str, np.ndarray]
+    history: list[dict[str, object]]
+    epochs_run: int
+    test_metrics: dict[str, dict[str, float]]
+
+
+class _TaskScorer:
+    """A run's metrics of one task on a set of rows; recomputed once per distinct row set."""
+
+    def __init__(self, pred: np.ndarray, targets: SplitTargets) -> None:
+        self.pred, self.t = pred, targets
+        # The last row set is held (not just its id) so a new array can never alias it.
+        self._idx: np.ndarray | None = None
+        self._cached: dict[str, float] = {}
+
+    def metrics(self, idx: np.ndarray) -> dict[str, float]:
+        if self._idx is not idx:
+            t = self.t
+            self._cached = task_metrics(t.spec, self.pred[idx], t.target[idx], t.labelled[idx])
+            self._idx = idx
+        return self._cached
+
+    def score(self, metric: str) -> ScoreFn:
+        return lambda idx: self.metrics(idx).get(metric, float("nan"))
+
+
+def task_rows(
+    targets: Mapping[str, SplitTargets],
+    multi: Sequence[SeedRun],
+    single: Mapping[str, Sequence[SeedRun]],
+) -> list[Scored]:
+    """One row per task and metric that the full test split defines (primary metric first)."""
+    rows: list[Scored] = []
+    everything = np.arange(len(next(iter(targets.values())).target))
+    for name, t in targets.items():
+        m_scorers = [_TaskScorer(r.test_pred[name], t) for r in multi]
+        s_scorers = [_TaskScorer(r.test_pred[name], t) for r in single[name]]
+        metrics = list(m_scorers[0].metrics(everything))
+        if not metrics:
+            continue
+        primary = primary_metric(t.spec.type)
+        metrics.sort(key=lambda m: m != primary)
+        for metric in metrics:
+            rows.append(
+                Scored(
+                    name=name,
+                    metric=metric,
+                    higher_is_better=higher_is_better(metric),
+                    multi=[s.score(metric) for s in m_scorers],
+                    single=[s.score(metric) for s in s_scorers],
+                )
+            )
+    return rows
+
+
+def _joint_fn(preds: Sequence[np.ndarray], ts: Sequence[SplitTargets]) -> ScoreFn:
+    rights = [correct(t.spec, p, t.target) for p, t in zip(preds, ts, strict=True)]
+    masks = [t.labelled for t in ts]
+
+    def fn(idx: np.ndarray) -> float:
+        v = joint_accuracy([r[idx] for r in rights], [m[idx] for m in masks])
+        return float("nan") if v is None else v
+
+    return fn
+
+
+def group_rows(
+    groups: Mapping[str, Sequence[str]],
+    targets: Mapping[str, SplitTargets],
+    multi: Sequence[SeedRun],
+    single: Mapping[str, Sequence[SeedRun]],
+) -> list[Scored]:
+    """Joint accuracy of each task group: the multi-task model vs the single-task models of
+    its tasks combined seed by seed (regression members make a group unscorable: skipped)."""
+    rows: list[Scored] = []
+    for group, members in groups.items():
+        ts = [targets[m] for m in members]
+        if any(t.spec.type == "regression" for t in ts):
+            continue
+        n_seeds = min(len(single[m]) for m in members)
+        rows.append(
+            Scored(
+                name=group,
+                metric="joint_accuracy",
+                higher_is_better=True,
+                multi=[_joint_fn([r.test_pred[m] for m in members], ts) for r in multi],
+                single=[
+                    _joint_fn([single[m][i].test_pred[m] for m in members], ts)
+                    for i in range(n_seeds)
+                ],
+                kind="group",
+            )
+        )
+    return rows

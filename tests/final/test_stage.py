@@ -1,0 +1,228 @@
+"""The final stage on a tiny project: report vs MLflow, the registered pyfunc, serving, gating."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from multitune.data import load_features, read_dataset, read_splits
+from multitune.final import FinalPaths, run_final
+from multitune.tracking.registry import register
+from multitune.training import load_model, predict
+
+from .project import MODEL_NAME, write_project
+
+MLFLOW = Path(sys.executable).with_name("mlflow")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("final")
+    params = write_project(root)
+    outcome = run_final(params, FinalPaths.under(root))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return {"root": root, "params": params, "outcome": outcome, "uri": uri}
+
+
+def _test_rows(root: Path) -> pd.DataFrame:
+    frame = read_dataset(root / "data" / "dataset.parquet")
+    splits = read_splits(root / "data" / "splits.parquet")
+    test = set(splits.loc[splits["split"] == "test", "id"])
+    return frame[frame["id"].isin(test)].reset_index(drop=True)
+
+
+def test_report_and_metrics_json_are_the_mlflow_runs(project: dict[str, Any]):
+    root, client = project["root"], MlflowClient(project["uri"])
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    runs = metrics["runs"]
+    assert len(runs["multi"]) == 2 and len(runs["single"]) == 2 * 5
+    md = (root / "reports" / "comparison.md").read_text()
+    for task, per_metric in metrics["tasks"].items():
+        for metric, row in per_metric.items():
+            key = f"test/{task}/{metric}"
+            multi = [client.get_run(r).data.metrics[key] for r in runs["multi"].values()]
+            single = [
+                client.get_run(r).data.metrics[key]
+                for k, r in runs["single"].items()
+                if k.startswith(f"{task}/")
+            ]
+            assert row["multi"] == pytest.approx(np.mean(multi), abs=1e-5)
+            assert row["single"] == pytest.approx(np.mean(single), abs=1e-5)
+            assert row["ci_low"] <= row["ci_high"]
+            assert f"{row['multi']:.4f} ± " in md
+    assert "labels" in metrics["groups"]  # the task group's joint accuracy
+    for run_id in runs["multi"].values():
+        assert run_id in md
+    html = (root / "reports" / "comparison.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html.split("<body>")[1]
+    assert sorted(p.name for p in (root / "reports" / "curves").iterdir())[0].endswith(".csv")
+    stage_run = client.get_run(project["outcome"].run_id)
+    assert stage_run.data.metrics["delta_m"] == pytest.approx(metrics["delta_m"], abs=1e-5)
+
+
+def test_registered_pyfunc_predicts_raw_rows_like_the_in_process_model(project: dict[str, Any]):
+    root = project["root"]
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    rows = _test_rows(root)
+    spec_cols = model.metadata.get_input_schema().input_names()
+    out = model.predict(rows[spec_cols])
+    assert len(out) == len(rows)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@champion"))
+    network = load_model(local / "artifacts" / "network")
+    feats = {
+        m: load_features(root / "data" / "features", m, list(rows["id"]))
+        for m in project["params"].data.modalities
+    }
+    expected = predict(network, feats)
+    topic = np.stack(out["topic_proba"].to_list())
+    np.testing.assert_allclose(topic, expected["topic"], atol=1e-4)
+    sentiment = np.stack(out["sentiment_proba"].to_list())[:, 1]
+    np.testing.assert_allclose(sentiment, expected["sentiment"], atol=1e-4)
+    np.testing.assert_allclose(out["rating"], expected["rating"], rtol=1e-4, atol=1e-4)
+    assert set(out["topic"]) <= {"politics", "science", "sports"}
+    assert all(isinstance(v, list) for v in out["tags"])
+    subset = model.predict(rows[spec_cols], params={"tasks": ["rating", "mood"]})
+    assert set(subset.columns) == {"rating", "mood", "mood_proba"}
+    single = model.predict(rows[spec_cols], params={"task": "topic"})
+    assert list(single.columns) == ["prediction", "probabilities"]
+    assert single["prediction"].tolist() == out["topic"].tolist()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group (gunicorn/uvicorn workers included)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of group `pgid` is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_mlflow_models_serve_answers_raw_rows(project: dict[str, Any]):
+    root, port = project["root"], _free_port()
+    # The server execs `uvicorn` from PATH: the venv's bin, as `make` or an activated venv has.
+    path = f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": project["uri"], "PATH": path}
+    cmd = [
+        str(MLFLOW),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{MODEL_NAME}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"server did not come up: {err[-2000:]}")
+            time.sleep(0.5)
+        rows = _test_rows(root).head(3)
+        cols = ["text", "num_a", "num_b", "num_c", "audio"]
+        records = [
+            {c: (v.tolist() if isinstance(v, np.ndarray) else v) for c, v in r.items()}
+            for r in rows[cols].to_dict(orient="records")
+        ]
+        body = json.dumps({"dataframe_records": records, "params": {"task": "topic"}})
+        req = urllib.request.Request(
+            f"{base}/invocations", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.loads(r.read())
+        preds = answer["predictions"]
+        assert len(preds) == 3
+        assert {p["prediction"] for p in preds} <= {"politics", "science", "sports"}
+        assert all(abs(sum(p["probabilities"]) - 1) < 1e-4 for p in preds)
+    finally:
+        _stop(proc)
+    assert _group_gone(proc.pid, timeout=20), "the server left processes behind"
+
+
+def test_alias_moves_only_to_a_better_model_and_reruns_register_nothing(project: dict):
+    client = MlflowClient(project["uri"])
+    source = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    uri = f"models:/{MODEL_NAME}/{source.version}"
+    name = "gating"
+    first = register(uri, name, "champion", delta_m=1.0, fp="one", tags={})
+    assert first.outcome == "alias moved"
+    worse = register(uri, name, "champion", delta_m=0.5, fp="two", tags={})
+    assert worse.outcome == "challenger"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first.version
+    assert client.get_model_version(name, worse.version).tags["challenger"] == "true"
+    better = register(uri, name, "champion", delta_m=2.0, fp="three", tags={})
+    assert better.outcome == "alias moved"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == better.version
+    again = register(uri, name, "champion", delta_m=2.0, fp="three", tags={})
+    assert again.outcome == "unchanged" and again.version == better.version
+    assert len(client.search_model_versions(f"name = '{name}'")) == 3
+
+
+def test_registered_version_carries_provenance_tags(project: dict[str, Any]):
+    client = MlflowClient(project["uri"])
+    version = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    tags = version.tags
+    for key in ("git_commit", "params_hash", "data_hash", "fingerprint", "delta_m", "run_id"):
+        assert key in tags
+    assert any(k.startswith("test.topic.") for k in tags)
+    reg = project["outcome"].registration
+    assert reg is not None and reg.version == str(version.version)
