@@ -249,12 +249,21 @@ def _default_text_model() -> str:
 
 
 def _modality_config(features: Path, name: str, raw: dict[str, Any]) -> Any:
-    """The modality's config; a bundled text model replaces the configured model path."""
+    """The modality's config; a bundled text model replaces the configured model path.
+
+    The text model runs in PyTorch when served: an ONNX backend would export and cache a
+    model under the server's working directory at load time (its vectors agree to ~1e-6).
+    """
     from multitune.config.data import ModalityConfig
 
-    bundled = features / "encoders" / name / BUNDLED_MODEL
-    if raw["encoder"]["name"] == TEXT_ENCODER and bundled.is_dir():
-        raw = {**raw, "encoder": {**raw["encoder"], "model": str(bundled)}}
+    if raw["encoder"]["name"] == TEXT_ENCODER:
+        encoder = {**raw["encoder"]}
+        if "backend" in encoder:
+            encoder["backend"] = "torch"
+        bundled = features / "encoders" / name / BUNDLED_MODEL
+        if bundled.is_dir():
+            encoder["model"] = str(bundled)
+        raw = {**raw, "encoder": encoder}
     return ModalityConfig.model_validate(raw)
 
 
