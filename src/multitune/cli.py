@@ -25,6 +25,40 @@ def _train(args: argparse.Namespace) -> None:
     train_command(params, out=args.out)
 
 
+def _server(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from multitune.tracking.server import ServerSpec, serve
+
+    spec = ServerSpec(
+        backend_store_uri=args.backend_store_uri,
+        artifacts_destination=args.artifacts_destination,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        auth=args.auth,
+        auth_db_uri=args.auth_db_uri,
+        default_permission=args.default_permission,
+    )
+    sys.exit(serve(spec, Path.cwd()))
+
+
+def _ui(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from multitune.config import load_params
+    from multitune.console import console
+    from multitune.tracking.server import serve, ui_spec
+
+    params = load_params(args.params)
+    spec = ui_spec(params.mlflow.tracking_uri, host=args.host, port=args.port)
+    if spec is None:
+        console.print(f"runs are tracked by {params.mlflow.tracking_uri}: open it in a browser")
+        return
+    console.print(f"MLflow UI: {spec.url} (Ctrl-C stops it)")
+    sys.exit(serve(spec, Path(args.params).resolve().parent))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="multitune", description=__doc__)
@@ -37,6 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--out", required=True, help="directory for metrics.json and the checkpoint")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("server", help="run an MLflow tracking server (SQLite or PostgreSQL)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--backend-store-uri",
+        default="sqlite:///mlflow.db",
+        help="sqlite:///<file> or postgresql://user@host:port/db (default: %(default)s)",
+    )
+    p.add_argument(
+        "--artifacts-destination",
+        default="mlartifacts",
+        help="artifact root the server proxies: a directory or s3://... (default: %(default)s)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="MLflow's basic-auth app; admin from MLFLOW_TRACKING_USERNAME/PASSWORD",
+    )
+    p.add_argument("--auth-db-uri", default=None, help="the auth app's user store")
+    p.add_argument(
+        "--default-permission",
+        default="READ",
+        choices=["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"],
+        help="what users may do where nobody granted them more (default: %(default)s)",
+    )
+    p.set_defaults(func=_server)
+
+    p = sub.add_parser("ui", help="open MLflow's UI on the project's tracking store")
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.set_defaults(func=_ui)
     return parser
 
 
