@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from multitune.config.data import ModalityConfig
 from multitune.embed import ENCODERS, Encoder
 from multitune.errors import DataError
+from multitune.registry import MethodConfig
 
 META = "meta.json"
 ENCODERS_DIR = "encoders"
@@ -83,5 +84,5 @@ def load_encoder(
     features_dir: str | os.PathLike[str], modality: str, modality_config: ModalityConfig
 ) -> Encoder:
     """Rebuild the fitted encoder the embed stage used for `modality` (to encode raw rows)."""
-    config = modality_config.encoder
+    config = cast(MethodConfig, modality_config.encoder)
     return ENCODERS.get(config.name).load(config, encoder_dir(features_dir, modality))

@@ -12,7 +12,7 @@ Invalid rows stop ingest, or are dropped and counted when `data.invalid_rows: dr
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,13 @@ from multitune.config.data import DataConfig, ModalityConfig
 from multitune.data.columns import describe_rows, require_column
 from multitune.embed import ENCODERS
 from multitune.errors import DataError
+from multitune.registry import MethodConfig
 
 
 def input_kind(modality: ModalityConfig) -> str:
     """`text`, `numeric` or `vector`: what the modality's encoder reads."""
-    return str(getattr(ENCODERS.get(modality.encoder.name), "input_kind", "text"))
+    encoder = cast(MethodConfig, modality.encoder)
+    return str(getattr(ENCODERS.get(encoder.name), "input_kind", "text"))
 
 
 def _vector(value: Any) -> np.ndarray | None:

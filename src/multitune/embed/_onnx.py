@@ -13,7 +13,7 @@ import hashlib
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _model_key(model: SentenceTransformer) -> str:
 def _export(model: SentenceTransformer, target: Path) -> None:
     import torch
 
-    auto = model[0].auto_model
+    auto = cast(torch.nn.Module, model[0].auto_model)
     features = model.preprocess(PROBES)
     names = [k for k in INPUTS if k in features]
 
