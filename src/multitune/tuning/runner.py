@@ -32,8 +32,8 @@ from multitune.tuning.trial import SCORE, TrialSpec
 logger = logging.getLogger(__name__)
 
 # Tune snapshots its experiment state this often (s): a killed driver loses at most this.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
-# Keeping one checkpoint per trial forces a state snapshot per epoch: wanted, not a warning.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# Keeping two checkpoints per trial forces a state snapshot every second epoch: wanted.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
@@ -146,7 +146,7 @@ def run_search(
                 storage_path=storage_path,
                 callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=job.budget.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=0,
             ),
         )
