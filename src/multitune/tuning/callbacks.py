@@ -179,8 +179,10 @@ class Progress(tune.Callback):
             self._shown, self._last = counts, now
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """The final line."""
-        self._print(trials, _counts(trials, self.total))
+        """The final line, unless the last one already says it."""
+        counts = _counts(trials, self.total)
+        if counts != self._shown:
+            self._print(trials, counts)
 
     def _print(self, trials: list[Trial], counts: tuple[int, ...]) -> None:
         done, running, pending, failed = counts

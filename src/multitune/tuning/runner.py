@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Tune snapshots its experiment state this often (s): a killed driver loses at most this.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# Tune's own console output (experiment boxes, paths) gives way to the progress callback.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Keeping two checkpoints per trial forces a state snapshot every second epoch: wanted.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
