@@ -38,7 +38,7 @@ def _labels(value: Any, separator: str) -> list[str] | None:
 
 
 def normalize_target(series: pd.Series, task: TaskConfig) -> pd.Series:
-    """The task's column in its stored form (see module doc). `key` names it in errors."""
+    """The task's column in its stored form (see module doc)."""
     if isinstance(task, RegressionTask):
         values = pd.to_numeric(series, errors="coerce").astype("float64")
         bad = series.notna() & values.isna()
