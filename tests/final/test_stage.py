@@ -64,6 +64,8 @@ def test_report_and_metrics_json_are_the_mlflow_runs(project: dict[str, Any]):
                 if k.startswith(f"{task}/")
             ]
             assert row["multi"] == pytest.approx(np.mean(multi), abs=1e-5)
+            reference = client.get_run(runs["reference"]).data.metrics[key]
+            assert row["logreg"] == pytest.approx(reference, abs=1e-5)
             assert row["single"] == pytest.approx(np.mean(single), abs=1e-5)
             assert row["ci_low"] <= row["ci_high"]
             assert f"{row['multi']:.4f} ± " in md

@@ -36,7 +36,7 @@ class ReferenceConfig(StrictModel):
 
     enabled: bool = Field(default=True, description="Fit the reference models.")
     c: float = Field(default=1.0, gt=0.0, description="Inverse L2 strength (sklearn's C).")
-    max_iter: int = Field(default=500, ge=10, description="Solver iterations.")
+    max_iter: int = Field(default=200, ge=10, description="Solver iterations.")
 
 
 class FinalConfig(StrictModel):

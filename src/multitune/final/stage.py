@@ -23,7 +23,14 @@ from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.sweep_view import sweep_view
 from multitune.final.transfer import pairwise_transfer
 from multitune.report import ReportInputs, RunRecord, compare, render, summary_text, write_curves
-from multitune.tracking import base_tags, connect, data_hash, params_hash, stage_run
+from multitune.tracking import (
+    base_tags,
+    connect,
+    data_hash,
+    params_hash,
+    stage_run,
+    start_child,
+)
 from multitune.training import TrainingData, TrainResult
 from multitune.training.metrics import delta_m, objective, primary_metric
 
@@ -161,8 +168,18 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
                     seed=seeds[0],
                     tags=tags,
                 )
-            status.update("final: logistic-regression reference")
-            reference = reference_scores(data, cfg.reference) if cfg.reference.enabled else {}
+            reference: dict[str, dict[str, float]] = {}
+            reference_runs: list[RunRecord] = []
+            if cfg.reference.enabled:
+                status.update("final: logistic-regression reference")
+                reference = reference_scores(data, cfg.reference)
+                ref_run = start_child(
+                    run.run_id, "reference-logreg", {**tags, "kind": "reference"}
+                )
+                ref_run.log_params(cfg.reference)
+                ref_run.log_metrics({"test": reference})
+                ref_run.end()
+                reference_runs.append(RunRecord(ref_run.run_id, "reference", tuple(names), None))
 
         targets = _targets(data)
         rows = task_rows(targets, multi, single)
@@ -225,7 +242,8 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         report = ReportInputs(
             comparison=comparison,
             reference=reference,
-            runs=[RunRecord(r.run_id, r.kind, r.tasks, r.seed, r.epochs_run) for r in all_runs],
+            runs=[RunRecord(r.run_id, r.kind, r.tasks, r.seed, r.epochs_run) for r in all_runs]
+            + reference_runs,
             curves=_curves([*multi, *(r for t in names for r in single[t])], types),
             trials=sweep.trials,
             objective=sweep.objective,

@@ -103,6 +103,9 @@ def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
         "multi": {str(r.seed): r.run_id for r in inputs.runs if r.kind == "multi"},
         "single": {f"{r.tasks[0]}/{r.seed}": r.run_id for r in inputs.runs if r.kind == "single"},
     }
+    reference = [r.run_id for r in inputs.runs if r.kind == "reference"]
+    if reference:
+        out["runs"]["reference"] = reference[0]
     return out
 
 
