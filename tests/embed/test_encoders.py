@@ -55,18 +55,30 @@ def test_encoder_contract(name: str, st_model: Any, tmp_path: Path, onnx_cache: 
     np.testing.assert_allclose(restored.transform(frame), vectors, atol=1e-6)
 
 
+TEXTS = [*synthetic_frame(n=40)["text"], "", "Yes.", "word " * 300, "A longer one, " * 12]
+
+
+@pytest.fixture(scope="module")
+def reference(st_model: Any) -> np.ndarray:
+    """Plain `SentenceTransformer.encode` on TEXTS (empty, tiny and truncated texts included)."""
+    return st_model.encode(TEXTS, batch_size=16, convert_to_numpy=True)  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_text_vectors_equal_sentence_transformer_encode(
-    backend: str, st_model: Any, onnx_cache: Path
+    backend: str, st_model: Any, onnx_cache: Path, reference: np.ndarray
 ) -> None:
-    texts = synthetic_frame(n=40)["text"].tolist()
-    texts += ["", "Yes.", "word " * 300, "A longer sentence, " * 10]  # empty, tiny, truncated
-    encoder = _build("sentence_transformer", st_model, backend=backend, onnx_cache=str(onnx_cache))
+    encoder = _build(
+        "sentence_transformer",
+        st_model,
+        backend=backend,
+        onnx_cache=str(onnx_cache),
+        batch_size=16,
+    )
     assert isinstance(encoder, SentenceTransformerEncoder)
-    ours = encoder.encode(texts, progress=False)
+    ours = encoder.encode(TEXTS, progress=False)
     assert encoder.backend == backend
-    reference = st_model.encode(texts, batch_size=64, convert_to_numpy=True)
-    assert ours.shape == (len(texts), 384)
+    assert ours.shape == (len(TEXTS), 384)
     assert np.abs(ours - reference).max() < 1e-4
 
 
