@@ -20,9 +20,10 @@ class TransferConfig(StrictModel):
         default="pairwise", description="pairwise runs, or none (no heatmap)."
     )
     epochs: int | None = Field(
-        default=None,
+        default=4,
         ge=1,
-        description="Epoch cap of each transfer run (null: the final config's own epochs).",
+        description="Epoch cap of each transfer run, which keeps n + n(n-1)/2 runs cheap "
+        "(null: the final config's own epochs).",
     )
     max_tasks: int = Field(
         default=6,
