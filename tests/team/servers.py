@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -206,3 +207,121 @@ def mlflow_server(
         with contextlib.suppress(urllib.error.URLError, OSError, TimeoutError):
             urllib.request.urlopen(url + "/health", timeout=2)
             raise AssertionError(f"{url} still answers after the server stopped")
+
+
+RAY = str(Path(sys.executable).with_name("ray"))
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+
+
+class RayCluster:
+    """A two-node Ray cluster on loopback: the head and worker `ray start --block` processes.
+
+    Attributes:
+        address: The head's GCS address (`sweep.ray_address`).
+        env: The environment every client needs (token auth on, telemetry off).
+        head: The head's `ray start` process.
+        worker: The worker's `ray start` process.
+    """
+
+    def __init__(self, address: str, env: dict[str, str]) -> None:
+        self.address = address
+        self.env = env
+        self.head: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.tracked: set[int] = set()
+
+    def kill_worker(self) -> list[int]:
+        """SIGKILL the worker node: its `ray start` and every process below it, by PID."""
+        assert self.worker is not None
+        pids = sorted(descendants(self.worker.pid) | {self.worker.pid})
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.worker.wait()
+        return pids
+
+
+def _ray_node_argv(ip: str, temp_dir: Path) -> list[str]:
+    ports = [free_port(ip) for _ in range(4)]
+    return [
+        RAY,
+        "start",
+        "--block",
+        f"--node-ip-address={ip}",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        f"--memory={768 * 1024**2}",
+        f"--object-store-memory={96 * 1024**2}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        f"--dashboard-agent-listen-port={ports[0]}",
+        f"--metrics-export-port={ports[1]}",
+        f"--runtime-env-agent-port={ports[2]}",
+        f"--dashboard-agent-grpc-port={ports[3]}",
+    ]
+
+
+@contextlib.contextmanager
+def ray_cluster(log_dir: Path) -> Iterator[RayCluster]:
+    """Head on 127.0.0.2 and a worker on 127.0.0.3, 1 CPU each, token auth on.
+
+    The token is made here and handed over in `RAY_AUTH_TOKEN` (nothing written to ~/.ray).
+    Node-death detection is shortened so a killed node is noticed within seconds.
+    """
+    if shutil.which(RAY) is None and not Path(RAY).exists():
+        pytest.skip("the `ray` command is not installed")
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_timeout_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+    }
+    temp = Path(tempfile.mkdtemp(prefix="mtray-"))  # short: Ray's unix sockets live here
+    port = free_port(HEAD_IP)
+    cluster = RayCluster(f"{HEAD_IP}:{port}", env)
+    try:
+        head_argv = [*_ray_node_argv(HEAD_IP, temp), "--head", f"--port={port}"]
+        head_argv.append("--include-dashboard=false")
+        cluster.head = subprocess.Popen(
+            head_argv,
+            env=env,
+            stdout=(log_dir / "ray-head.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection((HEAD_IP, port), 1):
+                break
+            assert cluster.head.poll() is None, (log_dir / "ray-head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(0.5)
+        cluster.worker = subprocess.Popen(
+            [*_ray_node_argv(WORKER_IP, temp), f"--address={cluster.address}"],
+            env=env,
+            stdout=(log_dir / "ray-worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_nodes = (
+            "import ray, time\n"
+            f"ray.init(address={cluster.address!r}, log_to_driver=False)\n"
+            "deadline = time.monotonic() + 90\n"
+            "while sum(n['Alive'] for n in ray.nodes()) < 2:\n"
+            "    assert time.monotonic() < deadline, 'the worker did not join'\n"
+            "    time.sleep(0.5)\n"
+        )
+        subprocess.run([sys.executable, "-c", wait_nodes], env=env, check=True, timeout=150)
+        assert cluster.worker.poll() is None, (log_dir / "ray-worker.log").read_text()[-3000:]
+        cluster.tracked = descendants(cluster.head.pid) | descendants(cluster.worker.pid)
+        yield cluster
+    finally:
+        left: list[int] = []
+        for proc in (cluster.worker, cluster.head):
+            if proc is not None:
+                left += stop(proc, cluster.tracked if proc is cluster.head else set())
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"the Ray cluster left processes {left}"
