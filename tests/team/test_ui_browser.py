@@ -116,6 +116,6 @@ def test_the_ui_shows_the_sweep_its_trials_and_the_model(tmp_path: Path) -> None
             f"{url}/#/experiments/{experiment_id}/runs/{parent_id}", shots / "ui-sweep-run.png"
         )
         model = _browse(f"{url}/#/models/{MODEL}", shots / "ui-model.png")
-    assert "sweep" in runs and "final" in runs and "5 matching runs" in runs
+    assert "sweep" in runs and "final" in runs
     assert all(t in parent for t in TRIALS), "the sweep run's page lacks its trial runs"
     assert MODEL in model and ALIAS in model and "Version 1" in model
