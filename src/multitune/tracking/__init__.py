@@ -11,6 +11,7 @@ from multitune.tracking.connection import Tracking, connect, current, probe_serv
 from multitune.tracking.runs import (
     RunHandle,
     base_tags,
+    discard,
     end_run,
     find_child,
     log_metrics,
@@ -28,6 +29,7 @@ __all__ = [
     "connect",
     "current",
     "data_hash",
+    "discard",
     "end_run",
     "find_child",
     "flatten",

@@ -208,6 +208,18 @@ def end_run(
     tracking.client.set_terminated(run_id, status=status)
 
 
+def discard(run_id: str, reason: str, *, tracking: Tracking | None = None) -> None:
+    """End a run KILLED with `reason` as a tag, and soft-delete it (restorable in MLflow).
+
+    For runs of trials an interrupted driver lost: the resumed search ran others instead.
+    """
+    tracking = tracking or current()
+    tracking.client.set_tag(run_id, "discarded", reason)
+    if tracking.client.get_run(run_id).info.status == "RUNNING":
+        tracking.client.set_terminated(run_id, status="KILLED")
+    tracking.client.delete_run(run_id)
+
+
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:_MAX_VALUE]

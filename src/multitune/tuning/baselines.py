@@ -21,7 +21,7 @@ from multitune.config.tuning import MULTITASK_ONLY
 from multitune.errors import UserError
 from multitune.io import atomic_path, write_json
 from multitune.training import higher_is_better, primary_metric
-from multitune.tuning.outputs import best_record, run_ids, trials_frame, write_params
+from multitune.tuning.outputs import best_record, reconcile, trials_frame, write_params
 from multitune.tuning.runner import SearchJob, run_search
 from multitune.tuning.session import stage_session
 from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
@@ -93,7 +93,7 @@ def run_baselines(
             parent_run_id=session.parent.run_id,
             run_tags=session.run_tags,
         )
-        runs = run_ids(session.tracker, session.parent.run_id)
+        runs = reconcile(session.tracker, session.parent.run_id, records)
         frame = trials_frame(records, runs)
         summary: dict[str, Any] = {}
         winners: dict[str, tuple[Params, str]] = {}

@@ -20,8 +20,34 @@ from multitune.tuning.runner import TrialRecord
 from multitune.tuning.trial import unflatten_metrics
 
 
+def reconcile(
+    tracker: tracking.Tracking, parent_run_id: str, records: Sequence[TrialRecord]
+) -> dict[str, tuple[str, str]]:
+    """Make MLflow match the finished experiment: one ended run per trial, no strays.
+
+    A driver killed mid-sweep can leave a run open for a trial Tune had not yet saved (the
+    resumed search runs another in its place): such runs are discarded. A trial whose run
+    was left open is ended with the trial's status.
+
+    Returns:
+        `{trial_id: (run_id, status)}` after the repair.
+    """
+    runs = run_ids(tracker, parent_run_id)
+    known = {r.trial_id: r for r in records}
+    for trial_id, (run_id, status) in list(runs.items()):
+        if trial_id not in known:
+            tracking.discard(run_id, "trial lost with an interrupted driver", tracking=tracker)
+            del runs[trial_id]
+        elif status == "RUNNING":
+            record = known[trial_id]
+            final = "FAILED" if record.status == "failed" else "FINISHED"
+            tracking.end_run(run_id, final, record.error, tracking=tracker)
+            runs[trial_id] = (run_id, final)
+    return runs
+
+
 def run_ids(tracker: tracking.Tracking, parent_run_id: str) -> dict[str, tuple[str, str]]:
-    """`{trial_id: (run_id, status)}` of the child runs of a stage's parent run."""
+    """`{trial_id: (run_id, status)}` of the (active) child runs of a stage's parent run."""
     client = tracker.client
     out: dict[str, tuple[str, str]] = {}
     token = None

@@ -26,6 +26,7 @@ from multitune.training import TrainingData
 from multitune.tuning.callbacks import Progress, TrialRuns, trial_error
 from multitune.tuning.per_task import TaskASHA, TaskSearch
 from multitune.tuning.space import suggest
+from multitune.tuning.state import StateBackups, restore_backups
 from multitune.tuning.trainable import run_trial
 from multitune.tuning.trial import SCORE, TrialSpec
 
@@ -122,6 +123,9 @@ def run_search(
         {"cpu": job.budget.resources.cpu, "gpu": job.budget.resources.gpu},
     )
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, concurrency))
+    local = local_dir(experiment)
+    if local is not None and local.is_dir():
+        restore_backups(local)
     if tune.Tuner.can_restore(experiment):
         logger.info("resuming the interrupted experiment %s", experiment)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
@@ -131,6 +135,8 @@ def run_search(
             TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label),
             Progress(job.label, job.total, SCORE, job.shown),
         ]
+        if local is not None:
+            callbacks.append(StateBackups(str(local)))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

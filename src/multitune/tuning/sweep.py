@@ -15,7 +15,7 @@ from multitune.errors import UserError
 from multitune.io import atomic_path
 from multitune.training import higher_is_better, primary_metric
 from multitune.tuning.baselines import read_baselines
-from multitune.tuning.outputs import best_record, run_ids, trials_frame, write_params
+from multitune.tuning.outputs import best_record, reconcile, trials_frame, write_params
 from multitune.tuning.runner import SearchJob, run_search
 from multitune.tuning.session import stage_session
 from multitune.tuning.trial import TrialSpec, trial_base
@@ -104,7 +104,7 @@ def run_sweep(
             parent_run_id=session.parent.run_id,
             run_tags=session.run_tags,
         )
-        runs = run_ids(session.tracker, session.parent.run_id)
+        runs = reconcile(session.tracker, session.parent.run_id, records)
         frame = trials_frame(records, runs)
         best = best_record(records, METRIC, "max")
         best_params = spec.params(best.config)
