@@ -69,6 +69,9 @@ def load_model(path: str | Path, device: str | None = None) -> SentenceTransform
             f"sentence_transformer.model: '{path}' is not a local sentence-transformers model "
             "directory (no modules.json or config.json)"
         )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar: noise in stage logs
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
 
