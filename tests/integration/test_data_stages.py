@@ -28,7 +28,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _repro(cwd: Path) -> str:
-    done = _run(["dvc", "repro"], cwd)
+    done = _run(["dvc", "repro", "embed"], cwd)  # embed and what it depends on
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
