@@ -31,7 +31,7 @@ def _complete(path: Path) -> bool:
     """Whether a state file parses (our own trusted experiment directory)."""
     try:
         data = path.read_bytes()
-        if path.suffix == ".json":
+        if path.name.removesuffix(SUFFIX).endswith(".json"):
             json.loads(data)
         else:
             pickle.loads(data)  # the experiment's own state, as Tune itself loads it
