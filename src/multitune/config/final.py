@@ -59,6 +59,13 @@ class FinalConfig(StrictModel):
     importance: Literal["fanova", "mean_decrease_impurity", "ped_anova"] = Field(
         default="fanova", description="Optuna importance evaluator over the sweep's trials."
     )
+    threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="PyTorch intra-op threads while the final runs train (null: PyTorch's "
+        "default, one per core). The networks are small: one thread is about as fast on an "
+        "idle machine and many times faster on a busy one, where threads oversubscribe.",
+    )
     register_model: bool = Field(
         default=True, description="Log the multi-task model and register it (alias gating)."
     )

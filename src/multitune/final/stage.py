@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 import multitune
 from multitune.config import Params
@@ -101,6 +102,8 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         The printed summary, the overall Δm, the registration and the stage's run id.
     """
     cfg = params.final
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     tracking = connect(params.mlflow, paths.root)
     data = TrainingData.from_files(paths.data, params, device)
     names = data.task_names
