@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import synthetic_params, write_synthetic
 
+from multitune.config import validate_params
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -43,6 +45,7 @@ def _tiny_profile(source: Path) -> dict:
         "transfer": {"method": "pairwise", "epochs": 1},
     }
     raw["registry"] = {"model_name": "e2e", "alias": "champion"}
+    raw["task_groups"] = {"labels": ["sentiment", "topic"]}
     return raw
 
 
@@ -56,7 +59,9 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     source = write_synthetic(clone / "input")
-    (clone / "params.yaml").write_text(yaml.safe_dump(_tiny_profile(source), sort_keys=False))
+    # Every section written out in full: dvc.yaml names params keys that must exist in the file.
+    full = validate_params(_tiny_profile(source)).model_dump(mode="json")
+    (clone / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
 
     first = _run(["dvc", "repro"], clone)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
