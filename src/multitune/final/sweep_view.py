@@ -55,14 +55,16 @@ def sweep_view(
     params = param_columns(trials)
     study = study_from_trials(trials, params, objective)
     scores: dict[str, pd.Series] = {}
+    score_columns: list[str] = []
     for task in tasks:
         metric = primary_metric(types[task])
         col = task_score_column(trials, task, metric)
         if col is not None:
             sign = 1.0 if higher_is_better(metric) else -1.0
             scores[task] = sign * pd.to_numeric(trials[col], errors="coerce")
-    shown = [c for c in ("trial_id", objective, *scores, *params) if c in trials.columns]
-    top = top_trials(trials, objective, cfg.top_trials)[shown]
+            score_columns.append(col)
+    shown = [c for c in ("trial_id", "status", objective, *score_columns, *params) if c in trials]
+    top = top_trials(trials, objective, cfg.top_trials)[shown].dropna(axis=1, how="all")
     return SweepView(
         trials=trials,
         objective=objective,

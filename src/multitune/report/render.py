@@ -151,7 +151,7 @@ def _markdown(
         if text:
             parts += [text, ""]
         if table is not None:
-            parts += [markdown_table(table.astype(str)), ""]
+            parts += [markdown_table(table.astype(object).where(table.notna(), "")), ""]
     if figs:
         parts += ["## Figures", ""]
         for stem, (caption, _) in figs.items():
@@ -180,7 +180,7 @@ def _html(
             else:
                 body.append(f"<p>{_inline(block)}</p>")
         if table is not None:
-            body.append(table.to_html(index=False, border=0, escape=True))
+            body.append(table.to_html(index=False, border=0, escape=True, na_rep=""))
     for stem, (caption, png) in figs.items():
         data = base64.b64encode(png).decode("ascii")
         body.append(
