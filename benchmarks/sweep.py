@@ -138,21 +138,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=15000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument(
+        "--loop-threads",
+        default="default,1",
+        help="torch threads of the plain loops to time: `default` and/or numbers",
+    )
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
+    threads = [default_threads if t == "default" else int(t) for t in args.loop_threads.split(",")]
     with tempfile.TemporaryDirectory(prefix="multitune-bench-") as tmp:
         root = Path(tmp)
         params = _project(root, args.rows, _params(args.trials, args.epochs))
         sweep_s, trials = _sweep(root, params)
-        loop_s = _loop(root, params, trials, default_threads)
-        loop1_s = _loop(root, params, trials, 1)
+        loops = {n: _loop(root, params, trials, n) for n in threads}
         print(f"{args.trials} trials x {args.epochs} epochs, {args.rows} rows, 3 tasks, CPU")
         print(f"  sweep (Ray Tune, 1 CPU per trial, side by side): {sweep_s:7.1f} s")
-        print(f"  plain loop, {default_threads} torch threads:               {loop_s:7.1f} s")
-        print(f"  plain loop, 1 torch thread:                      {loop1_s:7.1f} s")
-        ratio = sweep_s / loop_s
-        print(f"  ratio sweep / loop ({default_threads} threads): {ratio:.2f}  (aim <= 0.75)")
-        print(f"  ratio sweep / loop (1 thread):  {sweep_s / loop1_s:.2f}")
+        for n, seconds in loops.items():
+            note = " (torch's default)" if n == default_threads else ""
+            print(f"  plain loop, {n} torch thread(s){note}: {seconds:7.1f} s")
+        for n, seconds in loops.items():
+            print(f"  ratio sweep / loop ({n} thread(s)): {sweep_s / seconds:.2f}  (aim <= 0.75)")
         if torch.cuda.is_available():
             _gpu(root, args)
         else:
