@@ -20,6 +20,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table of `frame` (cells as strings, `|` escaped)."""
 
     def cell(v: object) -> str:
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            return ""
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     head = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
@@ -93,7 +95,7 @@ def _sections(inputs: ReportInputs) -> list[tuple[str, str, pd.DataFrame | None]
             }
             for r in inputs.runs
         ]
-    )
+    ).astype({"seed": "Int64", "epochs": "Int64"})
     sections.append(("Runs", "Every number above comes from these MLflow runs.", runs))
     if inputs.top_trials is not None and not inputs.top_trials.empty:
         sections.append(
