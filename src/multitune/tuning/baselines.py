@@ -21,8 +21,8 @@ from multitune.config.tuning import MULTITASK_ONLY
 from multitune.errors import UserError
 from multitune.io import atomic_path, write_json
 from multitune.training import higher_is_better, primary_metric
-from multitune.tuning.outputs import best_record, reconcile, trials_frame, write_params
-from multitune.tuning.runner import SearchJob, run_search
+from multitune.tuning.outputs import best_record, write_params
+from multitune.tuning.runner import SearchJob
 from multitune.tuning.session import stage_session
 from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
 
@@ -84,17 +84,8 @@ def run_baselines(
             per_task=True,
             shown="",  # scores of different tasks do not compare
         )
-        records = run_search(
-            job,
-            session.data,
-            storage_path=session.storage_path,
-            concurrency=session.concurrency(cfg, job.total),
-            tracker=session.tracker,
-            parent_run_id=session.parent.run_id,
-            run_tags=session.run_tags,
-        )
-        runs = reconcile(session.tracker, session.parent.run_id, records)
-        frame = trials_frame(records, runs)
+        records, frame = session.search(job, cfg, job.total)
+        run_ids = dict(zip(frame["trial_id"], frame["mlflow_run_id"], strict=True))
         summary: dict[str, Any] = {}
         winners: dict[str, tuple[Params, str]] = {}
         best_values: dict[str, float] = {}
@@ -109,7 +100,7 @@ def run_baselines(
                 "higher_is_better": higher_is_better(metric),
                 "val": val,
                 "trial_id": best.trial_id,
-                "mlflow_run_id": runs.get(best.trial_id, (None, None))[0],
+                "mlflow_run_id": run_ids.get(best.trial_id),
                 "epochs_run": int(best.result.get("epochs_run", best.result.get("epoch", 0))),
             }
             winners[task.name] = (spec.params(best.config), best.trial_id)

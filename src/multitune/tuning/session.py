@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from multitune import tracking
 from multitune.config import Params
 from multitune.config.tuning import BaselinesConfig, SweepConfig
@@ -26,6 +28,8 @@ from multitune.tuning.cluster import (
     ray_address,
     ray_cluster,
 )
+from multitune.tuning.outputs import reconcile, trials_frame
+from multitune.tuning.runner import SearchJob, TrialRecord, run_search
 
 DATA_FILES = ("dataset.parquet", "splits.parquet", "tasks.json", "features")
 STATE_SUFFIX = ".multitune.json"
@@ -63,6 +67,26 @@ class StageSession:
         if budget.max_concurrent is not None:
             slots = min(slots, budget.max_concurrent)
         return max(1, min(slots, num_samples))
+
+    def search(
+        self, job: SearchJob, budget: SweepConfig | BaselinesConfig, num_samples: int
+    ) -> tuple[list[TrialRecord], pd.DataFrame]:
+        """Run `job` on this session's data, cluster and parent run.
+
+        Returns the trial records and the trials table, after MLflow has been made to match
+        the finished experiment (one ended child run per trial).
+        """
+        records = run_search(
+            job,
+            self.data,
+            storage_path=self.storage_path,
+            concurrency=self.concurrency(budget, num_samples),
+            tracker=self.tracker,
+            parent_run_id=self.parent.run_id,
+            run_tags=self.run_tags,
+        )
+        runs = reconcile(self.tracker, self.parent.run_id, records)
+        return list(records), trials_frame(records, runs)
 
     @staticmethod
     def device(budget: SweepConfig | BaselinesConfig) -> str:

@@ -15,8 +15,8 @@ from multitune.errors import UserError
 from multitune.io import atomic_path
 from multitune.training import higher_is_better, primary_metric
 from multitune.tuning.baselines import read_baselines
-from multitune.tuning.outputs import best_record, reconcile, trials_frame, write_params
-from multitune.tuning.runner import SearchJob, run_search
+from multitune.tuning.outputs import best_record, write_params
+from multitune.tuning.runner import SearchJob
 from multitune.tuning.session import stage_session
 from multitune.tuning.trial import TrialSpec, trial_base
 
@@ -95,17 +95,7 @@ def run_sweep(
             objectives=objectives,
             shown="delta_m",
         )
-        records = run_search(
-            job,
-            session.data,
-            storage_path=session.storage_path,
-            concurrency=session.concurrency(cfg, cfg.num_samples),
-            tracker=session.tracker,
-            parent_run_id=session.parent.run_id,
-            run_tags=session.run_tags,
-        )
-        runs = reconcile(session.tracker, session.parent.run_id, records)
-        frame = trials_frame(records, runs)
+        records, frame = session.search(job, cfg, cfg.num_samples)
         best = best_record(records, METRIC, "max")
         best_params = spec.params(best.config)
         with atomic_path(out_dir) as tmp:
