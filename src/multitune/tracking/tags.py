@@ -25,25 +25,17 @@ MLFLOW_PARENT = "mlflow.parentRunId"
 def git_commit(project_root: str | Path) -> str:
     """The checked-out commit, with `-dirty` when tracked files changed; `unknown` outside git."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=project_root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=project_root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git(project_root, "rev-parse", "HEAD")
+        dirty = _git(project_root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
+
+
+def _git(project_root: str | Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=project_root, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
 
 
 def params_hash(params: BaseModel | Mapping[str, Any]) -> str:
