@@ -47,10 +47,3 @@ class Params(StrictModel):
                     f"tasks are: {', '.join(names)}"
                 )
         return self
-
-    def task(self, name: str) -> TaskConfig:
-        """The task called `name`."""
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise KeyError(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,6 @@ class Encoder(ABC):
 
     `frame` holds exactly the modality's source columns.
     """
-
-    fitted_on_data: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

@@ -29,7 +29,6 @@ class NumericEncoder(Encoder):
     A constant column (std 0) is centred only, so it encodes to zeros.
     """
 
-    fitted_on_data: ClassVar[bool] = True
     input_kind: ClassVar[str] = "numeric"
 
     def __init__(self, config: MethodConfig) -> None:

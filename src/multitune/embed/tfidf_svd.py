@@ -45,7 +45,6 @@ def _texts(frame: pd.DataFrame) -> list[str]:
 class TfidfSvdEncoder(Encoder):
     """TF-IDF (train vocabulary and idf) -> truncated SVD (train singular vectors)."""
 
-    fitted_on_data: ClassVar[bool] = True
     input_kind: ClassVar[str] = "text"
     config: TfidfSvdConfig
 
