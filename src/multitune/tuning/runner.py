@@ -26,7 +26,7 @@ from multitune.training import TrainingData
 from multitune.tuning.callbacks import Progress, TrialRuns, trial_error
 from multitune.tuning.per_task import TaskASHA, TaskSearch
 from multitune.tuning.space import suggest
-from multitune.tuning.state import StateBackups, restore_backups
+from multitune.tuning.state import StateBackups, restore_backups, restore_checkpoints
 from multitune.tuning.trainable import run_trial
 from multitune.tuning.trial import SCORE, TrialSpec
 
@@ -128,6 +128,8 @@ def run_search(
         restore_backups(local)
     if tune.Tuner.can_restore(experiment):
         logger.info("resuming the interrupted experiment %s", experiment)
+        if local is not None:
+            restore_checkpoints(local)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
     else:
         tags = {**run_tags, tracking.tags.STAGE: job.stage}

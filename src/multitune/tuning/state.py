@@ -5,6 +5,11 @@ path, in place: a driver killed during the copy leaves a truncated file that can
 restored. While the sweep runs, a callback keeps a last known-good copy of each state file
 beside it (`<name>.bak`, replaced atomically); before resuming, a truncated file is put back
 from its backup.
+
+Tune also deletes a trial's checkpoints beyond `num_to_keep` as new ones arrive, and records
+that in its next snapshot a moment later: a driver killed in between leaves a snapshot that
+points at a deleted checkpoint, and Tune refuses to restore that trial. Before resuming, such
+a checkpoint is put back from the newest checkpoint left in its trial directory.
 """
 
 from __future__ import annotations
@@ -48,6 +53,37 @@ def back_up(experiment: Path) -> None:
                 tmp = path.with_name(path.name + ".tmp-bak")
                 shutil.copyfile(path, tmp)
                 os.replace(tmp, path.with_name(path.name + SUFFIX))
+
+
+def restore_checkpoints(experiment: Path) -> list[str]:
+    """Put back checkpoints that the saved state points at but Tune already deleted.
+
+    Each is replaced by a copy of the newest checkpoint in its trial's directory, so the
+    trial continues from its latest epoch instead of failing every retry.
+
+    Returns:
+        The ids of the trials repaired.
+    """
+    repaired = []
+    for trial in tune.ExperimentAnalysis(str(experiment)).trials:
+        checkpoint = trial.checkpoint
+        if trial.status == Trial.TERMINATED or checkpoint is None:
+            continue
+        missing = Path(checkpoint.path)
+        if missing.exists():
+            continue
+        newer = sorted(missing.parent.glob("checkpoint_*"))
+        if not newer:
+            continue  # nothing to continue from: Tune reports the trial's error
+        shutil.copytree(newer[-1], missing)
+        repaired.append(trial.trial_id)
+        logger.warning(
+            "trial %s: checkpoint %s was deleted before Tune saved its state; continuing from %s",
+            trial.trial_id,
+            missing.name,
+            newer[-1].name,
+        )
+    return repaired
 
 
 def restore_backups(experiment: Path) -> list[str]:
