@@ -23,13 +23,19 @@ BIN = Path(sys.executable).parent
 
 def _tiny_profile(source: Path) -> dict:
     raw = synthetic_params(source)
-    # The bundled text model (PyTorch backend: no ONNX export in a test) travels with the model.
+    # The bundled text model (PyTorch backend: no ONNX export in a test) travels with the model;
+    # its top layer is fine-tuned from cached token states (model.backbone top_k).
     raw["data"]["modalities"]["text"]["encoder"] = {
         "name": "sentence_transformer",
         "backend": "torch",
+        "cache_top_layers": 1,
     }
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "topic", "rating")]
-    raw["model"] = {"encoder": {"hidden": 16, "dropout": 0.0}, "sharing": {"hidden": [16]}}
+    raw["model"] = {
+        "encoder": {"hidden": 16, "dropout": 0.0},
+        "sharing": {"hidden": [16]},
+        "backbone": {"name": "top_k", "layers": 1},
+    }
     raw["train"] = {"epochs": 2, "batch_size": 64, "patience": 2, "device": "cpu"}
     raw["baselines"] = {"num_samples": 1, "epochs": 2, "scheduler": {"name": "none"}}
     raw["sweep"] = {
@@ -37,7 +43,10 @@ def _tiny_profile(source: Path) -> dict:
         "epochs": 2,
         "scheduler": {"name": "none"},
         "search": {"seed": 0, "n_startup_trials": 1},
-        "space": {"lr": {"dist": "loguniform", "low": 1e-3, "high": 1e-2}},
+        "space": {
+            "lr": {"dist": "loguniform", "low": 1e-3, "high": 1e-2},
+            "backbone": {"name": "top_k", "layers": 1, "unfreeze_after": {"choice": [0, 1]}},
+        },
     }
     raw["final"] = {
         "seeds": 2,
@@ -90,6 +99,7 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
     ]
     out = model.predict(pd.DataFrame(rows))
     assert out["topic"].iloc[0] in ("politics", "science", "sports")
+    assert model.unwrap_python_model().network.token_modalities == ["text"]  # fine-tuned layers
 
     second = _run(["dvc", "repro"], clone)
     assert second.returncode == 0

@@ -66,6 +66,7 @@ def test_every_model_knob_can_be_searched(tmp_path: Path) -> None:
             ]
         },
         "freezing": {"choice": ["none", "frozen_trunk"]},
+        "backbone": {"choice": ["frozen", {"name": "top_k", "layers": {"choice": [1, 2]}}]},
         "sampling": {
             "choice": [
                 "proportional",
@@ -84,6 +85,7 @@ def test_every_model_knob_can_be_searched(tmp_path: Path) -> None:
     tasks = [t.name for t in params.tasks]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen_temperature = {True: 0, False: 0}
+    seen_backbone: set[Any] = set()
     for _ in range(24):
         trial = study.ask()
         suggest(params.sweep.space, trial, tasks)
@@ -101,8 +103,11 @@ def test_every_model_knob_can_be_searched(tmp_path: Path) -> None:
         assert tried.model.sharing.hidden in ([8], [16, 8])
         assert tried.model.encoder.dropout == 0.05
         assert tried.model.encoder.hidden in (8, 16, 24, 32)
+        backbone = tried.model.backbone
+        seen_backbone.add((backbone.name, getattr(backbone, "layers", None)))
         study.tell(trial, 0.0)
     assert seen_temperature[True] and seen_temperature[False]
+    assert seen_backbone == {("frozen", None), ("top_k", 1), ("top_k", 2)}
 
 
 def test_a_params_file_with_a_space_round_trips(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from multitune.config._base import StrictModel
+from multitune.models.backbone import BackboneConfig, FrozenConfig
 from multitune.models.fusion import FUSIONS
 from multitune.models.fusion.concat import ConcatConfig
 from multitune.models.sharing import SHARINGS
@@ -63,9 +64,15 @@ class ModelConfig(StrictModel):
         default_factory=HardConfig,
         description="How tasks share the trunk: {name: hard|mmoe|cgc, hidden: [...], ...}.",
     )
+    backbone: BackboneConfig = Field(
+        default_factory=FrozenConfig,
+        description="The text encoder: {name: frozen} (pooled vectors) or {name: top_k, "
+        "layers: k, unfreeze_after: n} (fine-tune its top k layers from cached token states).",
+    )
 
     _fusion_name = field_validator("fusion", mode="before")(_default_name("concat"))
     _sharing_name = field_validator("sharing", mode="before")(_default_name("hard"))
+    _backbone_name = field_validator("backbone", mode="before")(_default_name("frozen"))
 
 
 class TrainConfig(StrictModel):

@@ -26,6 +26,7 @@ METHOD_TARGETS: dict[str, tuple[str, ...]] = {
     "weighting": ("train", "weighting"),
     "freezing": ("train", "freezing"),
     "sampling": ("train", "sampling"),
+    "backbone": ("model", "backbone"),
 }
 """Method knob -> where its chosen config goes in params."""
 
@@ -59,6 +60,11 @@ class SearchSpace(StrictModel):
     freezing: MethodKnob | None = Field(default=None, description="train.freezing policy.")
     sampling: MethodKnob | None = Field(
         default=None, description="train.sampling method(s), each with its own options."
+    )
+    backbone: MethodKnob | None = Field(
+        default=None,
+        description="model.backbone: e.g. {choice: [frozen, {name: top_k, layers: {choice: "
+        "[1, 2]}}]} compares the frozen text encoder with its top layers fine-tuned.",
     )
     lr: Knob | None = Field(default=None, description="train.lr.")
     weight_decay: Knob | None = Field(default=None, description="train.weight_decay.")

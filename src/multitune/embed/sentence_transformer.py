@@ -50,6 +50,14 @@ class SentenceTransformerConfig(MethodConfig):
         default="data/.cache/onnx",
         description="Where exported ONNX models are cached (relative to the working directory).",
     )
+    cache_top_layers: int = Field(
+        default=0,
+        ge=0,
+        le=48,
+        description="Also store the token states entering the model's top k layers (float16, "
+        "under data/features/<modality>.tokens/), so `model.backbone: {name: top_k}` can "
+        "fine-tune up to k layers. 0: pooled vectors only.",
+    )
 
 
 def default_model_path() -> Path:
@@ -98,8 +106,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Embed the text column (a missing text embeds as "")."""
-        texts = frame.iloc[:, 0].astype("string").fillna("").tolist()
-        return self.encode(texts)
+        return self.encode(_texts(frame))
 
     def encode(self, texts: list[str], *, progress: bool | None = None) -> np.ndarray:
         """Embed `texts` in length-sorted batches; a progress bar shows on a terminal."""
@@ -119,6 +126,29 @@ class SentenceTransformerEncoder(Encoder):
 
                 self._tokens = onnx_tokens(self.model, Path(self.config.onnx_cache))
         return self._tokens
+
+    def write_token_cache(
+        self, frame: pd.DataFrame, ids: np.ndarray, out_dir: Path
+    ) -> dict[str, Any]:
+        """Write the token states entering the top `cache_top_layers` layers (see
+        `multitune.embed.token_cache`); returns the cache's description for meta.json."""
+        from multitune.embed.token_cache import write_token_cache
+
+        return write_token_cache(
+            self.model,
+            _texts(frame),
+            ids,
+            self.config.cache_top_layers,
+            out_dir,
+            model_dir=str(self.model_path),
+            batch_size=self.config.batch_size,
+        )
+
+    def token_states(self, frame: pd.DataFrame, layers: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(states, offsets)` entering the top `layers` layers, in memory (serving)."""
+        from multitune.embed.token_cache import token_states
+
+        return token_states(self.model, _texts(frame), layers, self.config.batch_size)
 
     @property
     def backend(self) -> str:
@@ -159,3 +189,8 @@ class SentenceTransformerEncoder(Encoder):
             "backend": self.backend,
             "dim": self.dim,
         }
+
+
+def _texts(frame: pd.DataFrame) -> list[str]:
+    """The text column as strings (a missing text is "")."""
+    return frame.iloc[:, 0].astype("string").fillna("").tolist()  # type: ignore[no-any-return]

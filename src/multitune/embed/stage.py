@@ -14,6 +14,7 @@ from multitune.data.artifacts import SPLIT_NAMES
 from multitune.data.features import META, encoder_dir, feature_path, features_table
 from multitune.data.ids import ID
 from multitune.embed.base import ENCODERS
+from multitune.embed.token_cache import cache_dir
 from multitune.errors import DataError
 from multitune.io import atomic_path, write_json
 
@@ -43,8 +44,9 @@ def embed(
     """Encode every modality of `frame` into `out_dir` (written whole, atomically).
 
     Each encoder is fitted on the train rows only, then transforms all rows. `out_dir` gets
-    `<modality>.parquet` (`id`, `vector`), `encoders/<modality>/` (the fitted state) and
-    `meta.json`, which is also returned.
+    `<modality>.parquet` (`id`, `vector`), `encoders/<modality>/` (the fitted state),
+    `<modality>.tokens/` for a text modality with `cache_top_layers` (see
+    `multitune.embed.token_cache`) and `meta.json`, which is also returned.
     """
     is_train = train_rows(frame, splits).to_numpy()
     meta: dict[str, Any] = {}
@@ -58,6 +60,11 @@ def embed(
             pq.write_table(features_table(frame[ID].to_numpy(), vectors), feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))
             meta[name] = encoder.describe() | {"rows": len(frame), "fitted_on": "train"}
+            if getattr(modality.encoder, "cache_top_layers", 0):
+                out = cache_dir(tmp, name)
+                meta[name]["token_cache"] = encoder.write_token_cache(  # type: ignore[attr-defined]
+                    source, frame[ID].to_numpy(), out
+                ) | {"path": out.name}
             log.info("embedded %s: %s", name, meta[name])
         write_json(tmp / META, meta)
     return meta

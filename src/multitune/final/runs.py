@@ -83,7 +83,7 @@ def train_logged(
         handle.end("FAILED", error=f"{type(err).__name__}: {err}")
         raise
     handle.end()
-    feats = {m: f[data.splits["test"]] for m, f in data.features.items()}
+    feats = data.inputs(data.splits["test"], result.model.token_modalities)
     test_pred = {k: np.asarray(v) for k, v in predict(result.model, feats).items()}
     record = SeedRun(
         run_id=handle.run_id,

@@ -172,12 +172,23 @@ class MultituneModel(PythonModel):
         self.network = load_model(Path(context.artifacts[ARTIFACT_MODEL]))
         self.network.to(self.device).eval()
 
-    def encode(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Each modality's vectors for the raw rows in `frame` (the embed stage's encoders)."""
+    def encode(self, frame: pd.DataFrame) -> dict[str, Any]:
+        """Each modality's input for the raw rows in `frame`: the embed stage's vectors, or,
+        for a fine-tuned text backbone, the token states its trained top layers read."""
+        from multitune.training.tokens import PackedTokens
+
         missing = [c for _, cols in self.encoders.values() for c in cols if c not in frame]
         if missing:
             raise UserError(f"input lacks column(s) {', '.join(sorted(set(missing)))}")
-        return {name: enc.transform(frame[cols]) for name, (enc, cols) in self.encoders.items()}
+        out: dict[str, Any] = {}
+        for name, (enc, cols) in self.encoders.items():
+            if name in self.network.token_modalities:
+                layers = int(self.network.token_caches[name]["layers"])
+                states, offsets = enc.token_states(frame[cols], layers)  # type: ignore[attr-defined]
+                out[name] = PackedTokens.from_arrays(states, offsets, self.device)
+            else:
+                out[name] = torch_vectors(enc.transform(frame[cols]), self.device)
+        return out
 
     def predict(
         self,
@@ -195,14 +206,18 @@ class MultituneModel(PythonModel):
         wanted, single = _selected(params, names)
         if frame.empty:
             return pd.DataFrame(columns=wanted)
-        features = {
-            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(self.device)
-            for k, v in self.encode(frame.reset_index(drop=True)).items()
-        }
+        features = self.encode(frame.reset_index(drop=True))
         with torch.no_grad():
             raw = predict_network(self.network, features)
         out = format_predictions(raw, self.tasks, wanted)
         return single_task_view(out, single) if single else out
+
+
+def torch_vectors(vectors: np.ndarray, device: Any) -> Any:
+    """A float32 tensor of an encoder's vectors on `device`."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
 
 
 def stage_artifacts(

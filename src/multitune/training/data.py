@@ -3,8 +3,8 @@ label masks and split indices. Built once; the loop only slices it by index."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from torch import Tensor
 
 from multitune.errors import DataError
 from multitune.models.heads import TaskSpec
+from multitune.training.tokens import PackedTokens
 
 if TYPE_CHECKING:
     from multitune.config.schema import Params
@@ -39,6 +40,9 @@ class TrainingData:
             unlabelled rows hold zeros.
         labelled: task -> bool ``(n,)``, rows that carry a label for the task.
         splits: "train"/"val"/"test" -> long row indices.
+        tokens: modality -> cached token states of every row (text modalities whose encoder
+            has `cache_top_layers`); what a `top_k` backbone reads instead of `features`.
+        token_caches: modality -> the token cache's description (`cache.json`).
     """
 
     ids: np.ndarray
@@ -47,6 +51,8 @@ class TrainingData:
     targets: dict[str, Tensor]
     labelled: dict[str, Tensor]
     splits: dict[str, Tensor]
+    tokens: dict[str, PackedTokens] = field(default_factory=dict)
+    token_caches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +69,28 @@ class TrainingData:
         """Task names, in order."""
         return [t.name for t in self.tasks]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the features and token states (what the object store must hold)."""
+        vectors = sum(f.numel() * f.element_size() for f in self.features.values())
+        return int(vectors + sum(t.nbytes for t in self.tokens.values()))
+
+    def inputs(
+        self, idx: Tensor, token_modalities: Collection[str] = ()
+    ) -> dict[str, Tensor | PackedTokens]:
+        """The model's input for rows `idx`: vectors, or token states for `token_modalities`.
+
+        Raises:
+            ValueError: a modality in `token_modalities` has no cached token states.
+        """
+        missing = [m for m in token_modalities if m not in self.tokens]
+        if missing:
+            raise ValueError(f"no cached token states for modality {', '.join(missing)}")
+        return {
+            m: self.tokens[m][idx] if m in token_modalities else f[idx]
+            for m, f in self.features.items()
+        }
+
     def to(self, device: torch.device | str) -> TrainingData:
         """A copy on `device` (self if already there)."""
         device = torch.device(device)
@@ -78,6 +106,7 @@ class TrainingData:
             targets=move(self.targets),
             labelled=move(self.labelled),
             splits=move(self.splits),
+            tokens={m: t.to(device) for m, t in self.tokens.items()},
         )
 
     def select(self, tasks: Sequence[str] | None) -> TrainingData:
@@ -181,7 +210,28 @@ class TrainingData:
             m: load_features(data_dir / "features", m, list(ids)) for m in params.data.modalities
         }
         labels = {t.name: frame[t.config.column] for t in specs}
-        return cls.from_arrays(features, specs, labels, split.to_numpy(), ids, device)
+        data = cls.from_arrays(features, specs, labels, split.to_numpy(), ids, device)
+        tokens, caches = _token_caches(data_dir / "features", params, ids)
+        return replace(
+            data,
+            tokens={m: t.to(data.device) for m, t in tokens.items()},
+            token_caches=caches,
+        )
+
+
+def _token_caches(
+    features_dir: Path, params: Params, ids: np.ndarray
+) -> tuple[dict[str, PackedTokens], dict[str, dict[str, Any]]]:
+    """The cached token states of every modality whose encoder caches them, rows as `ids`."""
+    from multitune.embed.token_cache import TokenCache, cache_dir
+
+    tokens, caches = {}, {}
+    for name, modality in params.data.modalities.items():
+        if getattr(modality.encoder, "cache_top_layers", 0):
+            cache = TokenCache.read(cache_dir(features_dir, name))
+            tokens[name] = PackedTokens.from_arrays(*cache.aligned(ids))
+            caches[name] = cache.info
+    return tokens, caches
 
 
 def _resolve_classes(spec: TaskSpec, values: pd.Series) -> TaskSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -127,7 +127,7 @@ def train(
         n_steps = 0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            out = model.forward_all({m: f[idx] for m, f in data.features.items()})
+            out = model.forward_all(data.inputs(idx, model.token_modalities))
             losses = _losses(model, out.outputs, data, idx)
             optimizer.zero_grad(set_to_none=True)
             ctx.features = out.features
@@ -137,9 +137,9 @@ def train(
             optimizer.step()
             schedule.step()
             if balancer.needs_recompute:
-                batch = {m: f[idx] for m, f in data.features.items()}
+                batch = data.inputs(idx, model.token_modalities)
 
-                def recompute(batch: dict[str, Tensor] = batch, idx: Tensor = idx) -> Tensor:
+                def recompute(batch: dict[str, Any] = batch, idx: Tensor = idx) -> Tensor:
                     with torch.no_grad():
                         return _losses(model, model(batch), data, idx)
 

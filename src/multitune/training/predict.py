@@ -11,11 +11,12 @@ from torch import Tensor
 from multitune.models.multitask import MultiTaskModel
 from multitune.training.data import TrainingData
 from multitune.training.metrics import correct, joint_accuracy, task_metrics
+from multitune.training.tokens import PackedTokens
 
 
 @torch.no_grad()
 def predict_tensors(
-    model: MultiTaskModel, features: Mapping[str, Tensor], batch_size: int = 4096
+    model: MultiTaskModel, features: Mapping[str, Tensor | PackedTokens], batch_size: int = 4096
 ) -> dict[str, Tensor]:
     """Like `predict`, but tensors on the model's device (no copy to host)."""
     was_training = model.training
@@ -34,13 +35,16 @@ def predict_tensors(
 
 
 def predict(
-    model: MultiTaskModel, features: Mapping[str, Tensor | np.ndarray], batch_size: int = 4096
+    model: MultiTaskModel,
+    features: Mapping[str, Tensor | np.ndarray | PackedTokens],
+    batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
     """Predict every task for every row of `features`.
 
     Args:
         model: a trained model (``TrainResult.model`` or ``load_model(dir)``).
-        features: modality -> ``(n, dim)`` vectors (as the embed stage writes them).
+        features: modality -> ``(n, dim)`` vectors (as the embed stage writes them), or
+            `PackedTokens` for the model's `token_modalities`.
         batch_size: rows per forward pass.
 
     Returns:
@@ -50,7 +54,9 @@ def predict(
     """
     device = next(model.parameters()).device
     tensors = {
-        m: torch.as_tensor(np.asarray(v, dtype=np.float32) if not torch.is_tensor(v) else v)
+        m: v.to(device)
+        if isinstance(v, PackedTokens)
+        else torch.as_tensor(np.asarray(v, dtype=np.float32) if not torch.is_tensor(v) else v)
         .to(device)
         .float()
         for m, v in features.items()
@@ -68,7 +74,8 @@ def evaluate(
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Metrics of `split`: ``({task: {metric: value}}, {group: {"joint_accuracy": v}})``."""
     idx = data.splits[split]
-    preds = predict_tensors(model, {m: f[idx] for m, f in data.features.items()}, batch_size)
+    inputs = data.inputs(idx, model.token_modalities)
+    preds = predict_tensors(model, inputs, batch_size)
     metrics, rights, masks = {}, {}, {}
     for spec in data.tasks:
         p = preds[spec.name].cpu().numpy()

@@ -81,6 +81,7 @@ def save_model(model: MultiTaskModel, directory: str | Path) -> Path:
             }
             for t in model.task_specs
         ],
+        "token_caches": model.token_caches,  # rebuilds a top_k backbone's layers
     }
     with atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)
@@ -104,7 +105,10 @@ def load_model(directory: str | Path, device: str | None = None) -> MultiTaskMod
         for t in spec["tasks"]
     ]
     model = MultiTaskModel(
-        ModelConfig.model_validate(spec["model_config"]), spec["modality_dims"], tasks
+        ModelConfig.model_validate(spec["model_config"]),
+        spec["modality_dims"],
+        tasks,
+        spec.get("token_caches"),
     )
     model.load_state_dict(load_file(str(d / "model.safetensors"), device=device or "cpu"))
     return model.to(device or "cpu").eval()

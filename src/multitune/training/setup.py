@@ -31,7 +31,10 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
 
 def build_model(config: ModelConfig, data: TrainingData) -> MultiTaskModel:
     """The network for `data`'s modalities and tasks, with loss statistics from train rows."""
-    model = MultiTaskModel(config, data.modality_dims, data.tasks).to(data.device)
+    model = MultiTaskModel(config, data.modality_dims, data.tasks, data.token_caches)
+    for m, layers in model.backbone.items():  # fine-tuning starts from the pretrained layers
+        layers.load_pretrained(data.token_caches[m]["model"])  # type: ignore[operator]
+    model = model.to(data.device)
     train = data.splits["train"]
     for spec in data.tasks:
         model.head(spec.name).fit_statistics(

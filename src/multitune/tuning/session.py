@@ -135,9 +135,10 @@ def stage_session(
         _clear(storage, experiment)
 
     data = TrainingData.from_files(data_dir, params, "cpu")
-    data_bytes = sum(f.numel() * f.element_size() for f in data.features.values())
     address = ray_address(sweep_cfg.ray_address)
-    with ray_cluster(address, object_store_size(data_bytes, sweep_cfg.object_store_mb)) as cluster:
+    with ray_cluster(
+        address, object_store_size(data.nbytes, sweep_cfg.object_store_mb)
+    ) as cluster:
         check_resources(cluster, budget.resources, stage)
         check_multi_node(cluster, tracker.uri, storage)
         with tracking.stage_run(

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from multitune.models.multitask import MultiTaskModel
 from multitune.registry import MethodConfig, Registry
 
-Component = Literal["encoders", "fusion", "sharing", "heads"]
+Component = Literal["backbone", "encoders", "fusion", "sharing", "heads"]
 
 
 class FreezingConfig(MethodConfig):
@@ -18,7 +18,8 @@ class FreezingConfig(MethodConfig):
 
     lr_multipliers: dict[Component, float] = Field(
         default_factory=dict,
-        description="Component (encoders, fusion, sharing, heads) -> factor on train.lr; "
+        description="Component (backbone, encoders, fusion, sharing, heads) -> factor on "
+        "train.lr; "
         "unlisted components use 1.",
     )
 
@@ -57,8 +58,9 @@ class FreezingPolicy(ABC):
         """Names of the parameters frozen in `epoch`."""
 
     def apply(self, model: MultiTaskModel, epoch: int) -> set[str]:
-        """Set ``requires_grad`` for `epoch`; returns the frozen names."""
-        frozen = self.frozen(model, epoch)
+        """Set ``requires_grad`` for `epoch`; returns the frozen names (the policy's, and
+        those the model's backbone keeps frozen)."""
+        frozen = self.frozen(model, epoch) | model.frozen_names(epoch)
         for name, p in model.named_parameters():
             p.requires_grad_(name not in frozen)
         return frozen

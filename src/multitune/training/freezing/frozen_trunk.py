@@ -26,5 +26,5 @@ class FrozenTrunk(FreezingPolicy):
     """Freezes everything but ``heads``."""
 
     def frozen(self, model: MultiTaskModel, epoch: int) -> set[str]:
-        """Encoders, fusion and sharing."""
-        return names_under(model, "encoders", "fusion", "sharing")
+        """Backbone, encoders, fusion and sharing."""
+        return names_under(model, "backbone", "encoders", "fusion", "sharing")

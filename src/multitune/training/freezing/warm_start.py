@@ -1,6 +1,7 @@
-"""Warm start: encoders, fusion and sharing weights come from a saved (single-task) model, then
-stay frozen, or unfreeze after N epochs (gradual unfreezing in the spirit of Howard & Ruder,
-2018, "Universal Language Model Fine-tuning", sec. 3.3).
+"""Warm start: backbone (fine-tuned text layers), encoders, fusion and sharing weights come
+from a saved (single-task) model, then stay frozen, or unfreeze after N epochs (gradual
+unfreezing in the spirit of Howard & Ruder, 2018, "Universal Language Model Fine-tuning",
+sec. 3.3).
 
 Parameters are copied by name where the shapes agree (task-specific parts such as another
 task's gate are skipped); only the copied parameters are frozen.
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 from multitune.models.multitask import MultiTaskModel
 from multitune.training.freezing.base import FREEZINGS, FreezingConfig, FreezingPolicy
 
-_SHARED = ("encoders.", "fusion.", "sharing.")
+_SHARED = ("backbone.", "encoders.", "fusion.", "sharing.")
 
 
 class WarmStartConfig(FreezingConfig):

@@ -1,0 +1,218 @@
+"""Cached token states of a text modality: the hidden states entering the top `k` layers.
+
+With them, training runs (and fine-tunes) only the top layers of the pretrained transformer
+instead of the whole model every step (`multitune.models.backbone`).
+
+Layout of `data/features/<modality>.tokens/`:
+
+* `states.npy`: float16 `(total_tokens, hidden)`, every row's tokens packed row after row;
+* `offsets.npy`: int64 `(rows + 1,)`; row `i` holds `states[offsets[i]:offsets[i + 1]]`. This
+  is the attention mask in packed form: a row attends to exactly its own tokens;
+* `ids.parquet`: the row ids, in the order of `offsets`;
+* `cache.json`: layers cached, the transformer's config, its pooling, sizes.
+
+Rows are computed in length-sorted batches and written into a memory-mapped `.npy`, so
+memory stays at one batch of states however large the table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from multitune.errors import DataError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+STATES, OFFSETS, IDS, INFO = "states.npy", "offsets.npy", "ids.parquet", "cache.json"
+DTYPE = np.float16
+
+
+def cache_dir(features_dir: str | Path, modality: str) -> Path:
+    """Where a modality's token cache lives."""
+    return Path(features_dir) / f"{modality}.tokens"
+
+
+def _transformer(model: SentenceTransformer) -> Any:
+    """The Hugging Face model inside the sentence-transformers model's first module."""
+    return model[0].auto_model
+
+
+def backbone_info(model: SentenceTransformer, layers: int) -> dict[str, Any]:
+    """What the top layers need to be rebuilt: transformer config, layers cached, pooling.
+
+    Raises:
+        DataError: the model is not a transformer followed by mean pooling, or has fewer than
+            `layers` layers.
+    """
+    kinds = [type(m).__name__ for m in model]
+    if kinds[:2] != ["Transformer", "Pooling"] or getattr(model[1], "pooling_mode", None) != (
+        "mean"
+    ):
+        raise DataError(
+            "cache_top_layers needs a sentence-transformers model made of a Transformer and "
+            f"mean Pooling (this one: {' -> '.join(kinds)})"
+        )
+    config = _transformer(model).config
+    total = int(config.num_hidden_layers)
+    if layers > total:
+        raise DataError(f"cache_top_layers is {layers}, but the model has {total} layers")
+    return {
+        "layers": layers,
+        "model_layers": total,
+        "hidden": int(config.hidden_size),
+        "normalize": "Normalize" in kinds[2:],
+        "transformer_config": config.to_dict(),
+    }
+
+
+def _batches(
+    model: SentenceTransformer, texts: list[str], layers: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`(rows, lengths, packed float32 states)` per length-sorted batch."""
+    import torch
+
+    from multitune.embed._batches import token_lengths
+
+    order = np.argsort(-token_lengths(model, texts), kind="stable")
+    transformer = _transformer(model)
+    model.eval()
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        features = model.preprocess([texts[i] for i in rows])
+        inputs = {
+            k: v.to(model.device)
+            for k, v in features.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        with torch.inference_mode():
+            hidden = transformer(**inputs, output_hidden_states=True).hidden_states
+        mask = inputs["attention_mask"].bool()
+        states = hidden[-(layers + 1)][mask]  # entering layer L - layers; row after row
+        yield rows, mask.sum(1).cpu().numpy(), states.float().cpu().numpy()
+
+
+def write_token_cache(
+    model: SentenceTransformer,
+    texts: list[str],
+    ids: np.ndarray,
+    layers: int,
+    out_dir: Path,
+    model_dir: str,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Compute and write the cache of `texts` (rows in the order of `ids`) to `out_dir`.
+
+    `model_dir` (the model's directory) is recorded: fine-tuning starts from its weights.
+
+    Returns:
+        The cache's description (also in `cache.json`): layers, tokens, bytes, dtype.
+    """
+    from multitune.embed._batches import token_lengths
+
+    info = backbone_info(model, layers)
+    lengths = token_lengths(model, texts)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out_dir.mkdir(parents=True)
+    states = np.lib.format.open_memmap(
+        out_dir / STATES, mode="w+", dtype=DTYPE, shape=(int(offsets[-1]), info["hidden"])
+    )
+    for rows, lens, packed in _batches(model, texts, layers, batch_size):
+        if not np.array_equal(lens, lengths[rows]):
+            raise RuntimeError("tokenizer lengths differ between passes")  # a bug, not input
+        states[_destinations(offsets, rows, lens)] = packed
+        if progress is not None:
+            progress(len(rows))
+    states.flush()
+    del states
+    np.save(out_dir / OFFSETS, offsets)
+    pq.write_table(pa.table({"id": pa.array(list(ids), type=pa.string())}), out_dir / IDS)
+    size = sum(f.stat().st_size for f in out_dir.iterdir())
+    info |= {
+        "model": model_dir,
+        "rows": len(texts),
+        "tokens": int(offsets[-1]),
+        "dtype": np.dtype(DTYPE).name,
+        "bytes": size,
+    }
+    (out_dir / INFO).write_text(json.dumps(info, indent=2))
+    return {k: v for k, v in info.items() if k != "transformer_config"}
+
+
+def token_states(
+    model: SentenceTransformer, texts: list[str], layers: int, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same states for `texts`, in memory (serving): `(float32 states, offsets)`."""
+    from multitune.embed._batches import token_lengths
+
+    lengths = token_lengths(model, texts)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    hidden = int(_transformer(model).config.hidden_size)
+    states = np.empty((int(offsets[-1]), hidden), dtype=np.float32)
+    for rows, lens, packed in _batches(model, texts, layers, batch_size):
+        states[_destinations(offsets, rows, lens)] = packed
+    return states, offsets
+
+
+def _destinations(offsets: np.ndarray, rows: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Packed positions of a batch's tokens: row `rows[j]`'s `lens[j]` tokens, in order."""
+    starts = np.repeat(offsets[rows], lens)
+    within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    return starts + within  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class TokenCache:
+    """A token cache read back: memory-mapped states, offsets and ids, plus its description."""
+
+    states: np.ndarray
+    offsets: np.ndarray
+    ids: np.ndarray
+    info: dict[str, Any]
+
+    @classmethod
+    def read(cls, directory: Path) -> TokenCache:
+        """Open the cache in `directory` (the states stay on disk until sliced).
+
+        Raises:
+            DataError: the cache is missing (run `dvc repro embed`).
+        """
+        if not (directory / INFO).exists():
+            raise DataError(f"{directory}: no token cache; run `dvc repro embed`")
+        states = np.load(directory / STATES, mmap_mode="r")
+        offsets = np.load(directory / OFFSETS)
+        ids = pq.read_table(directory / IDS).column("id").to_numpy(zero_copy_only=False)
+        return cls(states, offsets, ids, json.loads((directory / INFO).read_text()))
+
+    def aligned(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(states, offsets)` with rows in the order of `ids` (packed anew, float16).
+
+        Raises:
+            DataError: some of `ids` are not in the cache.
+        """
+        wanted = pa.array(np.asarray(ids, dtype=object), type=pa.string())
+        index = pc.index_in(wanted, value_set=pa.array(self.ids, type=pa.string()))
+        if index.null_count:
+            raise DataError(
+                f"{index.null_count} row id(s) have no cached token states; run `dvc repro embed`"
+            )
+        rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
+        lens = self.offsets[rows + 1] - self.offsets[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        source = np.repeat(self.offsets[rows], lens) + (
+            np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lens)
+        )
+        return np.ascontiguousarray(self.states[source]), offsets
