@@ -106,3 +106,60 @@ def write_synthetic(directory: Path, frame: pd.DataFrame | None = None) -> Path:
     path = directory / "table.parquet"
     (synthetic_frame() if frame is None else frame).to_parquet(path, index=False)
     return path
+
+
+PEOPLE = ["Alice", "Bob", "Maria", "Priyanka", "Chen", "Oluwaseun"]
+PLACES = ["Paris", "Berlin", "New York", "Cape Town", "Lima", "Reykjavik"]
+NER_TEMPLATES = [
+    "{per} flew to {loc} on Monday .",
+    "In {loc} , {per} met {per2} for lunch .",
+    "{per} said the weather was fine .",
+    "Nobody in {loc} had heard of it .",
+    "{per} and {per2} argued about {loc} again .",
+]
+
+
+def ner_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Sentences with people and places, tagged per whitespace word in BIO form (`tags`), and a
+    sentence-level label (`has_place`); some rows carry no tags."""
+    rng = np.random.default_rng(seed)
+    texts, tags, places = [], [], []
+    for _ in range(n):
+        template = NER_TEMPLATES[rng.integers(len(NER_TEMPLATES))]
+        fill = {
+            "per": str(rng.choice(PEOPLE)),
+            "per2": str(rng.choice(PEOPLE)),
+            "loc": str(rng.choice(PLACES)),
+        }
+        words, labels = [], []
+        for token in template.split():
+            if token.startswith("{"):
+                key = token.strip("{}")
+                kind = "LOC" if key == "loc" else "PER"
+                parts = fill[key].split()
+                words += parts
+                labels += [f"B-{kind}"] + [f"I-{kind}"] * (len(parts) - 1)
+            else:
+                words.append(token)
+                labels.append("O")
+        texts.append(" ".join(words))
+        tags.append(labels)
+        places.append("yes" if "{loc}" in template else "no")
+    frame = pd.DataFrame(
+        {"row": [f"r{i}" for i in range(n)], "text": texts, "tags": tags, "has_place": places}
+    )
+    frame.loc[rng.random(n) < 0.2, "tags"] = None
+    return frame
+
+
+def word_tags(texts: pd.Series) -> pd.Series:
+    """Per whitespace word of each text: B-TOPIC for a topic word, B-MOOD for a mood word, O
+    otherwise (a token-classification target for the synthetic table)."""
+    topic = {w for words in TOPICS.values() for w in words}
+    mood = {w for words in MOODS.values() for w in words}
+
+    def tag(word: str) -> str:
+        w = word.strip(".,;!?").lower()
+        return "B-TOPIC" if w in topic else "B-MOOD" if w in mood else "O"
+
+    return texts.map(lambda text: [tag(word) for word in str(text).split()])

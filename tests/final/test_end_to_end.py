@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import synthetic_params, write_synthetic
+from synthetic import synthetic_frame, word_tags
 
 from multitune.config import validate_params
 
@@ -31,6 +32,7 @@ def _tiny_profile(source: Path) -> dict:
         "cache_top_layers": 1,
     }
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "topic", "rating")]
+    raw["tasks"].append({"name": "keywords", "type": "token_classification", "column": "words"})
     raw["model"] = {
         "encoder": {"hidden": 16, "dropout": 0.0},
         "sharing": {"hidden": [16]},
@@ -67,7 +69,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    source = write_synthetic(clone / "input")
+    frame = synthetic_frame()
+    frame["words"] = word_tags(frame["text"])  # a token task: topic and mood words tagged
+    source = write_synthetic(clone / "input", frame)
     # Every section written out in full: dvc.yaml names params keys that must exist in the file.
     full = validate_params(_tiny_profile(source)).model_dump(mode="json")
     (clone / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
@@ -75,7 +79,7 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
     first = _run(["dvc", "repro"], clone)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
-    assert set(metrics["tasks"]) == {"sentiment", "topic", "rating"}
+    assert set(metrics["tasks"]) == {"sentiment", "topic", "rating", "keywords"}
     assert metrics["verdict"] in ("improves", "hurts", "no clear difference")
     assert "data:image/png;base64," in (clone / "reports" / "comparison.html").read_text()
 
@@ -99,6 +103,7 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
     ]
     out = model.predict(pd.DataFrame(rows))
     assert out["topic"].iloc[0] in ("politics", "science", "sports")
+    assert len(out["keywords"].iloc[0]) == 6  # a label per word of "A great goal by the team!"
     assert model.unwrap_python_model().network.token_modalities == ["text"]  # fine-tuned layers
 
     second = _run(["dvc", "repro"], clone)

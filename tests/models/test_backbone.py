@@ -86,7 +86,8 @@ def test_untrained_top_layers_give_the_frozen_encoder_vectors(
     cache = TokenCache.read(cache_dir(data_dir / "features", "text"))
     layers = TextLayers(cache.info, trained)
     layers.load_pretrained(cache.info["model"])
-    tokens = PackedTokens.from_arrays(*cache.aligned(cache.ids))
+    states, offsets, _ = cache.aligned(cache.ids)
+    tokens = PackedTokens.from_arrays(states, offsets)
     with torch.no_grad():
         pooled = layers.eval()(*tokens.padded()).numpy()
     frozen = load_features(data_dir / "features", "text", cache.ids)

@@ -11,10 +11,11 @@ from multitune.config import (
     DistributionTask,
     MultilabelTask,
     RegressionTask,
+    TokenClassificationTask,
 )
 from multitune.models.heads import TaskSpec, build_head
 
-N, DIM = 12, 5
+N, DIM, T = 12, 5, 7
 
 
 def _specs() -> list[TaskSpec]:
@@ -24,7 +25,13 @@ def _specs() -> list[TaskSpec]:
         TaskSpec(MultilabelTask(name="m", column="m"), ["p", "q"]),
         TaskSpec(RegressionTask(name="r", column="r", loss="huber")),
         TaskSpec(DistributionTask(name="d", column="d", missing="mask"), ["l", "h"]),
+        TaskSpec(TokenClassificationTask(name="t", column="t"), ["B-X", "I-X", "O"]),
     ]
+
+
+def _input(spec: TaskSpec) -> torch.Tensor:
+    """What the head reads: trunk features, or token states for a token task."""
+    return torch.randn(N, T, DIM) if spec.type == "token_classification" else torch.randn(N, DIM)
 
 
 def _target(spec: TaskSpec) -> torch.Tensor:
@@ -35,6 +42,8 @@ def _target(spec: TaskSpec) -> torch.Tensor:
         return torch.randint(0, 2, (N,), generator=g).float()
     if spec.type == "multilabel":
         return torch.randint(0, 2, (N, 2), generator=g).float()
+    if spec.type == "token_classification":  # one label per token; -1 on some (no label)
+        return torch.randint(-1, spec.n_outputs, (N, T + 2), generator=g)
     return torch.randn(N, generator=g) * 3 + 100
 
 
@@ -42,7 +51,7 @@ def _target(spec: TaskSpec) -> torch.Tensor:
 def test_loss_ignores_unlabelled_rows(spec: TaskSpec) -> None:
     torch.manual_seed(0)
     head = build_head(spec, DIM)
-    z = torch.randn(N, DIM)
+    z = _input(spec)
     target, labelled = _target(spec), torch.arange(N) % 3 != 0
     head.fit_statistics(target, labelled)
     loss = head.loss(head(z), target, labelled)
@@ -59,7 +68,7 @@ def test_predict_gives_probabilities_or_original_units(spec: TaskSpec) -> None:
     head = build_head(spec, DIM)
     target = _target(spec)
     head.fit_statistics(target, torch.ones(N, dtype=torch.bool))
-    pred = head.predict(head(torch.randn(N, DIM)))
+    pred = head.predict(head(_input(spec)))
     if spec.type == "regression":
         assert pred.shape == (N,) and 90 < pred.mean() < 110
     elif spec.type == "binary":
@@ -67,7 +76,7 @@ def test_predict_gives_probabilities_or_original_units(spec: TaskSpec) -> None:
     elif spec.type == "multilabel":
         assert pred.shape == (N, 2)
     else:
-        torch.testing.assert_close(pred.sum(1), torch.ones(N))
+        torch.testing.assert_close(pred.sum(-1), torch.ones(pred.shape[:-1]))
 
 
 def test_balanced_class_weights_and_pos_weight() -> None:

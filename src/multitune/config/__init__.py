@@ -14,6 +14,7 @@ from multitune.config.tasks import (
     MultilabelTask,
     RegressionTask,
     TaskConfig,
+    TokenClassificationTask,
 )
 from multitune.config.tracking import MlflowConfig, RegistryConfig
 from multitune.config.tuning import BaselinesConfig, SweepConfig
@@ -35,6 +36,7 @@ __all__ = [
     "SplitConfig",
     "SweepConfig",
     "TaskConfig",
+    "TokenClassificationTask",
     "TrainConfig",
     "load_params",
     "validate_params",

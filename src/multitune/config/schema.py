@@ -10,7 +10,7 @@ from multitune.config._base import StrictModel
 from multitune.config.data import DataConfig, SplitConfig
 from multitune.config.final import FinalConfig
 from multitune.config.model import ModelConfig, TrainConfig
-from multitune.config.tasks import Identifier, TaskConfig
+from multitune.config.tasks import Identifier, TaskConfig, TokenClassificationTask
 from multitune.config.tracking import MlflowConfig, RegistryConfig
 from multitune.config.tuning import BaselinesConfig, SweepConfig
 
@@ -46,4 +46,43 @@ class Params(StrictModel):
                     f"task_groups.{group} names unknown task(s) {', '.join(unknown)}; "
                     f"tasks are: {', '.join(names)}"
                 )
+        for task in self.tasks:
+            if isinstance(task, TokenClassificationTask):
+                token_modality(self.data, task)
         return self
+
+
+def token_modality(data: DataConfig, task: TokenClassificationTask) -> str:
+    """The text modality whose tokens a token task labels.
+
+    Raises:
+        ValueError: the named modality (or, unnamed, any single one) does not cache token
+            states.
+    """
+    cached = [
+        name
+        for name, m in data.modalities.items()
+        if getattr(m.encoder, "cache_top_layers", 0) > 0
+    ]
+    if task.modality is not None:
+        if task.modality not in cached:
+            raise ValueError(
+                f"token task '{task.name}': modality '{task.modality}' "
+                + (
+                    "is not a modality"
+                    if task.modality not in data.modalities
+                    else "does not cache token states"
+                )
+                + "; give it encoder: {name: sentence_transformer, cache_top_layers: 1} or more"
+            )
+        return task.modality
+    if len(cached) != 1:
+        raise ValueError(
+            f"token task '{task.name}' reads the token states of a text modality: "
+            + (
+                "set data.modalities.<name>.encoder.cache_top_layers (sentence_transformer)"
+                if not cached
+                else f"several cache them ({', '.join(cached)}); set its `modality`"
+            )
+        )
+    return cached[0]

@@ -91,12 +91,40 @@ class DistributionTask(_CategoricalTask):
     )
 
 
+class TokenClassificationTask(_CategoricalTask):
+    """One label per word of a text modality (e.g. named-entity tags in BIO form).
+
+    The column holds, per row, a list of labels aligned to the text's whitespace-separated
+    words (or the labels joined by spaces). Each word's first sub-word token carries its
+    label; the others are ignored. The head reads the token states of `modality`, whose
+    encoder must cache them (`cache_top_layers`).
+    """
+
+    type: Literal["token_classification"] = "token_classification"
+    modality: str | None = Field(
+        default=None,
+        description="The text modality whose tokens are labelled; null: the only modality "
+        "whose encoder caches token states.",
+    )
+
+
 TaskConfig = Annotated[
-    ClassificationTask | BinaryTask | MultilabelTask | RegressionTask | DistributionTask,
+    ClassificationTask
+    | BinaryTask
+    | MultilabelTask
+    | RegressionTask
+    | DistributionTask
+    | TokenClassificationTask,
     Field(discriminator="type"),
 ]
 
-CATEGORICAL_TYPES = ("classification", "binary", "multilabel", "distribution")
+CATEGORICAL_TYPES = (
+    "classification",
+    "binary",
+    "multilabel",
+    "distribution",
+    "token_classification",
+)
 
 
 __all__ = [
@@ -108,4 +136,5 @@ __all__ = [
     "MultilabelTask",
     "RegressionTask",
     "TaskConfig",
+    "TokenClassificationTask",
 ]

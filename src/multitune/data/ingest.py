@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 
 from multitune.config import Params
-from multitune.config.tasks import TaskConfig
+from multitune.config.schema import token_modality
+from multitune.config.tasks import TaskConfig, TokenClassificationTask
 from multitune.data.artifacts import TaskInfo
 from multitune.data.columns import require_column
 from multitune.data.ids import ID, column_ids, content_ids
 from multitune.data.modalities import normalize_modalities
 from multitune.data.source import read_source
-from multitune.data.targets import normalize_target, resolve_task
+from multitune.data.targets import check_word_alignment, normalize_target, resolve_task
 from multitune.errors import DataError
 
 
@@ -39,7 +40,9 @@ class IngestResult:
 
 
 def _stored_form(task: TaskConfig) -> str:
-    return {"regression": "float", "multilabel": "list"}.get(task.type, "string")
+    return {"regression": "float", "multilabel": "list", "token_classification": "list"}.get(
+        task.type, "string"
+    )
 
 
 def _targets(frame: pd.DataFrame, tasks: list[TaskConfig]) -> list[TaskInfo]:
@@ -100,5 +103,9 @@ def ingest(params: Params, root: Path | None = None) -> IngestResult:
     rest = [c for c in frame.columns if c not in set(content) | {ID}]
     out = frame[content + rest].copy()
     out.insert(0, ID, pd.array(ids, dtype="string"))
+    for task in params.tasks:
+        if isinstance(task, TokenClassificationTask):
+            text = data.modalities[token_modality(data, task)].source_columns[0]
+            check_word_alignment(out[task.column], out[text], out[ID], task.name)
     out = out.sort_values(ID, kind="stable").reset_index(drop=True)
     return IngestResult(out, tasks, dropped)

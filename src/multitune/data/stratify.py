@@ -34,7 +34,7 @@ def label_matrix(
             codes = np.searchsorted(edges, values[labelled], side="right")
             labels = [f"q{b + 1}" for b in range(REGRESSION_BINS)]
             row_idx = labelled
-        elif task.type == "multilabel":
+        elif task.type in ("multilabel", "token_classification"):
             exploded = series.explode().dropna()
             positions = pd.Series(np.arange(len(frame)), index=frame.index)[exploded.index]
             labels = sorted(exploded.astype(str).unique())

@@ -1,7 +1,8 @@
 """Target columns: normalized per task type, checked, and their classes resolved.
 
-Categorical targets (classification, binary, distribution) become strings, multilabel targets
-lists of strings, regression targets floats; a missing or blank cell means "unlabelled".
+Categorical targets (classification, binary, distribution) become strings, multilabel and
+token-classification targets lists of strings, regression targets floats; a missing or blank
+cell means "unlabelled".
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from multitune.config.tasks import MultilabelTask, RegressionTask, TaskConfig
+from multitune.config.tasks import (
+    MultilabelTask,
+    RegressionTask,
+    TaskConfig,
+    TokenClassificationTask,
+)
 from multitune.data.artifacts import TaskInfo
 from multitune.errors import DataError
 
@@ -27,8 +33,9 @@ def _label(value: Any) -> str | None:
     return text or None
 
 
-def _labels(value: Any, separator: str) -> list[str] | None:
-    """One multilabel cell (a list, or labels joined by `separator`) as a list; None if missing."""
+def _labels(value: Any, separator: str | None) -> list[str] | None:
+    """A list cell (a list, or labels joined by `separator`; None: by whitespace) as a list of
+    labels; None if missing."""
     if isinstance(value, np.ndarray | list | tuple):
         return [s for s in (_label(v) for v in value) if s is not None]
     text = _label(value)
@@ -51,9 +58,10 @@ def normalize_target(series: pd.Series, task: TaskConfig) -> pd.Series:
         if not np.isfinite(values.dropna()).all():
             raise DataError(f"column '{task.column}' of task '{task.name}' holds inf")
         return values
-    if isinstance(task, MultilabelTask):
+    if isinstance(task, MultilabelTask | TokenClassificationTask):
+        separator = task.separator if isinstance(task, MultilabelTask) else None
         return pd.Series(
-            [_labels(v, task.separator) for v in series.to_numpy(dtype=object)],
+            [_labels(v, separator) for v in series.to_numpy(dtype=object)],
             index=series.index,
             dtype=object,
         )
@@ -80,7 +88,7 @@ def resolve_task(series: pd.Series, task: TaskConfig) -> TaskInfo:
                 "labelled rows; there is nothing to learn"
             )
         return TaskInfo(task, None, n)
-    if isinstance(task, MultilabelTask):
+    if isinstance(task, MultilabelTask | TokenClassificationTask):
         counts = pd.Series([x for cell in labelled for x in cell], dtype=object).value_counts()
     else:
         counts = labelled.value_counts()
@@ -108,3 +116,24 @@ def resolve_task(series: pd.Series, task: TaskConfig) -> TaskInfo:
             f"{len(classes)}: {', '.join(classes[:10])}; use type: classification"
         )
     return TaskInfo(task.model_copy(update={"classes": classes}), classes, n)
+
+
+def check_word_alignment(labels: pd.Series, texts: pd.Series, ids: pd.Series, task: str) -> None:
+    """Each labelled row of a token task has one label per whitespace-separated word.
+
+    Raises:
+        DataError: a row whose label count differs from its word count (the first few named).
+    """
+    labelled = labels.notna().to_numpy()
+    n_labels = labels[labelled].map(len).to_numpy()
+    n_words = texts[labelled].fillna("").astype(str).str.split().map(len).to_numpy()
+    bad = np.flatnonzero(n_labels != n_words)
+    if len(bad):
+        rows = ids[labelled].to_numpy()[bad]
+        shown = ", ".join(
+            f"{rows[i]} ({n_labels[b]} labels, {n_words[b]} words)" for i, b in enumerate(bad[:3])
+        )
+        raise DataError(
+            f"token task '{task}': {len(bad)} row(s) have a label count that differs from the "
+            f"number of words in the text (words are split at whitespace), e.g. row {shown}"
+        )

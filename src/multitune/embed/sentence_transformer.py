@@ -150,6 +150,12 @@ class SentenceTransformerEncoder(Encoder):
 
         return token_states(self.model, _texts(frame), layers, self.config.batch_size)
 
+    def word_index(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per packed token of the texts: its word's index if it starts the word, else -1."""
+        from multitune.embed.token_cache import word_index
+
+        return word_index(self.model, _texts(frame))
+
     @property
     def backend(self) -> str:
         """The backend in use: `onnx` or `torch`."""

@@ -8,6 +8,8 @@ Layout of `data/features/<modality>.tokens/`:
 * `states.npy`: float16 `(total_tokens, hidden)`, every row's tokens packed row after row;
 * `offsets.npy`: int64 `(rows + 1,)`; row `i` holds `states[offsets[i]:offsets[i + 1]]`. This
   is the attention mask in packed form: a row attends to exactly its own tokens;
+* `words.npy`: int32 `(total_tokens,)`, for the first sub-word token of each whitespace-
+  separated word the word's index in its text, -1 for the other tokens (token tasks);
 * `ids.parquet`: the row ids, in the order of `offsets`;
 * `cache.json`: layers cached, the transformer's config, its pooling, sizes.
 
@@ -18,6 +20,7 @@ memory stays at one batch of states however large the table.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,13 @@ from multitune.errors import DataError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-STATES, OFFSETS, IDS, INFO = "states.npy", "offsets.npy", "ids.parquet", "cache.json"
+STATES, OFFSETS, WORDS, IDS, INFO = (
+    "states.npy",
+    "offsets.npy",
+    "words.npy",
+    "ids.parquet",
+    "cache.json",
+)
 DTYPE = np.float16
 
 
@@ -73,6 +82,27 @@ def backbone_info(model: SentenceTransformer, layers: int) -> dict[str, Any]:
         "normalize": "Normalize" in kinds[2:],
         "transformer_config": config.to_dict(),
     }
+
+
+def word_index(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
+    """Packed int32 per token of `texts`: the index of the whitespace-separated word whose
+    first sub-word token it is, else -1 (special tokens, later sub-words)."""
+    encoded = model.tokenizer(
+        texts,
+        truncation=True,
+        max_length=model.max_seq_length,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+    )
+    out = []
+    for text, spans in zip(texts, encoded["offset_mapping"], strict=True):
+        starts = np.array([m.start() for m in re.finditer(r"\S+", text)], dtype=np.int64)
+        spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        special = spans[:, 1] <= spans[:, 0]
+        word = np.where(special, -1, np.searchsorted(starts, spans[:, 0], side="right") - 1)
+        first = np.r_[True, word[1:] != word[:-1]]
+        out.append(np.where(first & (word >= 0), word, -1).astype(np.int32))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
 
 
 def _batches(
@@ -137,6 +167,10 @@ def write_token_cache(
     states.flush()
     del states
     np.save(out_dir / OFFSETS, offsets)
+    words = word_index(model, texts)
+    if len(words) != offsets[-1]:
+        raise RuntimeError("tokenizer lengths differ between passes")
+    np.save(out_dir / WORDS, words)
     pq.write_table(pa.table({"id": pa.array(list(ids), type=pa.string())}), out_dir / IDS)
     size = sum(f.stat().st_size for f in out_dir.iterdir())
     info |= {
@@ -153,7 +187,8 @@ def write_token_cache(
 def token_states(
     model: SentenceTransformer, texts: list[str], layers: int, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same states for `texts`, in memory (serving): `(float32 states, offsets)`."""
+    """The same states for `texts`, in memory (serving): `(float32 states, offsets)`; the
+    word of each token is `word_index(model, texts)`."""
     from multitune.embed._batches import token_lengths
 
     lengths = token_lengths(model, texts)
@@ -179,6 +214,7 @@ class TokenCache:
 
     states: np.ndarray
     offsets: np.ndarray
+    words: np.ndarray
     ids: np.ndarray
     info: dict[str, Any]
 
@@ -193,11 +229,13 @@ class TokenCache:
             raise DataError(f"{directory}: no token cache; run `dvc repro embed`")
         states = np.load(directory / STATES, mmap_mode="r")
         offsets = np.load(directory / OFFSETS)
+        words = np.load(directory / WORDS)
         ids = pq.read_table(directory / IDS).column("id").to_numpy(zero_copy_only=False)
-        return cls(states, offsets, ids, json.loads((directory / INFO).read_text()))
+        return cls(states, offsets, words, ids, json.loads((directory / INFO).read_text()))
 
-    def aligned(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`(states, offsets)` with rows in the order of `ids` (packed anew, float16).
+    def aligned(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(states, offsets, words)` with rows in the order of `ids` (packed anew; states in
+        float16).
 
         Raises:
             DataError: some of `ids` are not in the cache.
@@ -215,4 +253,4 @@ class TokenCache:
         source = np.repeat(self.offsets[rows], lens) + (
             np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lens)
         )
-        return np.ascontiguousarray(self.states[source]), offsets
+        return np.ascontiguousarray(self.states[source]), offsets, self.words[source]

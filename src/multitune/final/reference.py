@@ -70,6 +70,8 @@ def reference_scores(data: TrainingData, cfg: ReferenceConfig) -> dict[str, dict
     x = scaler.transform(feats).astype(np.float64)
     out: dict[str, dict[str, float]] = {}
     for spec in data.tasks:
+        if spec.type == "token_classification":
+            continue  # a per-sentence linear model has no per-token reference to give
         y = data.targets[spec.name].cpu().numpy()
         mask = data.labelled[spec.name].cpu().numpy()
         train_rows = tr[mask[tr]]

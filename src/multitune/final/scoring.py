@@ -21,6 +21,8 @@ from multitune.training.metrics import (
     joint_accuracy,
     primary_metric,
     task_metrics,
+    token_counts,
+    token_metrics_from_counts,
 )
 
 
@@ -55,11 +57,20 @@ class _TaskScorer:
         # The last row set is held (not just its id) so a new array can never alias it.
         self._idx: np.ndarray | None = None
         self._cached: dict[str, float] = {}
+        # Token metrics are sums over rows: count each row once, then only sum per draw.
+        self._token_counts = (
+            token_counts(targets.spec, pred, targets.target) * targets.labelled[:, None]
+            if targets.spec.type == "token_classification"
+            else None
+        )
 
     def metrics(self, idx: np.ndarray) -> dict[str, float]:
         if self._idx is not idx:
             t = self.t
-            self._cached = task_metrics(t.spec, self.pred[idx], t.target[idx], t.labelled[idx])
+            if self._token_counts is not None:
+                self._cached = token_metrics_from_counts(self._token_counts[idx])
+            else:
+                self._cached = task_metrics(t.spec, self.pred[idx], t.target[idx], t.labelled[idx])
             self._idx = idx
         return self._cached
 

@@ -74,7 +74,7 @@ class TextLayers(nn.Module):
     Args:
         info: the token cache's description (`transformer_config`, `layers`, `normalize`).
         trained: how many of the top layers train; the `layers - trained` below run frozen,
-            always in eval mode.
+            always in eval mode (0: all frozen, for token tasks over a frozen encoder).
     """
 
     def __init__(self, info: dict[str, Any], trained: int) -> None:
@@ -82,7 +82,7 @@ class TextLayers(nn.Module):
         from transformers import AutoConfig, AutoModel
 
         cached = int(info["layers"])
-        if not 1 <= trained <= cached:
+        if not 0 <= trained <= cached:
             raise ValueError(
                 f"model.backbone.layers is {trained}, but only {cached} layer(s) are cached "
                 "(raise the modality's encoder.cache_top_layers and rerun `dvc repro embed`)"
@@ -97,6 +97,7 @@ class TextLayers(nn.Module):
         self.below = nn.ModuleList(layers[: cached - trained])
         self.top = nn.ModuleList(layers[cached - trained :])
         self.out_dim = int(config.hidden_size)
+        self.chunk_rows = 8
 
     def load_pretrained(self, model_dir: str) -> None:
         """Copy the pretrained weights of these layers from a Hugging Face model directory."""
@@ -118,6 +119,26 @@ class TextLayers(nn.Module):
 
     def forward(self, states: Tensor, mask: Tensor) -> Tensor:
         """Pooled `(B, H)` sentence vectors from `(B, T, H)` states and a `(B, T)` mask."""
+        return self.encode(states, mask)[1]
+
+    def encode(self, states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """`(token states (B, T, H) after the top layer, pooled (B, H))`.
+
+        Rows run in groups of `chunk_rows` of similar length, each padded only to its own
+        longest row: one long row no longer makes the whole batch pay for its padding.
+        Padding is masked out of attention and pooling, so grouping does not change results.
+        """
+        lengths = mask.sum(1)
+        order = torch.argsort(lengths)
+        h = torch.zeros_like(states)
+        for group in order.split(self.chunk_rows):
+            width = max(int(lengths[group].max()), 1)
+            h[group, :width] = self._layers(states[group, :width], mask[group, :width])
+        weights = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return h, F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+
+    def _layers(self, states: Tensor, mask: Tensor) -> Tensor:
         from transformers.masking_utils import create_bidirectional_mask
 
         attention = create_bidirectional_mask(
@@ -130,6 +151,4 @@ class TextLayers(nn.Module):
                     h = layer(h, attention_mask=attention)
         for layer in self.top:
             h = layer(h, attention_mask=attention)
-        weights = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+        return h

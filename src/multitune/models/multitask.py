@@ -55,8 +55,12 @@ class MultiTaskModel(nn.Module):
         self.config = config
         self.modality_dims = dict(modality_dims)
         self.task_specs = list(tasks)
-        self.backbone = _backbone(config, dict(token_caches or {}), list(modality_dims))
-        self.token_caches = {m: dict(token_caches or {})[m] for m in self.backbone}
+        caches = dict(token_caches or {})
+        self.token_tasks = {t.name: _token_modality(t, caches) for t in tasks if _reads_tokens(t)}
+        self.backbone = _backbone(
+            config, caches, list(modality_dims), set(self.token_tasks.values())
+        )
+        self.token_caches = {m: caches[m] for m in self.backbone}
         enc = config.encoder
         self.encoders = nn.ModuleDict(
             {
@@ -65,9 +69,21 @@ class MultiTaskModel(nn.Module):
             }
         )
         self.fusion = FUSIONS.build(config.fusion, list(modality_dims), enc.hidden)
-        names = [t.name for t in tasks]
+        # Token tasks read the backbone's token states; the trunk serves the other tasks.
+        self.trunk_tasks = [t.name for t in tasks if t.name not in self.token_tasks]
+        names = self.trunk_tasks or [t.name for t in tasks]
         self.sharing = SHARINGS.build(config.sharing, self.fusion.out_dim, names)
-        self.heads = nn.ModuleDict({t.name: build_head(t, self.sharing.out_dim) for t in tasks})
+        self.heads = nn.ModuleDict(
+            {
+                t.name: build_head(
+                    t,
+                    cast(TextLayers, self.backbone[self.token_tasks[t.name]]).out_dim
+                    if t.name in self.token_tasks
+                    else self.sharing.out_dim,
+                )
+                for t in tasks
+            }
+        )
 
     @property
     def task_names(self) -> list[str]:
@@ -97,15 +113,22 @@ class MultiTaskModel(nn.Module):
 
     def forward_all(self, features: Mapping[str, Tensor | TokenInput]) -> ModelOutput:
         """Raw outputs of every head plus the shared features."""
-        encoded = {}
+        encoded, tokens = {}, {}
         for m in self.modality_dims:
             x = features[m]
             if m in self.backbone:
-                x = self.backbone[m](*cast(TokenInput, x).padded())
+                layers = cast(TextLayers, self.backbone[m])
+                tokens[m], x = layers.encode(*cast(TokenInput, x).padded())
             encoded[m] = self.encoders[m](x)
-        shared = self.sharing(self.fusion(encoded))
-        outputs = {t: self.heads[t](shared.per_task[t]) for t in self.task_names}
-        return ModelOutput(outputs, shared.features)
+        outputs: dict[str, Tensor] = {}
+        shared_features: list[Tensor] = []
+        if self.trunk_tasks:
+            shared = self.sharing(self.fusion(encoded))
+            outputs = {t: self.heads[t](shared.per_task[t]) for t in self.trunk_tasks}
+            shared_features = shared.features
+        for t, m in self.token_tasks.items():
+            outputs[t] = self.heads[t](tokens[m])
+        return ModelOutput({t: outputs[t] for t in self.task_names}, shared_features)
 
     def forward(self, features: Mapping[str, Tensor | TokenInput]) -> dict[str, Tensor]:
         """Raw outputs (logits, standardized values) of every head."""
@@ -117,7 +140,8 @@ class MultiTaskModel(nn.Module):
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """Parameters only `task` uses: its head and its part of the sharing module."""
-        return [*self.heads[task].parameters(), *self.sharing.task_parameters(task)]
+        own = self.sharing.task_parameters(task) if task in self.trunk_tasks else []
+        return [*self.heads[task].parameters(), *own]
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task uses: encoders, fusion, shared part of the sharing module."""
@@ -125,13 +149,36 @@ class MultiTaskModel(nn.Module):
         return [p for p in self.parameters() if id(p) not in specific]
 
 
+def _reads_tokens(task: TaskSpec) -> bool:
+    return task.type == "token_classification"
+
+
+def _token_modality(task: TaskSpec, caches: dict[str, dict[str, Any]]) -> str:
+    """The modality a token task reads (named, or the only one with cached token states)."""
+    named = getattr(task.config, "modality", None)
+    if named is not None and named in caches:
+        return str(named)
+    if named is None and len(caches) == 1:
+        return next(iter(caches))
+    raise ValueError(
+        f"token task {task.name!r} needs the cached token states of "
+        f"{repr(named) if named else 'one text modality'} (encoder.cache_top_layers); "
+        f"cached: {', '.join(caches) or 'none'}"
+    )
+
+
 def _backbone(
-    config: ModelConfig, caches: dict[str, dict[str, Any]], modalities: list[str]
+    config: ModelConfig,
+    caches: dict[str, dict[str, Any]],
+    modalities: list[str],
+    token_task_modalities: set[str],
 ) -> nn.ModuleDict:
-    """The `top_k` text layers per fine-tuned modality (none when the backbone is frozen)."""
+    """Text layers per fine-tuned modality (`top_k`), and frozen ones (0 trained layers) for
+    the modalities token tasks read; none when the backbone is frozen and no task reads
+    tokens."""
     cfg = config.backbone
     if not isinstance(cfg, TopKConfig):
-        return nn.ModuleDict()
+        return nn.ModuleDict({m: TextLayers(caches[m], 0) for m in sorted(token_task_modalities)})
     chosen = cfg.modalities or [m for m in modalities if m in caches]
     missing = [m for m in chosen if m not in caches]
     if missing or not chosen:
@@ -141,4 +188,6 @@ def _backbone(
             "data.modalities.<name>.encoder.cache_top_layers (sentence_transformer) and rerun "
             "`dvc repro embed`"
         )
-    return nn.ModuleDict({m: TextLayers(caches[m], cfg.layers) for m in chosen})
+    layers = {m: TextLayers(caches[m], cfg.layers) for m in chosen}
+    layers |= {m: TextLayers(caches[m], 0) for m in token_task_modalities - set(chosen)}
+    return nn.ModuleDict(layers)

@@ -11,7 +11,9 @@ Output, one row per input row:
   * `<task>`: the predicted label (classification, binary, distribution), the list of
     predicted labels (multilabel, p >= 0.5), or the value in original units (regression);
   * `<task>_proba`: the class probabilities in the order of `spec.json`'s classes
-    (categorical tasks only).
+    (categorical tasks only);
+  * for a token task, `<task>` is the list of predicted labels, one per word of the text
+    (words past the encoder's maximum length are not labelled).
 
 Params: `tasks` (a list) keeps a subset of tasks; `task` (one name) gives the single-task
 view old single-output callers expect: columns `prediction` and, for categorical tasks,
@@ -98,7 +100,10 @@ def _as_proba(values: np.ndarray, task: TaskSpec) -> np.ndarray:
 
 
 def format_predictions(
-    raw: Mapping[str, np.ndarray], tasks: Sequence[TaskSpec], wanted: Sequence[str]
+    raw: Mapping[str, np.ndarray],
+    tasks: Sequence[TaskSpec],
+    wanted: Sequence[str],
+    token_words: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Turn the network's per-task outputs into the served columns.
 
@@ -107,6 +112,8 @@ def format_predictions(
             `(n,)` for regression, as `multitune.training.predict` returns them.
         tasks: Every task of the model, in order.
         wanted: The tasks to return.
+        token_words: Token task -> `(words, offsets)`: each packed token's word index (-1
+            but for a word's first sub-word token) and the row offsets.
 
     Returns:
         A frame with `<task>` and `<task>_proba` columns (see the module docstring).
@@ -119,8 +126,21 @@ def format_predictions(
         if task.type == "regression" or task.classes is None:
             out[task.name] = np.asarray(values, dtype=np.float64).reshape(-1)
             continue
-        proba = _as_proba(values, task)
         classes = np.asarray(task.classes, dtype=object)
+        if task.type == "token_classification":
+            words, offsets = (token_words or {})[task.name]
+            out[task.name] = [
+                list(
+                    classes[
+                        values[i, np.flatnonzero(words[offsets[i] : offsets[i + 1]] >= 0)].argmax(
+                            -1
+                        )
+                    ]
+                )
+                for i in range(len(values))
+            ]
+            continue
+        proba = _as_proba(values, task)
         if task.type == "multilabel":
             out[task.name] = [list(classes[row >= 0.5]) for row in proba]
         else:
@@ -172,23 +192,28 @@ class MultituneModel(PythonModel):
         self.network = load_model(Path(context.artifacts[ARTIFACT_MODEL]))
         self.network.to(self.device).eval()
 
-    def encode(self, frame: pd.DataFrame) -> dict[str, Any]:
+    def encode(
+        self, frame: pd.DataFrame
+    ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Each modality's input for the raw rows in `frame`: the embed stage's vectors, or,
-        for a fine-tuned text backbone, the token states its trained top layers read."""
+        for a text backbone in the network, the token states its layers read; and for those
+        modalities each token's word (`(words, offsets)`, for token tasks)."""
         from multitune.training.tokens import PackedTokens
 
         missing = [c for _, cols in self.encoders.values() for c in cols if c not in frame]
         if missing:
             raise UserError(f"input lacks column(s) {', '.join(sorted(set(missing)))}")
         out: dict[str, Any] = {}
+        words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, (enc, cols) in self.encoders.items():
             if name in self.network.token_modalities:
                 layers = int(self.network.token_caches[name]["layers"])
                 states, offsets = enc.token_states(frame[cols], layers)  # type: ignore[attr-defined]
                 out[name] = PackedTokens.from_arrays(states, offsets, self.device)
+                words[name] = (enc.word_index(frame[cols]), offsets)  # type: ignore[attr-defined]
             else:
                 out[name] = torch_vectors(enc.transform(frame[cols]), self.device)
-        return out
+        return out, words
 
     def predict(
         self,
@@ -206,10 +231,11 @@ class MultituneModel(PythonModel):
         wanted, single = _selected(params, names)
         if frame.empty:
             return pd.DataFrame(columns=wanted)
-        features = self.encode(frame.reset_index(drop=True))
+        features, words = self.encode(frame.reset_index(drop=True))
         with torch.no_grad():
             raw = predict_network(self.network, features)
-        out = format_predictions(raw, self.tasks, wanted)
+        token_words = {t: words[m] for t, m in self.network.token_tasks.items()}
+        out = format_predictions(raw, self.tasks, wanted, token_words)
         return single_task_view(out, single) if single else out
 
 

@@ -136,6 +136,7 @@ class TrainingData:
         split: Sequence[str] | np.ndarray,
         ids: Sequence[str] | None = None,
         device: torch.device | str | None = None,
+        token_words: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> TrainingData:
         """Build from in-memory arrays (tests, notebooks).
 
@@ -148,6 +149,9 @@ class TrainingData:
             split: per row, "train", "val", "test" (anything else: unused).
             ids: row ids (default "0".."n-1").
             device: where the tensors go (default CPU).
+            token_words: token task name -> `(words, offsets)` of its modality's token cache
+                (`multitune.embed.token_cache.word_index` per packed token, row offsets);
+                its labels are lists aligned to words.
         """
         device = torch.device(device or "cpu")
         feats = {
@@ -162,7 +166,12 @@ class TrainingData:
             spec = t if isinstance(t, TaskSpec) else TaskSpec(t.config, t.classes, t.n_labelled)
             values = pd.Series(list(labels[spec.name]) if spec.name in labels else [None] * n)
             spec = _resolve_classes(spec, values)
-            y, mask = encode_targets(spec, values)
+            if spec.type == "token_classification":
+                if spec.name not in (token_words or {}):
+                    raise DataError(f"token task {spec.name!r} needs its modality's token cache")
+                y, mask = token_targets(spec, values, *(token_words or {})[spec.name])
+            else:
+                y, mask = encode_targets(spec, values)
             specs.append(replace(spec, n_labelled=int(mask.sum())))
             targets[spec.name] = torch.as_tensor(np.array(y)).to(device)
             labelled[spec.name] = torch.as_tensor(np.array(mask, dtype=bool)).to(device)
@@ -184,6 +193,7 @@ class TrainingData:
             DataError: an artifact is missing (run ``dvc repro embed``) or does not match the
                 params (a task absent from tasks.json).
         """
+        from multitune.config.schema import token_modality
         from multitune.data import load_features, read_dataset, read_splits, read_tasks
 
         data_dir = Path(data_dir)
@@ -210,8 +220,13 @@ class TrainingData:
             m: load_features(data_dir / "features", m, list(ids)) for m in params.data.modalities
         }
         labels = {t.name: frame[t.config.column] for t in specs}
-        data = cls.from_arrays(features, specs, labels, split.to_numpy(), ids, device)
-        tokens, caches = _token_caches(data_dir / "features", params, ids)
+        tokens, caches, words = _token_caches(data_dir / "features", params, ids)
+        token_words = {}
+        for t in specs:
+            if t.type == "token_classification":
+                m = token_modality(params.data, t.config)
+                token_words[t.name] = (words[m], tokens[m].offsets.numpy())
+        data = cls.from_arrays(features, specs, labels, split.to_numpy(), ids, device, token_words)
         return replace(
             data,
             tokens={m: t.to(data.device) for m, t in tokens.items()},
@@ -221,23 +236,56 @@ class TrainingData:
 
 def _token_caches(
     features_dir: Path, params: Params, ids: np.ndarray
-) -> tuple[dict[str, PackedTokens], dict[str, dict[str, Any]]]:
-    """The cached token states of every modality whose encoder caches them, rows as `ids`."""
+) -> tuple[dict[str, PackedTokens], dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """The cached token states (and each token's word) of every modality whose encoder
+    caches them, rows in the order of `ids`."""
     from multitune.embed.token_cache import TokenCache, cache_dir
 
-    tokens, caches = {}, {}
+    tokens, caches, words = {}, {}, {}
     for name, modality in params.data.modalities.items():
         if getattr(modality.encoder, "cache_top_layers", 0):
             cache = TokenCache.read(cache_dir(features_dir, name))
-            tokens[name] = PackedTokens.from_arrays(*cache.aligned(ids))
+            states, offsets, words[name] = cache.aligned(ids)
+            tokens[name] = PackedTokens.from_arrays(states, offsets)
             caches[name] = cache.info
-    return tokens, caches
+    return tokens, caches, words
+
+
+def token_targets(
+    spec: TaskSpec, values: pd.Series, words: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token class indices `(n, longest row)` (-1: no label) and the labelled-row mask.
+
+    A row's label list is aligned to its words; the first sub-word token of word `w`
+    (`words == w`) gets the label of word `w`, every other token -1.
+
+    Raises:
+        DataError: a label outside the task's classes.
+    """
+    n = len(values)
+    lengths = np.diff(offsets)
+    lists = values.map(lambda v: None if v is None else list(v))
+    mask = lists.notna().to_numpy()
+    counts = lists.map(lambda v: 0 if v is None else len(v)).to_numpy(dtype=np.int64)
+    flat = lists.explode().dropna().astype(str)
+    codes = pd.Categorical(flat, categories=list(spec.classes or [])).codes.astype(np.int64)
+    _check_known(spec, flat[codes < 0])
+    start = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=start[1:])
+    row = np.repeat(np.arange(n), lengths)
+    pos = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
+    keep = (words >= 0) & mask[row] & (words < counts[row])
+    y = np.full((n, max(int(lengths.max(initial=1)), 1)), -1, dtype=np.int64)
+    y[row[keep], pos[keep]] = codes[start[row[keep]] + words[keep]]
+    return y, mask
 
 
 def _resolve_classes(spec: TaskSpec, values: pd.Series) -> TaskSpec:
     if spec.type == "regression" or spec.classes:
         return spec
-    if spec.type == "multilabel":
+    if spec.type == "token_classification":
+        found = values.dropna().explode().dropna()
+    elif spec.type == "multilabel":
         found = _multilabel_lists(values, spec.config.separator).explode().dropna()
     else:
         found = values.dropna()

@@ -10,7 +10,13 @@ binary          accuracy, f1 (positive class), auroc     auroc
 multilabel      micro_f1, macro_f1 (threshold 0.5)       micro_f1
 regression      mae, rmse, r2 (original units)           r2
 distribution    mode_accuracy, kl (to the soft target)   mode_accuracy
+token_class.    token_accuracy, entity_f1                entity_f1
 =============== ======================================== =================
+
+Token metrics count each word once (its first sub-word token). `entity_f1` is the micro F1 of
+exact entity spans read from BIO tags (CoNLL's measure; an I- tag without a matching B- opens
+an entity, as in conlleval); a tag without a B-/I- prefix other than O is an entity of one
+word.
 
 A metric that is undefined on the rows given (AUROC with one class, R² of a constant) is left
 out rather than reported as NaN; a task with no labelled rows gets an empty dict.
@@ -33,6 +39,7 @@ _PRIMARY = {
     "multilabel": "micro_f1",
     "regression": "r2",
     "distribution": "mode_accuracy",
+    "token_classification": "entity_f1",
 }
 _LOWER_IS_BETTER = {"mae", "rmse", "kl", "loss"}
 
@@ -82,6 +89,49 @@ def kl_to_soft_target(probs: np.ndarray, y: np.ndarray, smoothing: float) -> flo
     return float(terms.sum(1).mean())
 
 
+def entity_spans(tags: Sequence[str]) -> set[tuple[int, int, str]]:
+    """`(start, end, type)` of the entities in a BIO tag sequence (end exclusive)."""
+    spans, start, kind = set(), -1, ""
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, name = tag.partition("-") if tag[:2] in ("B-", "I-") else ("", "", tag)
+        continues = prefix == "I" and start >= 0 and name == kind
+        if start >= 0 and not continues:
+            spans.add((start, i, kind))
+            start = -1
+        if tag != "O" and not continues:
+            start, kind = i, name
+    return spans
+
+
+def token_counts(spec: TaskSpec, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per row `(n, 5)`: entity true positives, false positives, false negatives, words
+    right, words labelled; from `(n, T, C)` probabilities and `(n, L)` targets (-1: none).
+
+    Token metrics over any set of rows are sums of these (`token_metrics_from_counts`), so a
+    bootstrap draws rows without re-reading spans.
+    """
+    width = min(pred.shape[1], target.shape[1])
+    hard, y = pred[:, :width].argmax(-1), target[:, :width]
+    valid = y >= 0
+    classes = list(spec.classes or [])
+    counts = np.zeros((len(y), 5), dtype=np.int64)
+    for i, (row_pred, row_y, row_valid) in enumerate(zip(hard, y, valid, strict=True)):
+        gold = entity_spans([classes[c] for c in row_y[row_valid]])
+        guess = entity_spans([classes[c] for c in row_pred[row_valid]])
+        counts[i, :3] = len(gold & guess), len(guess - gold), len(gold - guess)
+    counts[:, 3] = ((hard == y) & valid).sum(1)
+    counts[:, 4] = valid.sum(1)
+    return counts
+
+
+def token_metrics_from_counts(counts: np.ndarray) -> dict[str, float]:
+    """Token accuracy and entity F1 of the rows whose `token_counts` are given."""
+    tp, fp, fn, right, words = counts.sum(0)
+    if words == 0:
+        return {}
+    return {"token_accuracy": float(right / words), "entity_f1": float(_f1(tp, fp, fn))}
+
+
 def task_metrics(
     spec: TaskSpec, pred: np.ndarray, target: np.ndarray, labelled: np.ndarray
 ) -> dict[str, float]:
@@ -90,7 +140,9 @@ def task_metrics(
         return {}
     p, y = pred[labelled], target[labelled]
     out: dict[str, float] = {}
-    if spec.type in ("classification", "distribution"):
+    if spec.type == "token_classification":
+        out = token_metrics_from_counts(token_counts(spec, p, y))
+    elif spec.type in ("classification", "distribution"):
         y = y.astype(np.int64)
         hard = p.argmax(1)
         acc = float((hard == y).mean())
@@ -126,7 +178,12 @@ def task_metrics(
 
 
 def correct(spec: TaskSpec, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per row, whether the prediction is right (a multilabel row: every label right)."""
+    """Per row, whether the prediction is right (a multilabel row: every label right; a
+    token row: every labelled word right)."""
+    if spec.type == "token_classification":
+        width = min(pred.shape[1], target.shape[1])
+        y = target[:, :width]
+        return np.asarray(((pred[:, :width].argmax(-1) == y) | (y < 0)).all(1))
     if spec.type in ("classification", "distribution"):
         return np.asarray(pred.argmax(1) == target.astype(np.int64))
     if spec.type == "binary":

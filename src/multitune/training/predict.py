@@ -31,7 +31,15 @@ def predict_tensors(
                 chunks[t].append(model.head(t).predict(out[t]))
     finally:
         model.train(was_training)
-    return {t: torch.cat(c) for t, c in chunks.items()}
+    return {t: _cat(c) for t, c in chunks.items()}
+
+
+def _cat(chunks: list[Tensor]) -> Tensor:
+    """Concatenate along rows; per-token chunks `(B, T, C)` are zero-padded to the widest T."""
+    if chunks[0].dim() == 3:
+        width = max(c.shape[1] for c in chunks)
+        chunks = [torch.nn.functional.pad(c, (0, 0, 0, width - c.shape[1])) for c in chunks]
+    return torch.cat(chunks)
 
 
 def predict(
@@ -50,7 +58,8 @@ def predict(
     Returns:
         task -> array: class probabilities ``(n, C)`` for classification, multilabel and
         distribution tasks (order = ``spec.classes``); P(second class) ``(n,)`` for binary
-        tasks; values in original units ``(n,)`` for regression.
+        tasks; values in original units ``(n,)`` for regression; per-token probabilities
+        ``(n, T, C)`` for token tasks (zeros past a row's tokens).
     """
     device = next(model.parameters()).device
     tensors = {

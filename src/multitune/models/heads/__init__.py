@@ -8,6 +8,7 @@ from multitune.models.heads import (  # noqa: F401 - registers the heads
     distribution,
     multilabel,
     regression,
+    token_classification,
 )
 from multitune.models.heads.base import HEADS, TaskHead, TaskSpec, build_head, masked_mean
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +62,9 @@ class TaskHead(nn.Module, ABC):
     Targets are encoded by `multitune.training.data` and are valid values on unlabelled rows
     too (zeros); `labelled` is the mask that counts.
     """
+
+    reads_tokens: ClassVar[bool] = False
+    """Whether the head reads token states ``(batch, T, H)`` instead of the shared trunk."""
 
     def __init__(self, spec: TaskSpec, in_dim: int) -> None:
         super().__init__()
