@@ -98,7 +98,7 @@ def test_top_k_trains_its_top_layers_and_leaves_the_ones_below(
     project: tuple[Path, dict[str, Any]],
 ) -> None:
     data_dir, raw = project
-    params = _params(raw, {"name": "top_k", "layers": 1})
+    params = _params(raw, {"name": "top_k", "layers": 1}, epochs=8, lr=3e-3)
     data = TrainingData.from_files(data_dir, params, "cpu")
     result = train(params, data)
     pretrained = TextLayers(data.token_caches["text"], 1)
@@ -108,7 +108,7 @@ def test_top_k_trains_its_top_layers_and_leaves_the_ones_below(
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("top.") for k in moved)
     assert any(k.startswith("below.") for k in before)  # the frozen layer is there, unmoved
-    assert result.metrics["test"]["topic"]["accuracy"] > 0.5  # 3 classes: above chance
+    assert result.metrics["test"]["topic"]["accuracy"] > 0.6  # 3 classes: well above chance
 
 
 def test_gradual_unfreezing_keeps_the_layers_frozen_for_its_epochs(

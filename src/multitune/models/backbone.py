@@ -87,10 +87,11 @@ class TextLayers(nn.Module):
                 f"model.backbone.layers is {trained}, but only {cached} layer(s) are cached "
                 "(raise the modality's encoder.cache_top_layers and rerun `dvc repro embed`)"
             )
-        raw = dict(info["transformer_config"])
+        raw = dict(info["transformer_config"]) | {"num_hidden_layers": cached}  # only these
         config = AutoConfig.for_model(raw.pop("model_type"), **raw)
-        full = AutoModel.from_config(config)
-        layers = list(full.encoder.layer)[-cached:]
+        with torch.random.fork_rng(devices=[]):  # placeholders: weights are loaded over
+            layers = list(AutoModel.from_config(config).encoder.layer)  # them; the run's
+            # random stream (the trunk's init, dropout) stays as without a backbone
         self.config = config
         self.cached, self.trained = cached, trained
         self.normalize = bool(info.get("normalize", False))
