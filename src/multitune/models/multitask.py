@@ -32,14 +32,15 @@ class MultiTaskModel(nn.Module):
     """modality vectors -> per-modality encoder -> fusion -> sharing -> task heads.
 
     With `config.backbone` `top_k`, a text modality's input is its cached token states, run
-    through the top transformer layers (`backbone`) before its encoder.
+    through the top transformer layers (`backbone`) before its encoder. Token tasks read the
+    token states those layers give (frozen layers when the backbone is frozen), not the trunk.
 
     Args:
         config: the `model:` section.
         modality_dims: input width of each modality, in a fixed order.
         tasks: the tasks, each with its resolved classes.
         token_caches: modality -> description of its cached token states (the embed stage's
-            `cache.json`); needed only for a `top_k` backbone.
+            `cache.json`); needed for a `top_k` backbone and for token tasks.
     """
 
     def __init__(
