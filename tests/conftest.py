@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from synthetic import synthetic_frame, synthetic_params, write_synthetic
+from synthetic import run_data_stages, synthetic_frame, synthetic_params, write_synthetic
 
 
 @pytest.fixture
@@ -39,18 +39,8 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]
     `Params` they ran with.
     """
     from multitune.config import validate_params
-    from multitune.data import write_parquet, write_tasks
-    from multitune.data.ingest import ingest
-    from multitune.data.split import split_rows
-    from multitune.embed.stage import embed
 
     root = tmp_path_factory.mktemp("synthetic_data")
     params = validate_params(synthetic_params(write_synthetic(root / "input")))
-    data_dir = root / "data"
-    result = ingest(params)
-    write_parquet(data_dir / "dataset.parquet", result.frame)
-    write_tasks(data_dir / "tasks.json", result.tasks)
-    splits = split_rows(result.frame, params).frame
-    write_parquet(data_dir / "splits.parquet", splits)
-    embed(result.frame, splits, params.data, data_dir / "features")
-    return data_dir, params
+    run_data_stages(params, root / "data")
+    return root / "data", params

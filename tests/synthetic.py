@@ -163,3 +163,19 @@ def word_tags(texts: pd.Series) -> pd.Series:
         return "B-TOPIC" if w in topic else "B-MOOD" if w in mood else "O"
 
     return texts.map(lambda text: [tag(word) for word in str(text).split()])
+
+
+def run_data_stages(params: Any, data_dir: Path) -> None:
+    """Ingest, split and embed for validated `params`, writing `data_dir` as the DVC stages do
+    (dataset.parquet, tasks.json, splits.parquet, features/)."""
+    from multitune.data import write_parquet, write_tasks
+    from multitune.data.ingest import ingest
+    from multitune.data.split import split_rows
+    from multitune.embed.stage import embed
+
+    result = ingest(params)
+    write_parquet(data_dir / "dataset.parquet", result.frame)
+    write_tasks(data_dir / "tasks.json", result.tasks)
+    splits = split_rows(result.frame, params).frame
+    write_parquet(data_dir / "splits.parquet", splits)
+    embed(result.frame, splits, params.data, data_dir / "features")

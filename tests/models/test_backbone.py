@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.pyfunc import PythonModelContext
 from safetensors.torch import load_file
-from synthetic import synthetic_params, write_synthetic
+from synthetic import run_data_stages, synthetic_params, write_synthetic
 
 from multitune.config import Params, validate_params
 from multitune.data import load_features, read_dataset, read_meta, read_tasks
@@ -29,11 +29,6 @@ CACHED = 2
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from multitune.data import write_parquet, write_tasks
-    from multitune.data.ingest import ingest
-    from multitune.data.split import split_rows
-    from multitune.embed.stage import embed
-
     root = tmp_path_factory.mktemp("backbone")
     raw = synthetic_params(write_synthetic(root / "input"))
     raw["data"]["modalities"]["text"]["encoder"] = {
@@ -45,15 +40,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "topic")]
     raw["model"] = {"encoder": {"hidden": 16, "dropout": 0.0}, "sharing": {"hidden": [16]}}
     raw["train"] = {"epochs": 2, "batch_size": 32, "seed": 0, "device": "cpu", "patience": 5}
-    params = validate_params(raw)
-    data_dir = root / "data"
-    result = ingest(params)
-    write_parquet(data_dir / "dataset.parquet", result.frame)
-    write_tasks(data_dir / "tasks.json", result.tasks)
-    splits = split_rows(result.frame, params).frame
-    write_parquet(data_dir / "splits.parquet", splits)
-    embed(result.frame, splits, params.data, data_dir / "features")
-    return data_dir, raw
+    run_data_stages(validate_params(raw), root / "data")
+    return root / "data", raw
 
 
 def _params(raw: dict[str, Any], backbone: dict[str, Any], **train: Any) -> Params:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.pyfunc import PythonModelContext
-from synthetic import ner_frame
+from synthetic import ner_frame, run_data_stages
 
 from multitune.config import validate_params
 from multitune.data import read_dataset, read_tasks
@@ -52,24 +52,12 @@ def _raw(source: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from multitune.data import write_parquet, write_tasks
-    from multitune.data.ingest import ingest
-    from multitune.data.split import split_rows
-    from multitune.embed.stage import embed
-
     root = tmp_path_factory.mktemp("ner")
     source = root / "ner.parquet"
     ner_frame().to_parquet(source, index=False)
     raw = _raw(source)
-    params = validate_params(raw)
-    result = ingest(params)
-    data_dir = root / "data"
-    write_parquet(data_dir / "dataset.parquet", result.frame)
-    write_tasks(data_dir / "tasks.json", result.tasks)
-    splits = split_rows(result.frame, params).frame
-    write_parquet(data_dir / "splits.parquet", splits)
-    embed(result.frame, splits, params.data, data_dir / "features")
-    return data_dir, raw
+    run_data_stages(validate_params(raw), root / "data")
+    return root / "data", raw
 
 
 def test_each_word_labels_its_first_sub_word_token(
