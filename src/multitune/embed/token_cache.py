@@ -152,8 +152,7 @@ def write_token_cache(
 
     info = backbone_info(model, layers)
     lengths = token_lengths(model, texts)
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = _offsets(lengths)
     out_dir.mkdir(parents=True)
     states = np.lib.format.open_memmap(
         out_dir / STATES, mode="w+", dtype=DTYPE, shape=(int(offsets[-1]), info["hidden"])
@@ -192,13 +191,19 @@ def token_states(
     from multitune.embed._batches import token_lengths
 
     lengths = token_lengths(model, texts)
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = _offsets(lengths)
     hidden = int(_transformer(model).config.hidden_size)
     states = np.empty((int(offsets[-1]), hidden), dtype=np.float32)
     for rows, lens, packed in _batches(model, texts, layers, batch_size):
         states[_destinations(offsets, rows, lens)] = packed
     return states, offsets
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """Row offsets `(n + 1,)` of packed rows with these token counts."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 
 def _destinations(offsets: np.ndarray, rows: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -248,9 +253,6 @@ class TokenCache:
             )
         rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
         lens = self.offsets[rows + 1] - self.offsets[rows]
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        source = np.repeat(self.offsets[rows], lens) + (
-            np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lens)
-        )
+        source = _destinations(self.offsets, rows, lens)  # where each wanted token lies
+        offsets = _offsets(lens)
         return np.ascontiguousarray(self.states[source]), offsets, self.words[source]
