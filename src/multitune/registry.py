@@ -31,6 +31,11 @@ class MethodConfig(BaseModel):
 
     name: str
 
+    def for_tasks(self, tasks: list[str]) -> MethodConfig:
+        """This config for a run that trains only `tasks` (a single-task or transfer run of
+        a multi-task config): per-task options of other tasks are dropped. Default: as is."""
+        return self
+
 
 class Registry(Generic[T]):
     """Maps registry keys to config classes and implementations of one family."""

@@ -24,7 +24,13 @@ def tiny_raw(source: Path, **final: Any) -> dict[str, Any]:
     raw = synthetic_params(source)
     raw["task_groups"] = {"labels": ["sentiment", "topic"]}
     raw["model"] = {"encoder": {"hidden": 16, "dropout": 0.0}, "sharing": {"hidden": [16]}}
-    raw["train"] = {"epochs": 3, "batch_size": 32, "patience": 3, "device": "cpu"}
+    raw["train"] = {
+        "epochs": 3,
+        "epoch_steps": None,
+        "batch_size": 32,
+        "patience": 3,
+        "device": "cpu",
+    }
     raw["final"] = {
         "seeds": 2,
         "bootstrap_samples": 100,

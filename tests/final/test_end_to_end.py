@@ -38,7 +38,13 @@ def _tiny_profile(source: Path) -> dict:
         "sharing": {"hidden": [16]},
         "backbone": {"name": "top_k", "layers": 1},
     }
-    raw["train"] = {"epochs": 2, "batch_size": 64, "patience": 2, "device": "cpu"}
+    raw["train"] = {
+        "epochs": 2,
+        "epoch_steps": None,
+        "batch_size": 64,
+        "patience": 2,
+        "device": "cpu",
+    }
     raw["baselines"] = {"num_samples": 1, "epochs": 2, "scheduler": {"name": "none"}}
     raw["sweep"] = {
         "num_samples": 2,

@@ -223,7 +223,7 @@ def test_registered_version_carries_provenance_tags(project: dict[str, Any]):
     client = MlflowClient(project["uri"])
     version = client.get_model_version_by_alias(MODEL_NAME, "champion")
     tags = version.tags
-    for key in ("git_commit", "params_hash", "data_hash", "fingerprint", "delta_m", "run_id"):
+    for key in ("git_commit", "params_hash", "data_hash", "fingerprint", "val_delta_m", "run_id"):
         assert key in tags
     assert any(k.startswith("test.topic.") for k in tags)
     reg = project["outcome"].registration

@@ -39,7 +39,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     }
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "topic")]
     raw["model"] = {"encoder": {"hidden": 16, "dropout": 0.0}, "sharing": {"hidden": [16]}}
-    raw["train"] = {"epochs": 2, "batch_size": 32, "seed": 0, "device": "cpu", "patience": 5}
+    raw["train"] = {
+        "epochs": 2,
+        "epoch_steps": None,
+        "batch_size": 32,
+        "seed": 0,
+        "device": "cpu",
+        "patience": 5,
+    }
     run_data_stages(validate_params(raw), root / "data")
     return root / "data", raw
 

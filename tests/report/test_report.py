@@ -21,6 +21,7 @@ from multitune.report import (
     pareto_mask,
     render,
     study_from_trials,
+    summary_text,
     verdict,
     write_curves,
 )
@@ -66,6 +67,8 @@ def test_clear_gain_improves_and_equal_models_show_no_clear_difference():
     assert row.ci_low < row.delta < row.ci_high
     assert row.delta == pytest.approx(row.multi_mean - row.single_mean)
     assert better.delta_m > 0
+    assert better.dm_metrics == [("t", "accuracy")] and better.dm_excluded == []
+    assert row.nonfinite == 0 and better.dm_nonfinite == 0
 
     same = compare([_rows(300, 0.7, 0.7, seed=1)], 300, _mean_dm, samples=300)
     assert same.rows[0].verdict == "no clear difference"
@@ -120,12 +123,17 @@ def _inputs() -> ReportInputs:
     return ReportInputs(
         comparison=comp,
         reference={"t": {"accuracy": 0.71}},
-        runs=[RunRecord("abc123", "multi", ("t",), 0, 3)],
+        runs=[
+            RunRecord("abc123", "multi", ("t",), 0, 3, 150, 100, True),
+            RunRecord("capped9", "single", ("t",), 0, 200, 10000, 10000, False),
+        ],
         curves=curves,
         pareto_points=pd.DataFrame({"a": [0.1, 0.5, 0.3], "b": [0.5, 0.1, 0.2]}),
         transfer=pd.DataFrame([[np.nan, 0.02], [-0.01, np.nan]], ["a", "b"], ["a", "b"]),
         transfer_method="pairwise",
         importance={"lr": 0.7, "dropout": 0.3},
+        budgets={"sweep trials": 8, "baseline trials per task": 8, "epoch cap": 200},
+        reference_chosen={"t": {"model": "logistic", "c": 0.1}},
     )
 
 
@@ -144,6 +152,83 @@ def test_render_writes_an_offline_html_and_metrics_that_match(tmp_path: Path):
     assert metrics["tasks"]["t"]["accuracy"]["logreg"] == 0.71
     assert metrics["runs"]["multi"] == {"0": "abc123"}
     assert metrics_json(inputs)["verdict"] == inputs.comparison.verdict
+
+
+def test_the_report_opens_with_the_answer_and_ends_with_the_runs(tmp_path: Path):
+    inputs = _inputs()
+    paths = render(inputs, tmp_path)
+    md = paths["markdown"].read_text()
+    assert md.startswith("# Does one multi-task model beat one model per task?\n\n**Overall: ")
+    opening = md.split("\n\n")[1]
+    c = inputs.comparison
+    assert f"Δm = {c.delta_m:+.2f}% (95% CI [{c.delta_m_low:+.2f}%" in opening
+    assert "Of 1 task: 1 improves." in opening
+    assert md.index(opening) < md.index("| task | metric |")  # the answer before the table
+    assert "- **t** (accuracy): improves — multi-task " in md
+    headings = re.findall(r"^## (.+)$", md, re.MULTILINE)
+    assert headings[0] == "Verdict per task"
+    assert headings[-2:] == ["Runs", "Figures"]
+    page = paths["html"].read_text()
+    for heading in headings:
+        assert f"<h2>{heading}</h2>" in page
+
+
+def test_a_capped_run_is_flagged_not_converged(tmp_path: Path):
+    paths = render(_inputs(), tmp_path)
+    md = paths["markdown"].read_text()
+    assert "1 of 2 final runs did not converge" in md.split("\n\n")[1]
+    capped = next(line for line in md.splitlines() if "capped9" in line and "|" in line)
+    assert capped.endswith("| 200 | 10000 | 10000 | no — hit its cap while improving |")
+    done = next(line for line in md.splitlines() if "abc123" in line and "|" in line)
+    assert done.endswith("| 3 | 150 | 100 | yes |")
+    assert json.loads(paths["metrics"].read_text())["not_converged"] == ["capped9"]
+
+
+def test_budgets_linear_settings_and_labelled_transfer_rows(tmp_path: Path):
+    paths = render(_inputs(), tmp_path)
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    assert "| sweep trials | 8 |" in md and "| baseline trials per task | 8 |" in md
+    assert "<td>baseline trials per task</td>" in page
+    assert "| t | logistic | 0.1 |" in md
+    assert "| trained with (A) \\ scored (B) | a | b |" in md
+    assert "| a |  | 0.02 |" in md and "| b | -0.01 |  |" in md
+    assert re.search(r"<td>a</td>\s*<td></td>\s*<td>0.02</td>", page)
+
+
+def test_below_linear_is_marked_in_the_table_and_metrics(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    single = (rng.random((3, 500)) < 0.6).astype(float)
+    multi = (rng.random((3, 500)) < 0.8).astype(float)
+    linear = (rng.random(500) < 0.9).astype(float)
+    row = Scored(
+        "speaker",
+        "macro_f1",
+        True,
+        _accuracy_fns(multi),
+        _accuracy_fns(single),
+        reference=lambda idx: float(linear[idx].mean()),
+    )
+    inputs = _inputs()
+    inputs.comparison = compare([row], 500, _mean_dm, samples=200)
+    inputs.reference = {}
+    paths = render(inputs, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "**Overall: not trustworthy.**" in md
+    assert "- **speaker** (macro_f1): not trustworthy — the single-task network" in md
+    assert "⚠ below linear" in md
+    metrics = json.loads(paths["metrics"].read_text())
+    entry = metrics["tasks"]["speaker"]["macro_f1"]
+    assert entry["below_floor"] is True and entry["floor_high"] < 0
+    assert entry["logreg"] == pytest.approx(float(linear.mean()), abs=1e-6)
+    assert metrics["task_verdicts"] == {"speaker": "not trustworthy"}
+    assert (metrics["verdict"], metrics["overall"]) == ("improves", "not trustworthy")
+
+
+def test_summary_text_is_the_answer_then_the_table():
+    text = summary_text(_inputs())
+    assert text.startswith("**Overall: improves.**")
+    assert "- **t** (accuracy): improves" in text
+    assert text.index("- **t**") < text.index("| task | metric |")
 
 
 def test_curves_csv_average_seeds(tmp_path: Path):

@@ -29,7 +29,13 @@ SWEEP = Path(__file__).parents[2] / "pipeline" / "sweep.py"
 
 def _write_cluster_project(root: Path, tracking_uri: str, address: str) -> Path:
     sections: dict[str, Any] = {
-        "train": {"epochs": 30, "batch_size": 32, "patience": 30, "device": "cpu"},
+        "train": {
+            "epochs": 30,
+            "epoch_steps": None,
+            "batch_size": 32,
+            "patience": 30,
+            "device": "cpu",
+        },
         "mlflow": {"tracking_uri": tracking_uri, "experiment": "cluster"},
     }
     write_project(root, n=600, **sections)

@@ -40,7 +40,8 @@ def make_params(
         "tasks": tasks or TASKS,
         "model": {"encoder": {"hidden": 16, "dropout": 0.0}, "sharing": {"hidden": [16]}}
         | (model or {}),
-        "train": {"epochs": 3, "batch_size": 32, "seed": 0, "device": "cpu"} | (train or {}),
+        "train": {"epochs": 3, "epoch_steps": None, "batch_size": 32, "seed": 0, "device": "cpu"}
+        | (train or {}),
         **extra,
     }
     return validate_params(raw)

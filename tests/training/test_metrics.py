@@ -9,6 +9,7 @@ from sklearn.metrics import f1_score, r2_score, roc_auc_score
 from multitune.config import BinaryTask, ClassificationTask, MultilabelTask, RegressionTask
 from multitune.models.heads import TaskSpec
 from multitune.training.metrics import (
+    MIN_BASELINE,
     delta_m,
     higher_is_better,
     joint_accuracy,
@@ -26,6 +27,18 @@ def test_delta_m_matches_hand_computation() -> None:
     assert delta_m(st, st) == 0.0
     worse = {"a": {"accuracy": 0.4}}
     assert delta_m(worse, st) == pytest.approx(-0.5)
+
+
+def test_delta_m_leaves_out_near_zero_baselines_and_says_so_when_nothing_is_left() -> None:
+    mt = {"a": {"accuracy": 0.9, "f1": 0.2}, "r": {"r2": 0.1, "rmse": 1.0}}
+    st = {"a": {"accuracy": 0.8, "f1": 0.0}, "r": {"r2": MIN_BASELINE / 2, "rmse": 2.0}}
+    # f1 and r2 have no stable relative change: a = 0.1/0.8, r = -(1.0-2.0)/2.0
+    assert delta_m(mt, st) == pytest.approx((0.125 + 0.5) / 2)
+    at_threshold = {"a": {"accuracy": 0.8}, "r": {"r2": MIN_BASELINE, "rmse": 2.0}}
+    assert delta_m({"r": {"r2": 2 * MIN_BASELINE}}, at_threshold) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"task 'a'.*below MIN_BASELINE"):
+        delta_m({"a": {"f1": 0.5}}, {"a": {"f1": 0.0}})
+    assert np.isnan(delta_m({"a": {"accuracy": 0.5}}, {"a": {"accuracy": float("nan")}}))
 
 
 def test_no_delta_m_without_single_task_results() -> None:

@@ -46,7 +46,14 @@ def _raw(source: Path) -> dict[str, Any]:
             "sharing": {"hidden": [32]},
             "backbone": {"name": "top_k", "layers": 1},
         },
-        "train": {"epochs": 6, "batch_size": 32, "lr": 3e-3, "device": "cpu", "patience": 6},
+        "train": {
+            "epochs": 6,
+            "epoch_steps": None,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "device": "cpu",
+            "patience": 6,
+        },
     }
 
 

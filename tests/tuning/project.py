@@ -32,7 +32,13 @@ def tiny_params(root: Path, **sections: Any) -> dict[str, Any]:
         },
         "tasks": TASKS,
         "model": {"encoder": {"hidden": 8, "dropout": 0.0}, "sharing": {"hidden": [8]}},
-        "train": {"epochs": 3, "batch_size": 64, "patience": 3, "device": "cpu"},
+        "train": {
+            "epochs": 3,
+            "epoch_steps": None,
+            "batch_size": 64,
+            "patience": 3,
+            "device": "cpu",
+        },
         "baselines": {"num_samples": 2, "scheduler": {"name": "none"}},
         "sweep": {
             "num_samples": 3,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -20,10 +20,11 @@ class TransferConfig(StrictModel):
         default="pairwise", description="pairwise runs, or none (no heatmap)."
     )
     epochs: int | None = Field(
-        default=4,
+        default=None,
         ge=1,
-        description="Epoch cap of each transfer run, which keeps n + n(n-1)/2 runs cheap "
-        "(null: the final config's own epochs).",
+        description="Epoch cap of each transfer run (null: the final config's own cap). "
+        "Transfer runs stop when validation stops improving, as every run does; a low cap "
+        "measures step counts, not transfer.",
     )
     max_tasks: int = Field(
         default=6,
@@ -33,11 +34,34 @@ class TransferConfig(StrictModel):
 
 
 class ReferenceConfig(StrictModel):
-    """A logistic-regression (scikit-learn) reference row per task, on the same features."""
+    """The linear floor: a scikit-learn model per task on the same features, tuned on val.
+
+    Each task gets logistic regression (L2, lbfgs; ridge regression for regression tasks,
+    with ``alpha = 1 / C``) fitted on its labelled train rows for every setting of the grid
+    ``c x class_weight``; the setting with the best validation primary metric is kept (ties:
+    the smaller C, then no weighting) and only it is scored on test.
+    """
 
     enabled: bool = Field(default=True, description="Fit the reference models.")
-    c: float = Field(default=1.0, gt=0.0, description="Inverse L2 strength (sklearn's C).")
-    max_iter: int = Field(default=200, ge=10, description="Solver iterations.")
+    c: list[Annotated[float, Field(gt=0.0)]] = Field(
+        default=[0.001, 0.01, 0.1, 1.0, 10.0],
+        min_length=1,
+        description="Grid of inverse L2 strengths (sklearn's C; ridge uses alpha = 1/C), "
+        "each > 0. Without labelled validation rows the middle value is used. Strong "
+        "regularization is often best on wide embeddings with few labels, hence 0.001.",
+    )
+    class_weight: list[Literal["none", "balanced"]] = Field(
+        default=["none", "balanced"],
+        min_length=1,
+        description="Grid of class weightings of the logistic models: none, or balanced "
+        "(inverse class frequency, which favours macro-F1). Not used by ridge.",
+    )
+    max_iter: int = Field(
+        default=300,
+        ge=10,
+        description="lbfgs iterations per fit; each fit warm-starts from the next smaller C "
+        "(measured on 12k rows x 512 dims: every fit converged in under 50).",
+    )
 
 
 class FinalConfig(StrictModel):
@@ -65,6 +89,12 @@ class FinalConfig(StrictModel):
         description="PyTorch intra-op threads while the final runs train (null: PyTorch's "
         "default, one per core). The networks are small: one thread is about as fast on an "
         "idle machine and many times faster on a busy one, where threads oversubscribe.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Training runs at once, each in its own process with `threads` threads "
+        "(null: one per CPU core divided by threads).",
     )
     register_model: bool = Field(
         default=True, description="Log the multi-task model and register it (alias gating)."

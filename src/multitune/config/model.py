@@ -45,7 +45,13 @@ class ProjectionConfig(StrictModel):
     """The per-modality encoder: an MLP projecting each modality's vectors to `hidden`."""
 
     hidden: int = Field(default=256, ge=1, description="Output width of every modality encoder.")
-    layers: int = Field(default=1, ge=1, le=4, description="Linear+GELU+Dropout blocks.")
+    layers: int = Field(
+        default=1,
+        ge=0,
+        le=4,
+        description="Linear+GELU+Dropout blocks; 0: one linear map (with concat fusion and "
+        "an empty trunk, a linear model).",
+    )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout after each block.")
 
 
@@ -78,7 +84,21 @@ class ModelConfig(StrictModel):
 class TrainConfig(StrictModel):
     """The training loop."""
 
-    epochs: int = Field(default=30, ge=1, le=10_000, description="Maximum training epochs.")
+    epochs: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Cap on epochs, a safety net: a run stops when validation stops improving "
+        "(`patience`). A run that reaches the cap while still improving is marked not "
+        "converged.",
+    )
+    epoch_steps: int | None = Field(
+        default=100,
+        ge=1,
+        description="Optimizer steps per epoch (one validation pass after each). A fixed "
+        "count, so a task with few rows gets as many updates per epoch as one with many; "
+        "null: one pass over the run's labelled train rows.",
+    )
     batch_size: int = Field(default=64, ge=1, description="Rows per optimisation step.")
     seed: int = Field(default=0, ge=0, description="Seed of initialisation, order and dropout.")
     lr: float = Field(default=1e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
@@ -87,15 +107,23 @@ class TrainConfig(StrictModel):
         default=1.0, gt=0.0, description="Max global gradient norm; null disables clipping."
     )
     patience: int = Field(
-        default=5,
+        default=8,
         ge=1,
         description="Stop after this many epochs without a better validation objective.",
     )
     schedule: Literal["constant", "cosine"] = Field(
-        default="cosine", description="Learning-rate schedule over the planned steps."
+        default="constant",
+        description="Learning-rate schedule: constant, or cosine decay to 0 over the capped "
+        "steps (`epochs` x steps per epoch).",
     )
     warmup: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Fraction of steps with linear LR warm-up."
+    )
+    class_weighting: Literal["none", "balanced"] = Field(
+        default="none",
+        description="Loss weighting of classes for every classification and binary task that "
+        "sets none itself: balanced = inverse train frequency (class_weights / pos_weight "
+        "'balanced'). Searchable: it matters for macro-F1 on skewed classes.",
     )
     eval_batch_size: int = Field(default=4096, ge=1, description="Rows per evaluation chunk.")
     weighting: WeightingMethod = Field(  # type: ignore[valid-type]

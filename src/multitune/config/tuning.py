@@ -38,6 +38,8 @@ VALUE_TARGETS: dict[str, tuple[str, ...]] = {
     "dropout": ("model", "sharing", "dropout"),
     "encoder_hidden": ("model", "encoder", "hidden"),
     "encoder_dropout": ("model", "encoder", "dropout"),
+    "encoder_layers": ("model", "encoder", "layers"),
+    "class_weighting": ("train", "class_weighting"),
 }
 """Value knob -> the params key it sets."""
 
@@ -75,6 +77,14 @@ class SearchSpace(StrictModel):
     dropout: Knob | None = Field(default=None, description="model.sharing.dropout.")
     encoder_hidden: Knob | None = Field(default=None, description="model.encoder.hidden.")
     encoder_dropout: Knob | None = Field(default=None, description="model.encoder.dropout.")
+    encoder_layers: Knob | None = Field(
+        default=None, description="model.encoder.layers (0: a linear projection)."
+    )
+    class_weighting: Knob | None = Field(
+        default=None,
+        description="train.class_weighting: e.g. {choice: [none, balanced]} (macro-F1 on "
+        "skewed classes).",
+    )
 
     @model_validator(mode="after")
     def _check_targets(self) -> SearchSpace:
@@ -192,18 +202,44 @@ class _SearchBudget(StrictModel):
     epochs: int | None = Field(
         default=None,
         ge=1,
-        description="Epochs of each trial (early stopping may end it sooner); null: "
-        "train.epochs. The winning config is written with this value.",
+        description="Epoch cap of each trial (early stopping ends it when validation stops "
+        "improving); null: train.epochs. The winning config is written with this value.",
     )
 
 
 class BaselinesConfig(_SearchBudget):
-    """Single-task tuning per task: `sweep.space` minus the multi-task-only knobs."""
+    """Single-task tuning per task: `sweep.space` minus the multi-task-only knobs, made fit
+    for one task (see `multitune.tuning.baselines.baseline_space`)."""
 
-    num_samples: int = Field(default=4, ge=1, description="Trials per task.")
+    num_samples: int | None = Field(
+        default=None,
+        ge=1,
+        description="Trials per task; null: sweep.num_samples, the same search effort as the "
+        "multi-task model.",
+    )
     sharing: str = Field(
         default="hard", description="The sharing method of the single-task trunk."
     )
+    linear_option: bool = Field(
+        default=True,
+        description="Offer a linear model (encoder_layers 0, concat fusion, no trunk layer) "
+        "and try it first, so a tuned baseline is never worse than the linear model it could "
+        "have been.",
+    )
+    scale_batch_size: bool = Field(
+        default=True,
+        description="Search batch sizes fit for each task's labelled train rows (powers of "
+        "two giving 16 to 512 steps per pass) instead of sweep.space.batch_size.",
+    )
+    class_weighting: bool = Field(
+        default=True,
+        description="Search train.class_weighting (none | balanced) for classification and "
+        "binary tasks when sweep.space does not set it.",
+    )
+
+    def trials_per_task(self, sweep: SweepConfig) -> int:
+        """`num_samples`, or the sweep's when null."""
+        return self.num_samples if self.num_samples is not None else sweep.num_samples
 
 
 class SweepConfig(_SearchBudget):

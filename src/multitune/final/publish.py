@@ -1,4 +1,4 @@
-"""Log the shipped multi-task model as a pyfunc and register it, gated on test Δm."""
+"""Log the shipped multi-task model as a pyfunc and register it, gated on validation Δm."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def publish(
         paths: `FinalPaths` (data directory, root).
         model_dir: The shipped run's saved model.
         chosen: The shipped run.
-        chosen_dm: Its test Δm in percent (the gate).
+        chosen_dm: Its validation Δm in percent (the gate; test never chooses).
         phash: Params hash.
         dhash: Data hash.
         tags: The stage's tags (git commit...).

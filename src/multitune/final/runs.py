@@ -1,13 +1,23 @@
-"""Train one config over seeds, each run an MLflow child run of the final stage's run."""
+"""Train the final configs over seeds, in parallel worker processes, each run logged as an
+MLflow child run of the final stage's run.
+
+Training is pure (`fit`): a worker trains and predicts the test split, and the driver logs
+what it returns, so only the driver talks to the tracking store. With ``workers=1``
+everything runs in this process.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from multitune.config import Params
 from multitune.final.scoring import SeedRun
@@ -15,6 +25,90 @@ from multitune.tracking import RunHandle, start_child
 from multitune.training import TrainingData, TrainResult, predict, train
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One training run of the final stage.
+
+    Attributes:
+        key: The caller's handle for the result (e.g. ``("single", "speaker", 1000)``).
+        params: The config to train (model/train sections already the chosen ones).
+        kind: "multi", "single" or "transfer" (a tag, and the report's label).
+        tasks: Tasks to train (None: all).
+        seed: The seed.
+        baseline: Single-task val metrics for the Δm early-stopping objective.
+    """
+
+    key: tuple[Any, ...]
+    params: Params
+    kind: str
+    tasks: tuple[str, ...] | None
+    seed: int
+    baseline: Mapping[str, Mapping[str, float]] | None = None
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a worker returns: the trained result and its test-split predictions."""
+
+    result: TrainResult
+    test_pred: dict[str, np.ndarray]
+
+
+_DATA: TrainingData | None = None
+
+
+def _init_worker(data: TrainingData, threads: int | None) -> None:
+    global _DATA
+    _DATA = data
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
+    """Train `job` and predict the test split (runs in a worker or in-process)."""
+    data = data if data is not None else _DATA
+    assert data is not None, "fit() in a worker needs _init_worker first"
+    tasks = list(job.tasks) if job.tasks is not None else None
+    result = train(job.params, data, tasks=tasks, seed=job.seed, baseline=job.baseline)
+    feats = data.inputs(data.splits["test"], result.model.token_modalities)
+    test_pred = {k: np.asarray(v) for k, v in predict(result.model, feats).items()}
+    return Fitted(result, test_pred)
+
+
+def fit_all(
+    jobs: Sequence[RunJob],
+    data: TrainingData,
+    *,
+    workers: int,
+    threads: int | None,
+    on_done: Callable[[RunJob], None] | None = None,
+) -> Iterator[tuple[RunJob, Fitted]]:
+    """Train every job, `workers` at a time, yielding results as they finish.
+
+    Worker processes are spawned (not forked: the driver holds threads) and receive the data
+    once each. A failing run raises in the driver after the runs already started finish.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            if on_done is not None:
+                on_done(job)
+            yield job, fit(job, data)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(data.to("cpu"), threads),
+    ) as pool:
+        futures: dict[Future[Fitted], RunJob] = {pool.submit(fit, job): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            if on_done is not None:
+                on_done(job)
+            yield job, future.result()
 
 
 def _history_metrics(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -27,75 +121,86 @@ def _history_metrics(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, di
     return out
 
 
-def train_logged(
-    params: Params,
-    data: TrainingData,
+def run_name(job: RunJob, names: Sequence[str]) -> str:
+    """`<kind>-<tasks or all>-s<seed>`."""
+    return f"{job.kind}-{'+'.join(names) if job.kind != 'multi' else 'all'}-s{job.seed}"
+
+
+def log_run(
+    job: RunJob,
+    fitted: Fitted,
     *,
     parent_run_id: str,
-    kind: str,
-    tasks: list[str] | None,
-    seed: int,
     tags: Mapping[str, str],
-    baseline: Mapping[str, Mapping[str, float]] | None = None,
     save_to: Path | None = None,
-) -> tuple[SeedRun, TrainResult]:
-    """Train once, log params, per-epoch val metrics and final metrics to a child run.
-
-    Args:
-        params: The config to train (model/train sections already the best ones).
-        data: All rows and tasks; `tasks` selects.
-        parent_run_id: The final stage's run.
-        kind: "multi", "single" or "transfer" (a tag, and the report's label).
-        tasks: Tasks to train (None: all).
-        seed: The seed.
-        tags: Extra tags (stage, commit, hashes).
-        baseline: Single-task val metrics for the Δm early-stopping objective.
-        save_to: Save the trained model here.
+) -> SeedRun:
+    """Log a finished run as a child run: params, per-epoch curves, final metrics, steps
+    trained, best step and convergence (also a `converged` tag). Saves the model if asked.
 
     Returns:
-        The run's record (with its test predictions) and the `TrainResult`.
+        The run's record, with its test predictions.
     """
-    names = list(tasks) if tasks is not None else [t.name for t in data.tasks]
-    run_name = f"{kind}-{'+'.join(names) if kind != 'multi' else 'all'}-s{seed}"
+    result = fitted.result
+    names = list(result.info["tasks"])
     handle: RunHandle = start_child(
         parent_run_id,
-        run_name,
-        {**tags, "kind": kind, "tasks": ",".join(names), "seed": str(seed)},
+        run_name(job, names),
+        {
+            **tags,
+            "kind": job.kind,
+            "tasks": ",".join(names),
+            "seed": str(job.seed),
+            "converged": str(result.converged).lower(),
+        },
     )
     try:
         handle.log_params(
             {
-                "model": params.model.model_dump(mode="json"),
-                "train": {**params.train.model_dump(mode="json"), "seed": seed},
+                "model": job.params.model.model_dump(mode="json"),
+                "train": {**job.params.train.model_dump(mode="json"), "seed": job.seed},
                 "tasks": names,
             }
         )
-        result = train(params, data, tasks=tasks, seed=seed, baseline=baseline)
         for epoch, metrics in _history_metrics(result.history):
             handle.log_metrics(metrics, step=epoch)
         handle.log_metrics({split: result.metrics[split] for split in ("val", "test")})
         if result.group_metrics.get("test"):
             handle.log_metrics({"test_group": result.group_metrics["test"]})
-        handle.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
+        handle.log_metrics(
+            {
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "steps": result.steps_run,
+                "best_step": result.best_step,
+                "converged": float(result.converged),
+            }
+        )
         if save_to is not None:
             result.save(save_to)
     except BaseException as err:
         handle.end("FAILED", error=f"{type(err).__name__}: {err}")
         raise
     handle.end()
-    feats = data.inputs(data.splits["test"], result.model.token_modalities)
-    test_pred = {k: np.asarray(v) for k, v in predict(result.model, feats).items()}
-    record = SeedRun(
+    if not result.converged:
+        logger.warning(
+            "run %s reached its cap of %d epochs while still improving: not converged",
+            handle.run_id,
+            job.params.train.epochs,
+        )
+    return SeedRun(
         run_id=handle.run_id,
-        kind=kind,
-        seed=seed,
+        kind=job.kind,
+        seed=job.seed,
         tasks=tuple(names),
-        test_pred=test_pred,
+        test_pred=fitted.test_pred,
         history=list(result.history),
         epochs_run=result.epochs_run,
         test_metrics=result.metrics["test"],
+        val_metrics=result.metrics["val"],
+        steps=result.steps_run,
+        best_step=result.best_step,
+        converged=result.converged,
     )
-    return record, result
 
 
 def mean_val(results: Sequence[TrainResult], task: str) -> dict[str, float]:

@@ -2,13 +2,14 @@
 
 Every score is computed by the training library's metric functions
 (`multitune.training.metrics.task_metrics`, `correct`, `joint_accuracy`) on the rows the
-bootstrap draws, so the report's point estimates equal the runs' logged test metrics.
+bootstrap draws, so the report's point estimates equal the runs' logged test metrics. The
+linear reference's test predictions are scored the same way, on the same drawn rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +48,10 @@ class SeedRun:
     history: list[dict[str, object]]
     epochs_run: int
     test_metrics: dict[str, dict[str, float]]
+    val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    steps: int | None = None
+    best_step: int | None = None
+    converged: bool | None = None
 
 
 class _TaskScorer:
@@ -82,13 +87,28 @@ def task_rows(
     targets: Mapping[str, SplitTargets],
     multi: Sequence[SeedRun],
     single: Mapping[str, Sequence[SeedRun]],
+    reference: Mapping[str, np.ndarray] | None = None,
 ) -> list[Scored]:
-    """One row per task and metric that the full test split defines (primary metric first)."""
+    """One row per task and metric that the full test split defines (primary metric first).
+
+    Args:
+        targets: Each task's test-split targets.
+        multi: The multi-task runs, one per seed.
+        single: Each task's single-task runs, one per seed.
+        reference: The linear reference's test predictions per task (as a run's `test_pred`);
+            a task without one gets no reference on its rows.
+
+    Returns:
+        The rows, each scoring its runs (and the reference) with the training library's
+        metric functions on whatever test rows it is given.
+    """
     rows: list[Scored] = []
     everything = np.arange(len(next(iter(targets.values())).target))
     for name, t in targets.items():
         m_scorers = [_TaskScorer(r.test_pred[name], t) for r in multi]
         s_scorers = [_TaskScorer(r.test_pred[name], t) for r in single[name]]
+        ref_pred = None if reference is None else reference.get(name)
+        ref_scorer = None if ref_pred is None else _TaskScorer(ref_pred, t)
         metrics = list(m_scorers[0].metrics(everything))
         if not metrics:
             continue
@@ -102,6 +122,7 @@ def task_rows(
                     higher_is_better=higher_is_better(metric),
                     multi=[s.score(metric) for s in m_scorers],
                     single=[s.score(metric) for s in s_scorers],
+                    reference=None if ref_scorer is None else ref_scorer.score(metric),
                 )
             )
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,14 +16,15 @@ import torch
 
 import multitune
 from multitune.config import Params
+from multitune.config.final import FinalConfig
 from multitune.console import console
 from multitune.final import inputs
 from multitune.final.paths import FinalPaths
-from multitune.final.reference import reference_scores
-from multitune.final.runs import mean_val, train_logged
+from multitune.final.reference import ReferenceResult, fit_reference
+from multitune.final.runs import Fitted, RunJob, fit_all, log_run, mean_val, run_name
 from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.sweep_view import sweep_view
-from multitune.final.transfer import pairwise_transfer
+from multitune.final.transfer import transfer_jobs, transfer_matrix
 from multitune.report import ReportInputs, RunRecord, compare, render, summary_text, write_curves
 from multitune.tracking import (
     base_tags,
@@ -90,6 +92,36 @@ def _targets(data: TrainingData) -> dict[str, SplitTargets]:
     }
 
 
+def _budgets(params: Params, multi: list[SeedRun], single: dict[str, list[SeedRun]]) -> dict:
+    """The search and training effort of each side, as the report states it."""
+    b, sw = params.baselines, params.sweep
+
+    def epochs(cfg_epochs: int | None) -> int:
+        return cfg_epochs if cfg_epochs is not None else params.train.epochs
+
+    def steps(runs: list[SeedRun]) -> str:
+        values = [r.steps for r in runs if r.steps is not None]
+        return f"{min(values)} to {max(values)}" if values else ""
+
+    return {
+        "multi-task search": f"{sw.num_samples} trials (sweep)",
+        "single-task search": f"{b.trials_per_task(sw)} trials per task (baselines)",
+        "trial epoch cap": f"multi {epochs(sw.epochs)}, single {epochs(b.epochs)} epochs",
+        "early stopping (search)": f"sweep {sw.scheduler.name}, baselines {b.scheduler.name}",
+        "epoch": f"{params.train.epoch_steps or 'one pass over the train rows of'} "
+        "optimizer steps, then one validation pass",
+        "patience": f"{params.train.patience} epochs without a better validation score",
+        "final steps trained (multi-task)": steps(multi),
+        "final steps trained (single-task)": steps([r for rs in single.values() for r in rs]),
+    }
+
+
+def _workers(cfg: FinalConfig) -> int:
+    if cfg.workers is not None:
+        return cfg.workers
+    return max(1, (os.cpu_count() or 1) // (cfg.threads or 1))
+
+
 def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> FinalOutcome:
     """Run the final stage and write `paths.reports` (see DESIGN.md, stage `final`).
 
@@ -118,74 +150,71 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
     ]
     dhash = data_hash(data_files)
     tags = base_tags("final", params, project_root=paths.root, data_hash=dhash)
+    workers = _workers(cfg)
+    with_transfer = cfg.transfer.method == "pairwise" and 2 <= len(names) <= cfg.transfer.max_tasks
 
     with (
         stage_run("final", params, project_root=paths.root, data_paths=data_files) as run,
         tempfile.TemporaryDirectory(prefix="multitune-final-") as tmp,
     ):
-        single: dict[str, list[SeedRun]] = {}
-        baseline_val: dict[str, dict[str, float]] = {}
-        with console.status("final: single-task runs") as status:
-            for t in names:
-                results: list[TrainResult] = []
-                for s in seeds:
-                    status.update(f"final: single-task {t}, seed {s}")
-                    rec, res = train_logged(
-                        single_params[t],
-                        data,
-                        parent_run_id=run.run_id,
-                        kind="single",
-                        tasks=[t],
-                        seed=s,
-                        tags=tags,
-                    )
-                    single.setdefault(t, []).append(rec)
-                    results.append(res)
-                baseline_val[t] = mean_val(results, t)
-            multi: list[SeedRun] = []
-            scores: list[float] = []
-            for s in seeds:
-                status.update(f"final: multi-task, seed {s}")
-                rec, res = train_logged(
-                    multi_params,
-                    data,
-                    parent_run_id=run.run_id,
-                    kind="multi",
-                    tasks=None,
-                    seed=s,
-                    tags=tags,
-                    baseline=baseline_val,
-                    save_to=Path(tmp) / f"model-{s}",
-                )
-                multi.append(rec)
-                scores.append(objective(res.metrics["val"], types, baseline_val))
-            transfer: pd.DataFrame | None = None
-            transfer_runs: list[SeedRun] = []
-            if cfg.transfer.method == "pairwise" and 2 <= len(names) <= cfg.transfer.max_tasks:
-                status.update("final: pairwise transfer runs")
-                transfer, transfer_runs = pairwise_transfer(
-                    multi_params,
-                    data,
-                    cfg.transfer,
-                    parent_run_id=run.run_id,
-                    seed=seeds[0],
-                    tags=tags,
-                )
-            reference: dict[str, dict[str, float]] = {}
-            reference_runs: list[RunRecord] = []
-            if cfg.reference.enabled:
-                status.update("final: logistic-regression reference")
-                reference = reference_scores(data, cfg.reference)
-                ref_run = start_child(
-                    run.run_id, "reference-logreg", {**tags, "kind": "reference"}
-                )
-                ref_run.log_params(cfg.reference)
-                ref_run.log_metrics({"test": reference})
-                ref_run.end()
-                reference_runs.append(RunRecord(ref_run.run_id, "reference", tuple(names), None))
+
+        def log(job: RunJob, fitted: Fitted, save: bool = False) -> SeedRun:
+            save_to = Path(tmp) / f"model-{job.seed}" if save else None
+            return log_run(job, fitted, parent_run_id=run.run_id, tags=tags, save_to=save_to)
+
+        # Single-task runs (and the transfer runs, which need nothing else) first: the
+        # multi-task runs stop early on Δm against the single-task validation scores.
+        first = [
+            RunJob(("single", t, s), single_params[t], "single", (t,), s)
+            for t in names
+            for s in seeds
+        ]
+        if with_transfer:
+            first += transfer_jobs(multi_params, names, cfg.transfer, seeds[0])
+        single: dict[str, list[SeedRun]] = {t: [] for t in names}
+        single_results: dict[str, list[TrainResult]] = {t: [] for t in names}
+        transfer_runs: dict[tuple[str, ...], SeedRun] = {}
+        with console.status(f"final: {len(first)} single-task and transfer runs") as status:
+            for job, fitted in fit_all(first, data, workers=workers, threads=cfg.threads):
+                status.update(f"final: done {run_name(job, job.tasks or ())}")
+                rec = log(job, fitted)
+                if job.kind == "single":
+                    single[job.key[1]].append(rec)
+                    single_results[job.key[1]].append(fitted.result)
+                else:
+                    transfer_runs[tuple(job.tasks or ())] = rec
+        for t in names:  # seed order, whatever order the workers finished in
+            order = np.argsort([r.seed for r in single[t]])
+            single[t] = [single[t][i] for i in order]
+            single_results[t] = [single_results[t][i] for i in order]
+        baseline_val = {t: mean_val(single_results[t], t) for t in names}
+
+        multi_jobs = [
+            RunJob(("multi", s), multi_params, "multi", None, s, baseline_val) for s in seeds
+        ]
+        multi: list[SeedRun] = []
+        with console.status(f"final: {len(multi_jobs)} multi-task runs"):
+            for job, fitted in fit_all(multi_jobs, data, workers=workers, threads=cfg.threads):
+                multi.append(log(job, fitted, save=True))
+        multi.sort(key=lambda r: r.seed)
+        scores = [objective(r.val_metrics, types, baseline_val) for r in multi]
+        transfer = transfer_matrix(transfer_runs, names, types) if with_transfer else None
+
+        ref: ReferenceResult | None = None
+        reference_runs: list[RunRecord] = []
+        if cfg.reference.enabled:
+            with console.status("final: linear reference (tuned on validation)"):
+                ref = fit_reference(data, cfg.reference)
+            ref_run = start_child(run.run_id, "reference-linear", {**tags, "kind": "reference"})
+            ref_run.log_params(
+                {"grid": cfg.reference.model_dump(mode="json"), "chosen": ref.chosen}
+            )
+            ref_run.log_metrics({"val": ref.val, "test": ref.test})
+            ref_run.end()
+            reference_runs.append(RunRecord(ref_run.run_id, "reference", tuple(names), None))
 
         targets = _targets(data)
-        rows = task_rows(targets, multi, single)
+        rows = task_rows(targets, multi, single, reference=ref.test_pred if ref else None)
         rows += group_rows(params.task_groups, targets, multi, single)
         comparison = compare(
             rows,
@@ -196,17 +225,24 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
             seed=cfg.seed_base,
         )
 
-        # The model to ship: the multi-task seed with the best validation objective.
+        # The model to ship: the multi-task seed with the best validation objective. The
+        # registry's gate is its validation Δm too: the test split never chooses.
         best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
         chosen = multi[best]
+        chosen_val_dm = delta_m_percent(chosen.val_metrics, baseline_val)
         single_test = {t: _mean_metrics(single[t], t) for t in names}
-        chosen_dm = delta_m_percent(chosen.test_metrics, single_test)
+        chosen_test_dm = delta_m_percent(chosen.test_metrics, single_test)
+        not_converged = [
+            r.run_id for r in [*multi, *single_run_list(single, names)] if r.converged is False
+        ]
         run.log_metrics(
             {
                 "delta_m": comparison.delta_m,
                 "delta_m_ci_low": comparison.delta_m_low,
                 "delta_m_ci_high": comparison.delta_m_high,
-                "registered_delta_m": chosen_dm,
+                "registered_val_delta_m": chosen_val_dm,
+                "registered_test_delta_m": chosen_test_dm,
+                "not_converged_runs": len(not_converged),
             }
         )
         registration = None
@@ -218,10 +254,10 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
                 paths,
                 Path(tmp) / f"model-{chosen.seed}",
                 chosen,
-                chosen_dm,
+                chosen_val_dm,
                 phash=params_hash(params),
                 dhash=dhash,
-                tags=tags,
+                tags={**tags, "test_delta_m": f"{chosen_test_dm:.6g}"},
             )
 
         sweep = sweep_view(inputs.read_trials(paths.sweep), names, types, cfg)
@@ -233,21 +269,33 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
             "params hash": params_hash(params),
             "data hash": dhash,
             "multitune": multitune.__version__,
-            "shipped multi-task run": f"{chosen.run_id} (seed {chosen.seed}, test Δm "
-            f"{chosen_dm:+.2f}%)",
+            "shipped multi-task run": f"{chosen.run_id} (seed {chosen.seed}, chosen on "
+            f"validation: val Δm {chosen_val_dm:+.2f}%; test Δm {chosen_test_dm:+.2f}%)",
         }
         if registration is not None:
             meta["registered model"] = (
-                f"{registration.name} v{registration.version} ({registration.outcome}; "
-                f"{registration.alias} -> v{registration.holder_version})"
+                f"{registration.name} v{registration.version} ({registration.outcome} on "
+                f"validation Δm; {registration.alias} -> v{registration.holder_version})"
             )
-        all_runs = [*multi, *(r for t in names for r in single[t]), *transfer_runs]
+        all_runs = [*multi, *single_run_list(single, names), *transfer_runs.values()]
         report = ReportInputs(
             comparison=comparison,
-            reference=reference,
-            runs=[RunRecord(r.run_id, r.kind, r.tasks, r.seed, r.epochs_run) for r in all_runs]
+            reference=ref.test if ref else {},
+            runs=[
+                RunRecord(
+                    r.run_id,
+                    r.kind,
+                    r.tasks,
+                    r.seed,
+                    r.epochs_run,
+                    steps=r.steps,
+                    best_step=r.best_step,
+                    converged=r.converged,
+                )
+                for r in all_runs
+            ]
             + reference_runs,
-            curves=_curves([*multi, *(r for t in names for r in single[t])], types),
+            curves=_curves([*multi, *single_run_list(single, names)], types),
             trials=sweep.trials,
             objective=sweep.objective,
             top_trials=sweep.top,
@@ -257,11 +305,18 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
             transfer=transfer,
             transfer_method=cfg.transfer.method if transfer is not None else "none",
             meta=meta,
+            budgets=_budgets(params, multi, single),
+            reference_chosen=ref.chosen if ref else {},
         )
         render(report, paths.reports)
         write_curves(report.curves, paths.reports / "curves")
     summary = summary_text(report)
     return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
+
+
+def single_run_list(single: dict[str, list[SeedRun]], names: list[str]) -> list[SeedRun]:
+    """Every single-task run, task by task."""
+    return [r for t in names for r in single[t]]
 
 
 def clean_reports(reports: Path) -> None:

@@ -9,12 +9,14 @@ class ModalityEncoder(nn.Module):
     """Projects one modality's pretrained vectors to `hidden` features.
 
     `layers` blocks of Linear -> GELU -> Dropout; the first maps `in_dim` to `hidden`, the rest
-    keep `hidden`. Input `(batch, in_dim)`, output `(batch, hidden)`.
+    keep `hidden`. ``layers=0`` is one Linear map with no activation, so that with concat fusion
+    and an empty trunk the whole network is a linear model. Input `(batch, in_dim)`, output
+    `(batch, hidden)`.
     """
 
     def __init__(self, in_dim: int, hidden: int, layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
-        blocks: list[nn.Module] = []
+        blocks: list[nn.Module] = [] if layers else [nn.Linear(in_dim, hidden)]
         width = in_dim
         for _ in range(layers):
             blocks += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]

@@ -12,6 +12,7 @@ from multitune.report.pareto import pareto_mask
 from multitune.report.plots import curves_wide, write_curves
 from multitune.report.render import markdown_table, render, summary_text
 from multitune.report.stats import Comparison, RowResult, Scored, compare, verdict
+from multitune.report.verdicts import TaskVerdict, overall_verdict, task_verdicts
 
 __all__ = [
     "Comparison",
@@ -19,16 +20,19 @@ __all__ = [
     "RowResult",
     "RunRecord",
     "Scored",
+    "TaskVerdict",
     "compare",
     "comparison_frame",
     "curves_wide",
     "importance",
     "markdown_table",
     "metrics_json",
+    "overall_verdict",
     "pareto_mask",
     "render",
     "study_from_trials",
     "summary_text",
+    "task_verdicts",
     "top_trials",
     "verdict",
     "write_curves",

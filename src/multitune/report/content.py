@@ -1,25 +1,56 @@
-"""What the report is made of, and the numbers it exports (`reports/metrics.json`)."""
+"""What the report is made of: its inputs, its prose and tables, and the numbers it exports
+(`reports/metrics.json`)."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from multitune.report.stats import Comparison, RowResult
+from multitune.report.stats import MAX_NONFINITE, Comparison, RowResult
+from multitune.report.verdicts import (
+    TaskVerdict,
+    delta_m_text,
+    overall_verdict,
+    task_verdicts,
+)
+
+TRANSFER_LABEL = "trained with (A) \\ scored (B)"
+"""Header of the transfer table's first column: the source task of each row."""
+
+NOT_CONVERGED = "no — hit its cap while improving"
+
+_ORDER = ("improves", "hurts", "no clear difference", "not trustworthy")
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One training run of the final stage, traceable to its MLflow run."""
+    """One training run of the final stage, traceable to its MLflow run.
+
+    Attributes:
+        run_id: The MLflow run id.
+        kind: "multi", "single", "transfer" or "reference".
+        tasks: The tasks it trained on.
+        seed: Its seed (None for the deterministic reference).
+        epochs_run: Epochs trained.
+        steps: Optimizer steps trained.
+        best_step: The step of the best validation score (the weights kept).
+        converged: False when it hit its cap while validation was still improving; None when
+            not recorded (the reference).
+    """
 
     run_id: str
-    kind: str  # "multi" | "single" | "transfer" | "reference"
+    kind: str
     tasks: tuple[str, ...]
     seed: int | None
     epochs_run: int | None = None
+    steps: int | None = None
+    best_step: int | None = None
+    converged: bool | None = None
 
 
 @dataclass
@@ -28,7 +59,7 @@ class ReportInputs:
 
     Attributes:
         comparison: Per task/metric and Δm, with intervals (`stats.compare`).
-        reference: Logistic-regression test scores `{task: {metric: value}}`.
+        reference: The linear reference's test scores `{task: {metric: value}}`.
         runs: The runs behind the numbers.
         curves: Long table of validation curves: task, metric, kind, seed, epoch, value.
         trials: The sweep's trials table, or None.
@@ -41,6 +72,10 @@ class ReportInputs:
             when trained with the source rather than alone; None when not measured.
         transfer_method: How transfer was measured.
         meta: Provenance: git commit, params hash, experiment, registered version, alias...
+        budgets: The search effort of each side, label -> value (sweep trials, baseline
+            trials per task, epoch cap, steps per epoch, patience, early stopping...).
+        reference_chosen: Per task, the linear reference's setting chosen on validation
+            (e.g. `{"model": "logistic", "c": 0.1}`).
     """
 
     comparison: Comparison
@@ -56,14 +91,158 @@ class ReportInputs:
     transfer: pd.DataFrame | None = None
     transfer_method: str = "none"
     meta: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)
+    reference_chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _num(x: float) -> float | None:
+def not_converged(runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs that hit their cap while validation was still improving."""
+    return [r for r in runs if r.converged is False]
+
+
+def opening_paragraph(inputs: ReportInputs, verdicts: dict[str, TaskVerdict]) -> str:
+    """The answer in one paragraph: overall verdict, Δm, per-task tally, convergence warning.
+
+    Args:
+        inputs: The report's inputs.
+        verdicts: `task_verdicts(inputs.comparison)`.
+
+    Returns:
+        One markdown paragraph (bold for the verdict).
+    """
+    word, why = overall_verdict(inputs.comparison, verdicts)
+    parts = [f"**Overall: {word}.** {why}", _tally(verdicts)]
+    warning = _convergence_warning(inputs.runs)
+    if warning:
+        parts.append(warning)
+    return " ".join(parts)
+
+
+def verdict_lines(verdicts: dict[str, TaskVerdict]) -> str:
+    """One markdown list line per task and group: name, primary metric, verdict, reason."""
+    lines = []
+    for v in verdicts.values():
+        label = v.metric if v.kind == "task" else f"group, {v.metric}"
+        lines.append(f"- **{v.name}** ({label}): {v.verdict} — {v.reason}")
+    return "\n".join(lines)
+
+
+def _tally(verdicts: dict[str, TaskVerdict]) -> str:
+    tasks = [v.verdict for v in verdicts.values() if v.kind == "task"]
+    groups = [v.verdict for v in verdicts.values() if v.kind == "group"]
+    text = f"Of {len(tasks)} task{'s' if len(tasks) != 1 else ''}: {_counts(tasks)}."
+    if groups:
+        text += f" Of {len(groups)} task group{'s' if len(groups) != 1 else ''}: "
+        text += f"{_counts(groups)}."
+    return text
+
+
+def _counts(words: Sequence[str]) -> str:
+    counts = Counter(words)
+    return ", ".join(f"{counts[w]} {w}" for w in _ORDER if counts[w]) or "none"
+
+
+def _convergence_warning(runs: list[RunRecord]) -> str:
+    stuck = not_converged(runs)
+    if not stuck:
+        return ""
+    trained = [r for r in runs if r.kind != "reference"]
+    names = ", ".join(_run_label(r) for r in stuck)
+    one = len(stuck) == 1
+    return (
+        f"⚠ {len(stuck)} of {len(trained)} final runs did not converge: "
+        f"{'it' if one else 'they'} hit {'its' if one else 'their'} cap while validation was "
+        f"still improving ({names}), so {'its' if one else 'their'} scores may understate what "
+        "longer training reaches (see Runs)."
+    )
+
+
+def _run_label(r: RunRecord) -> str:
+    seed = "" if r.seed is None else f" seed {r.seed}"
+    tasks = "" if r.kind == "multi" else f" {'+'.join(r.tasks)}"
+    return f"{r.kind}{tasks}{seed}"
+
+
+def delta_m_statement(c: Comparison) -> str:
+    """Which (task, metric) pairs enter Δm, which are left out and why, and non-finite counts.
+
+    Args:
+        c: The measured comparison.
+
+    Returns:
+        Markdown paragraphs separated by blank lines.
+    """
+    used = ", ".join(f"`{t}/{m}`" for t, m in c.dm_metrics) or "none"
+    first = (
+        f"{delta_m_text(c)}. Δm is the mean over tasks of the mean over each task's metrics "
+        "of the relative change of multi-task against single-task, sign-corrected so that "
+        f"positive means multi-task is better. It uses: {used}."
+    )
+    if c.dm_excluded:
+        left = "; ".join(f"`{t}/{m}` ({why})" for t, m, why in c.dm_excluded)
+        first += f" Left out: {left}."
+    policy = (
+        f"A metric whose single-task value is below {c.min_baseline:g} in magnitude is left "
+        "out of Δm (a relative change against a value near zero is unstable or undefined), "
+        "and a replicate in which a chosen metric's single-task value falls below it has no "
+        "Δm."
+    )
+    return "\n\n".join([first, policy, _nonfinite_text(c)])
+
+
+def _nonfinite_text(c: Comparison) -> str:
+    n = c.bootstrap_samples
+    counts = [("Δm", c.dm_nonfinite)] if c.dm_nonfinite else []
+    for r in c.rows:
+        if r.nonfinite:
+            counts.append((f"{r.name}/{r.metric}", r.nonfinite))
+        if r.floor_nonfinite:
+            counts.append((f"{r.name}/{r.metric} single - linear", r.floor_nonfinite))
+    if not counts:
+        return f"Every one of the {n} replicates had a finite value for every interval."
+    listed = "; ".join(f"{label}: {k} of {n}" for label, k in counts)
+    return (
+        f"Replicates with no finite value (e.g. a metric undefined on the drawn rows): {listed}."
+        f" Intervals use the finite ones; above {MAX_NONFINITE:.0%} of {n} the interval is not "
+        "reported."
+    )
+
+
+def method_text(inputs: ReportInputs) -> str:
+    """How the numbers were made: split, seeds, bootstrap, verdict rule, linear reference."""
+    c = inputs.comparison
+    n_multi = len(c.rows[0].multi_values) if c.rows else 0
+    n_single = len(c.rows[0].single_values) if c.rows else 0
+    return (
+        f"Test split: {c.n_test} rows, never seen by the sweep, the baselines or the linear "
+        f"reference's selection. {n_multi} multi-task seeds; {n_single} single-task seeds per "
+        f"task. Mean ± std over seeds; delta = multi - single. {_pct(c)} intervals: "
+        f"{c.method}; {c.bootstrap_samples} replicates. A verdict is read off the interval: "
+        "improves / hurts when it excludes zero, otherwise no clear difference. `linear` is "
+        "the tuned linear reference (logistic regression; ridge for regression tasks) on the "
+        "same features and split; where the single-task network is below it beyond the "
+        "interval of single - linear, the task's verdict is not trustworthy."
+    )
+
+
+def _pct(c: Comparison) -> str:
+    return f"{round(c.confidence * 100):d}%"
+
+
+def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
-def _row_json(r: RowResult) -> dict[str, Any]:
-    return {
+def _linear(r: RowResult, inputs: ReportInputs) -> float | None:
+    """The reference's test score: the stage's table first, else the comparison's."""
+    ref = inputs.reference.get(r.name, {}).get(r.metric)
+    if ref is None and math.isfinite(r.reference):
+        ref = r.reference
+    return ref
+
+
+def _row_json(r: RowResult, linear: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "multi": _num(r.multi_mean),
         "multi_std": _num(r.multi_std),
         "single": _num(r.single_mean),
@@ -72,61 +251,141 @@ def _row_json(r: RowResult) -> dict[str, Any]:
         "ci_low": _num(r.ci_low),
         "ci_high": _num(r.ci_high),
         "verdict": r.verdict,
+        "nonfinite": r.nonfinite,
     }
+    if linear is not None:
+        out |= {
+            "logreg": _num(linear),
+            "floor_low": _num(r.floor_low),
+            "floor_high": _num(r.floor_high),
+            "below_floor": r.below_floor,
+            "multi_below_floor": r.multi_below_floor,
+        }
+    return out
 
 
 def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
-    """The report's numbers, nested for `dvc metrics show` / `dvc metrics diff`."""
+    """The report's numbers, nested for `dvc metrics show` / `dvc metrics diff`.
+
+    `tasks.<task>.<metric>` (and `groups.<group>.<metric>`) hold the row's numbers, its
+    interval verdict and the linear reference's floor; `task_verdicts.<task>` (and
+    `group_verdicts.<group>`) the task's verdict; `verdict` is Δm's and `overall` the
+    overall verdict (which can be "not trustworthy").
+    """
     c = inputs.comparison
-    tasks: dict[str, dict[str, Any]] = {}
-    groups: dict[str, dict[str, Any]] = {}
+    verdicts = task_verdicts(c)
+    tables: dict[str, dict[str, dict[str, Any]]] = {"task": {}, "group": {}}
     for r in c.rows:
-        target = tasks if r.kind == "task" else groups
-        entry = target.setdefault(r.name, {})
-        entry[r.metric] = _row_json(r)
-        ref = inputs.reference.get(r.name, {}).get(r.metric)
-        if ref is not None:
-            entry[r.metric]["logreg"] = _num(ref)
+        tables[r.kind].setdefault(r.name, {})[r.metric] = _row_json(r, _linear(r, inputs))
     out: dict[str, Any] = {
         "delta_m": _num(c.delta_m),
         "delta_m_ci_low": _num(c.delta_m_low),
         "delta_m_ci_high": _num(c.delta_m_high),
+        "delta_m_nonfinite": c.dm_nonfinite,
         "verdict": c.verdict,
+        "overall": overall_verdict(c, verdicts)[0],
         "confidence": c.confidence,
         "bootstrap_samples": c.bootstrap_samples,
         "n_test": c.n_test,
-        "tasks": tasks,
+        "tasks": tables["task"],
+        "task_verdicts": {v.name: v.verdict for v in verdicts.values() if v.kind == "task"},
     }
-    if groups:
-        out["groups"] = groups
-    out["runs"] = {
-        "multi": {str(r.seed): r.run_id for r in inputs.runs if r.kind == "multi"},
-        "single": {f"{r.tasks[0]}/{r.seed}": r.run_id for r in inputs.runs if r.kind == "single"},
+    if tables["group"]:
+        out["groups"] = tables["group"]
+        out["group_verdicts"] = {v.name: v.verdict for v in verdicts.values() if v.kind == "group"}
+    out["runs"] = _runs_json(inputs.runs)
+    out["not_converged"] = [r.run_id for r in not_converged(inputs.runs)]
+    return out
+
+
+def _runs_json(runs: list[RunRecord]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "multi": {str(r.seed): r.run_id for r in runs if r.kind == "multi"},
+        "single": {f"{r.tasks[0]}/{r.seed}": r.run_id for r in runs if r.kind == "single"},
     }
-    reference = [r.run_id for r in inputs.runs if r.kind == "reference"]
+    reference = [r.run_id for r in runs if r.kind == "reference"]
     if reference:
-        out["runs"]["reference"] = reference[0]
+        out["reference"] = reference[0]
     return out
 
 
 def comparison_frame(inputs: ReportInputs) -> pd.DataFrame:
-    """The comparison table as a DataFrame of formatted strings, one row per task metric."""
+    """The comparison table as a DataFrame of formatted strings, one row per metric."""
     c = inputs.comparison
-    pct = f"{round(c.confidence * 100):d}%"
+    pct = _pct(c)
     records = []
     for r in c.rows:
-        ref = inputs.reference.get(r.name, {}).get(r.metric)
-        arrow = "↑" if r.higher_is_better else "↓"
+        linear = _linear(r, inputs)
         records.append(
             {
                 "task": r.name if r.kind == "task" else f"{r.name} (group)",
-                "metric": f"{r.metric} {arrow}",
+                "metric": f"{r.metric} {'↑' if r.higher_is_better else '↓'}",
                 "single-task": f"{r.single_mean:.4f} ± {r.single_std:.4f}",
                 "multi-task": f"{r.multi_mean:.4f} ± {r.multi_std:.4f}",
                 "delta": f"{r.delta:+.4f}",
-                f"{pct} CI": f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+                f"{pct} CI": _ci(r.ci_low, r.ci_high),
                 "verdict": r.verdict,
-                "logreg": "" if ref is None or not math.isfinite(ref) else f"{ref:.4f}",
+                "linear": "" if linear is None else f"{linear:.4f}",
+                f"single - linear {pct} CI": _floor_cell(r) if linear is not None else "",
             }
         )
     return pd.DataFrame.from_records(records)
+
+
+def _ci(low: float, high: float) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "not reported"
+    return f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _floor_cell(r: RowResult) -> str:
+    cell = _ci(r.floor_low, r.floor_high)
+    if r.below_floor:
+        cell += " ⚠ below linear"
+    if r.multi_below_floor:
+        cell += " (multi-task also below linear)" if r.below_floor else " ⚠ multi below linear"
+    return cell
+
+
+def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """The run list: kind, tasks, seed, run id, epochs, steps, best step, converged."""
+    converged = {True: "yes", False: NOT_CONVERGED, None: ""}
+    frame = pd.DataFrame(
+        [
+            {
+                "kind": r.kind,
+                "tasks": ", ".join(r.tasks),
+                "seed": r.seed,
+                "run id": r.run_id,
+                "epochs": r.epochs_run,
+                "steps": r.steps,
+                "best step": r.best_step,
+                "converged": converged[r.converged],
+            }
+            for r in runs
+        ],
+        columns=["kind", "tasks", "seed", "run id", "epochs", "steps", "best step", "converged"],
+    )
+    return frame.astype({c: "Int64" for c in ("seed", "epochs", "steps", "best step")})
+
+
+def key_value_frame(values: dict[str, Any]) -> pd.DataFrame:
+    """A two-column table (setting, value) of a free-form mapping."""
+    return pd.DataFrame({"setting": list(values), "value": [str(v) for v in values.values()]})
+
+
+def reference_frame(chosen: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per task: the linear reference's chosen setting, one column per key."""
+    keys = list(dict.fromkeys(k for setting in chosen.values() for k in setting))
+    return pd.DataFrame(
+        [{"task": t, **{k: str(s.get(k, "")) for k in keys}} for t, s in chosen.items()],
+        columns=["task", *keys],
+    )
+
+
+def transfer_frame(transfer: pd.DataFrame) -> pd.DataFrame:
+    """The transfer matrix with its row labels (the source tasks) as the first column."""
+    table = transfer.round(4)
+    table.columns = [str(col) for col in table.columns]
+    table.insert(0, TRANSFER_LABEL, [str(i) for i in table.index])
+    return table.reset_index(drop=True)

@@ -7,13 +7,30 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from multitune.io import atomic_path
 from multitune.report import figures
-from multitune.report.content import ReportInputs, comparison_frame, metrics_json
+from multitune.report.content import (
+    NOT_CONVERGED,
+    ReportInputs,
+    comparison_frame,
+    delta_m_statement,
+    key_value_frame,
+    method_text,
+    metrics_json,
+    opening_paragraph,
+    reference_frame,
+    runs_frame,
+    transfer_frame,
+    verdict_lines,
+)
+from multitune.report.verdicts import task_verdicts
+
+TITLE = "Does one multi-task model beat one model per task?"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -31,14 +48,16 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def summary_text(inputs: ReportInputs) -> str:
-    """The comparison table plus the Δm line, as the report prints it."""
-    c = inputs.comparison
-    pct = round(c.confidence * 100)
-    dm = (
-        f"**Δm = {c.delta_m:+.2f}%** ({pct}% CI [{c.delta_m_low:+.2f}%, {c.delta_m_high:+.2f}%])"
-        f" → overall: **{c.verdict}**"
+    """The answer as the final stage prints it: the opening paragraph, one line per task and
+    group, and the comparison table."""
+    verdicts = task_verdicts(inputs.comparison)
+    return "\n\n".join(
+        [
+            opening_paragraph(inputs, verdicts),
+            verdict_lines(verdicts),
+            markdown_table(comparison_frame(inputs)),
+        ]
     )
-    return markdown_table(comparison_frame(inputs)) + "\n\n" + dm
 
 
 def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
@@ -67,53 +86,58 @@ def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
     return out
 
 
-def _sections(inputs: ReportInputs) -> list[tuple[str, str, pd.DataFrame | None]]:
-    """(title, markdown-ish text, optional table) sections shared by md and html."""
+@dataclass(frozen=True)
+class _Section:
+    """One part of the report, shared by markdown and HTML: no heading when `title` is ""."""
+
+    title: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+
+
+def _sections(inputs: ReportInputs) -> list[_Section]:
+    """The report in reading order: the answer first, the details after, the runs last."""
     c = inputs.comparison
-    meta = inputs.meta
-    pct = round(c.confidence * 100)
-    intro = (
-        f"Test split: {c.n_test} rows, never seen by the baselines or the sweep. "
-        f"Mean ± std over seeds; delta = multi - single; {pct}% intervals by "
-        f"{c.method}, {c.bootstrap_samples} resamples. A verdict is read off the interval: "
-        "improves / hurts when it excludes zero, otherwise no clear difference. Δm is the "
-        "mean relative change over every task metric, sign-corrected so that positive means "
-        "multi-task is better. `logreg` is a scikit-learn logistic regression (ridge for "
-        "regression tasks) on the same features and split."
-    )
-    sections: list[tuple[str, str, pd.DataFrame | None]] = [
-        ("Comparison", intro + "\n\n" + summary_text(inputs), None)
+    verdicts = task_verdicts(c)
+    sections = [
+        _Section("", opening_paragraph(inputs, verdicts)),
+        _Section("Verdict per task", verdict_lines(verdicts)),
+        _Section("Comparison table", "", comparison_frame(inputs)),
+        _Section("How Δm is computed", delta_m_statement(c)),
+        _Section("Method", method_text(inputs)),
+        _budgets(inputs),
     ]
-    runs = pd.DataFrame(
-        [
-            {
-                "kind": r.kind,
-                "tasks": ", ".join(r.tasks),
-                "seed": r.seed,
-                "run id": r.run_id,
-                "epochs": r.epochs_run,
-            }
-            for r in inputs.runs
-        ]
-    ).astype({"seed": "Int64", "epochs": "Int64"})
-    sections.append(("Runs", "Every number above comes from these MLflow runs.", runs))
-    if inputs.top_trials is not None and not inputs.top_trials.empty:
+    if inputs.reference_chosen:
+        text = "Chosen per task on the validation split, then scored once on test."
         sections.append(
-            (f"Sweep: top {len(inputs.top_trials)} trials", "", inputs.top_trials.round(4))
-        )
-    if inputs.transfer is not None and not inputs.transfer.empty:
-        sections.append(
-            (
-                "Task transfer",
-                f"Method: {inputs.transfer_method}. Row A, column B: B's val score trained "
-                "with A minus B's val score trained alone (same config, one seed).",
-                inputs.transfer.round(4),
+            _Section(
+                "Linear reference: chosen settings", text, reference_frame(inputs.reference_chosen)
             )
         )
-    if meta:
-        prov = pd.DataFrame({"key": list(meta), "value": [str(v) for v in meta.values()]})
-        sections.append(("Provenance", "", prov))
+    if inputs.top_trials is not None and not inputs.top_trials.empty:
+        top = inputs.top_trials
+        sections.append(_Section(f"Sweep: top {len(top)} trials", "", top.round(4)))
+    if inputs.transfer is not None and not inputs.transfer.empty:
+        text = (
+            f"Method: {inputs.transfer_method}. Row A, column B: B's val score trained with A "
+            "minus B's val score trained alone (same config, one seed)."
+        )
+        sections.append(_Section("Task transfer", text, transfer_frame(inputs.transfer)))
+    if inputs.meta:
+        sections.append(_Section("Provenance", "", key_value_frame(inputs.meta)))
+    text = (
+        "Every number above comes from these MLflow runs. Converged: yes when validation "
+        f'stopped improving before the cap; "{NOT_CONVERGED}" when it did not.'
+    )
+    sections.append(_Section("Runs", text, runs_frame(inputs.runs)))
     return sections
+
+
+def _budgets(inputs: ReportInputs) -> _Section:
+    if not inputs.budgets:
+        return _Section("Search budgets", "Not recorded for this run.")
+    text = "The search effort of the multi-task sweep and of each single-task baseline."
+    return _Section("Search budgets", text, key_value_frame(inputs.budgets))
 
 
 def render(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
@@ -144,15 +168,15 @@ def render(inputs: ReportInputs, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _markdown(
-    sections: list[tuple[str, str, pd.DataFrame | None]], figs: dict[str, tuple[str, bytes]]
-) -> str:
-    parts = ["# Multi-task vs single-task: measured comparison", ""]
-    for title, text, table in sections:
-        parts += [f"## {title}", ""]
-        if text:
-            parts += [text, ""]
-        if table is not None:
+def _markdown(sections: list[_Section], figs: dict[str, tuple[str, bytes]]) -> str:
+    parts = [f"# {TITLE}", ""]
+    for section in sections:
+        if section.title:
+            parts += [f"## {section.title}", ""]
+        if section.text:
+            parts += [section.text, ""]
+        if section.table is not None:
+            table = section.table
             parts += [markdown_table(table.astype(object).where(table.notna(), "")), ""]
     if figs:
         parts += ["## Figures", ""]
@@ -170,19 +194,16 @@ code{background:#f5f5f5}
 """
 
 
-def _html(
-    sections: list[tuple[str, str, pd.DataFrame | None]], figs: dict[str, tuple[str, bytes]]
-) -> str:
-    body: list[str] = ["<h1>Multi-task vs single-task: measured comparison</h1>"]
-    for title, text, table in sections:
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        for block in text.split("\n\n") if text else []:
-            if block.startswith("|"):
-                body.append(_md_table_to_html(block))
-            else:
-                body.append(f"<p>{_inline(block)}</p>")
-        if table is not None:
-            body.append(table.to_html(index=False, border=0, escape=True, na_rep=""))
+def _html(sections: list[_Section], figs: dict[str, tuple[str, bytes]]) -> str:
+    body: list[str] = [f"<h1>{html.escape(TITLE)}</h1>"]
+    for section in sections:
+        if section.title:
+            body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body += [_block_html(block) for block in section.text.split("\n\n") if block]
+        if section.table is not None:
+            body.append(section.table.to_html(index=False, border=0, escape=True, na_rep=""))
+    if figs:
+        body.append("<h2>Figures</h2>")
     for stem, (caption, png) in figs.items():
         data = base64.b64encode(png).decode("ascii")
         body.append(
@@ -196,6 +217,16 @@ def _html(
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def _block_html(block: str) -> str:
+    """One markdown block of our own prose: a table, a `- ` list or a paragraph."""
+    if block.startswith("|"):
+        return _md_table_to_html(block)
+    if block.startswith("- "):
+        items = "".join(f"<li>{_inline(ln[2:])}</li>" for ln in block.splitlines())
+        return f"<ul>{items}</ul>"
+    return f"<p>{_inline(block)}</p>"
 
 
 def _inline(text: str) -> str:

@@ -1,10 +1,11 @@
 """Model registry: a new version per changed run; the alias moves only to a better model.
 
 Gating: the alias (`registry.alias`, default `champion`) moves to the new version when its
-test Δm beats the current holder's (or nothing holds the alias, or the holder has no Δm);
-otherwise the new version is tagged `challenger`. A version carries a `fingerprint` tag (a
-hash of params, data and code); registering again with an unchanged fingerprint returns the
-existing version and registers nothing.
+*validation* Δm beats the current holder's (or nothing holds the alias, or the holder has no
+validation Δm); otherwise the new version is tagged `challenger`. The test split never chooses:
+its figures are reported (version tags `test.*`), not compared. A version carries a
+`fingerprint` tag (a hash of params, data and code); registering again with an unchanged
+fingerprint returns the existing version and registers nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from mlflow.exceptions import MlflowException
 logger = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint"
-DELTA_M = "delta_m"
+DELTA_M = "val_delta_m"
+"""The version tag the gate compares: validation Δm in percent. (Versions registered before
+it carry only a test `delta_m` tag, which is not used: such a holder counts as unscored.)"""
 CHALLENGER = "challenger"
 
 Outcome = Literal["alias moved", "challenger", "unchanged"]
@@ -132,7 +135,7 @@ def register(
         model_uri: The logged model (`ModelInfo.model_uri`).
         name: Registered model name.
         alias: The serving alias.
-        delta_m: The new model's test Δm (percent; higher is better).
+        delta_m: The new model's validation Δm (percent; higher is better).
         fp: Its fingerprint (see `fingerprint`); an existing version with it is returned
             as "unchanged" and nothing is registered.
         tags: Extra version tags (git commit, params hash, per-task test metrics...).

@@ -75,6 +75,10 @@ class TrainingData:
         vectors = sum(f.numel() * f.element_size() for f in self.features.values())
         return int(vectors + sum(t.nbytes for t in self.tokens.values()))
 
+    def train_rows(self, task: str) -> int:
+        """Train rows labelled for `task`."""
+        return int(self.labelled[task][self.splits["train"]].sum())
+
     def inputs(
         self, idx: Tensor, token_modalities: Collection[str] = ()
     ) -> dict[str, Tensor | PackedTokens]:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from multitune.errors import ConfigError
 from multitune.models.multitask import MultiTaskModel
+from multitune.registry import MethodConfig
 from multitune.training.checkpoint import Checkpoint, cpu_state
 from multitune.training.data import TrainingData
 from multitune.training.freezing import FREEZINGS
@@ -25,6 +26,7 @@ from multitune.training.setup import (
     build_schedule,
     resolve_device,
     trainable,
+    with_class_weighting,
 )
 from multitune.training.weighting import WEIGHTINGS, StepContext
 
@@ -76,13 +78,18 @@ def train(
     cfg = params.train
     seed = cfg.seed if seed is None else seed
     data = data.select(tasks).to(resolve_device(device if device is not None else cfg.device))
+    data = with_class_weighting(data, cfg.class_weighting)
     names = data.task_names
     torch.manual_seed(seed)
     try:  # settings that only conflict with the data or tasks surface here
         model = build_model(params.model, data)
         freezing = FREEZINGS.build(cfg.freezing, names)
         freezing.setup(model)
-        balancer = WEIGHTINGS.build(cfg.weighting, names).to(data.device)
+        # A subset run of a multi-task config keeps only its tasks' per-task options.
+        weighting: MethodConfig = cfg.weighting
+        if tasks is not None:
+            weighting = weighting.for_tasks(names)
+        balancer = WEIGHTINGS.build(weighting, names).to(data.device)
         sampler = SAMPLERS.build(cfg.sampling, names)
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -92,7 +99,7 @@ def train(
     n_rows = len(torch.unique(torch.cat(rows))) if rows else 0
     if n_rows == 0:
         raise ValueError("no train row is labelled for any of the tasks")
-    steps = math.ceil(n_rows / cfg.batch_size)
+    steps = cfg.epoch_steps or math.ceil(n_rows / cfg.batch_size)
     schedule = build_schedule(optimizer, cfg, steps * cfg.epochs)
     types = {t.name: t.type for t in data.tasks}
     shared, per_task = model.shared_parameters(), [model.task_parameters(t) for t in names]
@@ -120,7 +127,9 @@ def train(
         )
         clip_params = [p for p in model.parameters() if p.requires_grad]
         torch.manual_seed(seed * 7919 + epoch)  # dropout stream per epoch: resumable
-        order = sampler.epoch_order(rows, cfg.batch_size, epoch, cfg.epochs, seed).to(data.device)
+        order = sampler.epoch_order(
+            rows, cfg.batch_size, epoch, cfg.epochs, seed, steps=cfg.epoch_steps
+        ).to(data.device)
         model.train()
         total = torch.zeros(len(names), device=data.device)
         weights = torch.ones(len(names))
@@ -153,16 +162,22 @@ def train(
 
         val, _ = evaluate(model, data, "val", batch_size=cfg.eval_batch_size)
         score = objective(val, types, baseline)
-        improved = math.isnan(score) or score > best_score
-        if improved:
-            best_epoch, best_score, bad = epoch, (score if not math.isnan(score) else -1e300), 0
+        # A NaN objective (no metric defined) is never an improvement; the first epoch's
+        # weights are kept all the same, so a run that never scores still returns a model.
+        if math.isnan(score):
+            improved, bad = best_epoch < 0, bad + 1
+            if improved:
+                best_epoch, best_state = epoch, cpu_state(model.state_dict())
+        elif score > best_score:
+            improved, best_epoch, best_score, bad = True, epoch, score, 0
             best_state = cpu_state(model.state_dict())
         else:
-            bad += 1
+            improved, bad = False, bad + 1
         train_loss = dict(zip(names, mean_losses.tolist(), strict=True))
         history.append(
             {
                 "epoch": epoch,
+                "step": (epoch + 1) * steps,
                 "objective": score,
                 "val": val,
                 "train_loss": train_loss,
@@ -210,4 +225,6 @@ def train(
         best_epoch=best_epoch,
         model=model,
         info={"seed": seed, "device": str(data.device), "tasks": names},
+        steps_per_epoch=steps,
+        converged=bad >= cfg.patience,
     )

@@ -239,17 +239,30 @@ def objective(
     return float(np.mean(scores)) if scores else float("nan")
 
 
+MIN_BASELINE = 1e-3
+"""Smallest |single-task value| a metric may have to enter Δm.
+
+Δm divides by the single-task value, so against a value near zero (an R² of ~0, an F1 of a
+model that never predicts the class) the relative change is unstable or undefined; such a
+metric is left out of Δm. `multitune.report.stats` applies the same threshold (and lists what
+it leaves out), deciding once from the full-split single-task means.
+"""
+
+
 def delta_m(mt: Mapping[str, Mapping[str, float]], st: Mapping[str, Mapping[str, float]]) -> float:
     """Δm of a multi-task model against single-task results, as a FRACTION (x100 for %).
 
     LibMTL's definition (Maninis et al., 2019; Lin & Zhang, 2023, "LibMTL", eq. 4):
     ``Δm = 1/T sum_t 1/|M_t| sum_m s_m (M_mt,m - M_st,m) / |M_st,m|``, with ``s_m = +1`` when
     higher is better and ``-1`` otherwise; positive means multi-task is better. Metrics are those
-    both sides report for the task (a single-task value of 0 is skipped: no relative change).
+    both sides report for the task, less those whose single-task value is smaller than
+    `MIN_BASELINE` in magnitude (no stable relative change). A NaN value is not left out: it
+    makes Δm NaN.
 
     Raises:
-        ValueError: no single-task results, or a task (or all of its metrics) missing from
-            them. There is no Δm without single-task results.
+        ValueError: no single-task results, a task missing from them, or a task with no metric
+            left (none shared, or every shared one below `MIN_BASELINE`). There is no Δm
+            without single-task results.
     """
     if not st:
         raise ValueError("Δm needs single-task results; none were given")
@@ -257,13 +270,20 @@ def delta_m(mt: Mapping[str, Mapping[str, float]], st: Mapping[str, Mapping[str,
     for task, metrics in mt.items():
         if task not in st:
             raise ValueError(f"Δm: no single-task result for task {task!r}")
+        base = st[task]
+        shared = [m for m in metrics if m in base]
+        if not shared:
+            raise ValueError(f"Δm: task {task!r} shares no metric with its single-task result")
         rel = [
-            (1.0 if higher_is_better(m) else -1.0) * (v - st[task][m]) / abs(st[task][m])
-            for m, v in metrics.items()
-            if m in st[task] and st[task][m] != 0
+            (1.0 if higher_is_better(m) else -1.0) * (metrics[m] - base[m]) / abs(base[m])
+            for m in shared
+            if not abs(base[m]) < MIN_BASELINE
         ]
         if not rel:
-            raise ValueError(f"Δm: task {task!r} shares no metric with its single-task result")
+            raise ValueError(
+                f"Δm: every single-task value of task {task!r} ({', '.join(shared)}) is below "
+                f"MIN_BASELINE={MIN_BASELINE:g} in magnitude: no relative change to measure"
+            )
         per_task.append(float(np.mean(rel)))
     if not per_task:
         raise ValueError("Δm: no tasks")

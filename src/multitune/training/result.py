@@ -52,6 +52,11 @@ class TrainResult:
         epochs_run: epochs trained (early stopping may end before ``train.epochs``).
         best_epoch: 0-based epoch whose weights `model` holds.
         model: the trained network, best weights, in eval mode.
+        info: seed, device and tasks of the run.
+        steps_per_epoch: optimizer steps in each epoch.
+        converged: whether the run stopped because validation stopped improving
+            (``train.patience`` epochs without a better objective); False when it reached
+            its epoch cap while still improving.
     """
 
     metrics: dict[str, dict[str, dict[str, float]]]
@@ -61,6 +66,18 @@ class TrainResult:
     best_epoch: int
     model: MultiTaskModel
     info: dict[str, Any] = field(default_factory=dict)
+    steps_per_epoch: int = 0
+    converged: bool = False
+
+    @property
+    def steps_run(self) -> int:
+        """Optimizer steps trained."""
+        return self.epochs_run * self.steps_per_epoch
+
+    @property
+    def best_step(self) -> int:
+        """The step at the end of the best epoch (the weights `model` holds)."""
+        return (self.best_epoch + 1) * self.steps_per_epoch
 
     def save(self, directory: str | Path) -> Path:
         """Write the model (``model.safetensors`` + ``model.json``) to `directory`."""

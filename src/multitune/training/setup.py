@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,6 +28,20 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
 
         raise UserError("train.device is cuda but no CUDA device is available; use auto or cpu")
     return resolved
+
+
+def with_class_weighting(data: TrainingData, setting: str) -> TrainingData:
+    """`data` whose classification and binary tasks use `setting` (``train.class_weighting``)
+    unless their own config sets class weights; ``none`` leaves `data` as it is."""
+    if setting == "none":
+        return data
+    tasks = []
+    for spec in data.tasks:
+        key = {"classification": "class_weights", "binary": "pos_weight"}.get(spec.type)
+        if key is not None and getattr(spec.config, key) is None:
+            spec = replace(spec, config=spec.config.model_copy(update={key: setting}))
+        tasks.append(spec)
+    return replace(data, tasks=tasks)
 
 
 def build_model(config: ModelConfig, data: TrainingData) -> MultiTaskModel:

@@ -1,7 +1,10 @@
 """The baselines stage: one single-task model per task, tuned with the same machinery.
 
-Each task gets its own search (`baselines.num_samples` trials) over `sweep.space` without the
-multi-task-only knobs (weighting, sampling, sharing method, freezing), on a plain trunk.
+Each task gets its own search over `sweep.space` without the multi-task-only knobs
+(weighting, sampling, sharing method, freezing), on a plain trunk, with as many trials as the
+sweep by default (equal search effort) and the same early stopping. The space is made fit for
+one task (`baseline_space`): batch sizes scaled to the task's labelled train rows, class
+weighting none / balanced, and a linear model (no hidden layer) offered and tried first.
 Written to `results/baselines/`: `baselines.json` (per task: best config file, its
 validation metrics, the metric searched), `<task>.yaml` (a full params file of that model)
 and `trials.parquet` (every trial, with a `task` column).
@@ -10,6 +13,7 @@ and `trials.parquet` (every trial, with a `task` column).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,9 @@ from typing import Any
 import pandas as pd
 
 from multitune.config import Params
-from multitune.config.tuning import MULTITASK_ONLY
+from multitune.config.space import Choice, Fixed, MethodKnob, knob_label
+from multitune.config.tasks import TaskConfig
+from multitune.config.tuning import MULTITASK_ONLY, BaselinesConfig, SearchSpace
 from multitune.errors import UserError
 from multitune.io import atomic_path, write_json
 from multitune.training import higher_is_better, primary_metric
@@ -27,6 +33,7 @@ from multitune.tuning.session import stage_session
 from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
 
 SUMMARY = "baselines.json"
+CATEGORICAL = ("classification", "binary")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,70 @@ def baseline_base(params: Params, sharing: str) -> dict[str, Any]:
     return base
 
 
+BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+STEPS_PER_PASS = (16, 512)
+"""Scaled batch sizes give a pass over the task's train rows between these many steps."""
+
+
+def task_batch_sizes(rows: int) -> list[int]:
+    """Batch sizes fit for a task with `rows` labelled train rows (see `STEPS_PER_PASS`)."""
+    low, high = STEPS_PER_PASS
+    fit = [b for b in BATCH_SIZES if low <= rows / b <= high]
+    return fit or [min(BATCH_SIZES, key=lambda b: abs(math.log(max(rows, 1) / b / low)))]
+
+
+def baseline_space(
+    params: Params, task: TaskConfig, rows: int, cfg: BaselinesConfig
+) -> tuple[SearchSpace, list[dict[str, Any]]]:
+    """One task's search space and the points tried first (the linear model).
+
+    Args:
+        params: The validated params (`sweep.space` is the starting point).
+        task: The task.
+        rows: Its labelled train rows.
+        cfg: The baselines section.
+
+    Returns:
+        The space, and the Optuna parameter values of the points to try first.
+    """
+    space = params.sweep.space.without(MULTITASK_ONLY)
+    update: dict[str, Any] = {}
+    if cfg.scale_batch_size:
+        update["batch_size"] = Choice(choice=list(task_batch_sizes(rows)))
+    if cfg.class_weighting and space.class_weighting is None and task.type in CATEGORICAL:
+        update["class_weighting"] = Choice(choice=["none", "balanced"])
+    points: list[dict[str, Any]] = []
+    if cfg.linear_option:
+        layers = _choices(space.encoder_layers, params.model.encoder.layers)
+        trunks = _choices(space.trunk, params.model.sharing.hidden)  # type: ignore[attr-defined]
+        if layers is not None and trunks is not None:
+            update["encoder_layers"] = Choice(choice=_with(layers, 0))
+            update["trunk"] = Choice(choice=_with(trunks, []))
+            point = {"encoder_layers": 0, "trunk": knob_label([])}
+            fusion = space.fusion
+            if isinstance(fusion, MethodKnob) and len(fusion.options) > 1:
+                point["fusion"] = "concat"
+                if "concat" not in [o.name for o in fusion.options]:
+                    update["fusion"] = None  # the linear point needs concat fusion
+            points.append(point)
+    return space.model_copy(update=update), points
+
+
+def _choices(knob: Any, default: Any) -> list[Any] | None:
+    """A value knob's options (None for a range, which cannot take a linear option)."""
+    if knob is None:
+        return [default]
+    if isinstance(knob, Choice):
+        return list(knob.choice)
+    if isinstance(knob, Fixed):
+        return [knob.root]
+    return None
+
+
+def _with(values: list[Any], extra: Any) -> list[Any]:
+    return [extra, *[v for v in values if v != extra]]
+
+
 def run_baselines(
     params: Params, *, data_dir: Path, out_dir: Path, project_root: Path
 ) -> BaselinesOutcome:
@@ -62,9 +133,14 @@ def run_baselines(
     """
     cfg = params.baselines
     names = [t.name for t in params.tasks]
+    trials_per_task = cfg.trials_per_task(params.sweep)
     with stage_session(
         "baselines", params, cfg, data_dir=data_dir, project_root=project_root
     ) as session:
+        spaces = {
+            t.name: baseline_space(params, t, session.data.train_rows(t.name), cfg)
+            for t in params.tasks
+        }
         spec = TrialSpec(
             base=baseline_base(params, cfg.sharing),
             space=params.sweep.space.without(MULTITASK_ONLY),
@@ -72,19 +148,22 @@ def run_baselines(
             device=session.device(cfg),
             threads=max(1, int(cfg.resources.cpu)),
             seed=params.train.seed,
+            task_spaces={t: space for t, (space, _) in spaces.items()},
+            first_points={t: points for t, (_, points) in spaces.items()},
         )
         job = SearchJob(
             name=session.experiment,
             label="baselines",
             spec=spec,
             budget=cfg,
-            num_samples=cfg.num_samples,
+            num_samples=trials_per_task,
             max_epochs=spec.base["train"]["epochs"],
             stage="baselines",
             per_task=True,
             shown="",  # scores of different tasks do not compare
         )
         records, frame = session.search(job, cfg, job.total)
+        session.parent.log_params({"trials_per_task": trials_per_task})
         run_ids = dict(zip(frame["trial_id"], frame["mlflow_run_id"], strict=True))
         summary: dict[str, Any] = {}
         winners: dict[str, tuple[Params, str]] = {}
@@ -102,6 +181,8 @@ def run_baselines(
                 "trial_id": best.trial_id,
                 "mlflow_run_id": run_ids.get(best.trial_id),
                 "epochs_run": int(best.result.get("epochs_run", best.result.get("epoch", 0))),
+                "steps": int(best.result.get("steps", 0)),
+                "converged": bool(best.result.get("converged", 0)),
             }
             winners[task.name] = (spec.params(best.config), best.trial_id)
             best_values[task.name] = val.get(metric, float("nan"))

@@ -76,8 +76,10 @@ def trials_frame(
 
     Columns: `trial_id`, `status` (completed | stopped | failed), `error`, `config` (JSON of
     the sampled values), `config/<name>` (each sampled value), `val/<task>/<metric>`,
-    `delta_m`, `objective`, `epochs_run`, `best_epoch`, `time_s`, `node`, `mlflow_run_id`,
-    plus the constant columns in `extra` (e.g. the baseline's `task`).
+    `delta_m`, `objective`, `epochs_run`, `best_epoch`, `steps`, `converged` (1: stopped by
+    patience, 0: cap reached while improving; empty for a trial ASHA stopped), `time_s`,
+    `node`, `mlflow_run_id`, plus the constant columns in `extra` (e.g. the baseline's
+    `task`).
     """
     rows = []
     for rec in records:
@@ -98,6 +100,8 @@ def trials_frame(
                 "objective": res.get("objective"),
                 "epochs_run": int(res.get("epochs_run", res.get("epoch", 0)) or 0),
                 "best_epoch": res.get("best_epoch"),
+                "steps": res.get("steps"),
+                "converged": res.get("converged"),
                 "time_s": res.get("time_total_s"),
                 "node": res.get("node_ip"),
                 "mlflow_run_id": runs.get(rec.trial_id, (None, None))[0],

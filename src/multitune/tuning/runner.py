@@ -169,10 +169,11 @@ def _searcher(job: SearchJob) -> Searcher:
     if job.per_task:
         searchers: dict[str, Searcher] = {
             task: OptunaSearch(
-                space=DefineByRun(job.spec.space, [task]),
+                space=DefineByRun(job.spec.space_for(task), [task]),
                 metric=SCORE,
                 mode="max",
                 sampler=_sampler(job, offset=i),
+                points_to_evaluate=job.spec.first_points.get(task) or None,
             )
             for i, task in enumerate(job.spec.tasks)
         }

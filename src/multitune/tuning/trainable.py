@@ -77,6 +77,9 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
         "epoch": result.epochs_run,
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch + 1,
+        "steps": result.steps_run,
+        "best_step": result.best_step,
+        "converged": int(result.converged),
         "final": 1,
     }
     final[SCORE] = _score(final, tasks, primary)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from multitune.config import Params, validate_params
@@ -38,6 +38,10 @@ class TrialSpec:
         device: `cpu` or `cuda`.
         threads: Torch intra-op threads per trial (its CPU share).
         seed: Training seed (`train.seed`).
+        task_spaces: A baseline task's own space (batch sizes fit for its rows, a linear
+            option), used instead of `space` for trials that name that task.
+        first_points: Per task, values to try first (e.g. the linear model), as Optuna
+            parameter labels.
     """
 
     base: dict[str, Any]
@@ -47,6 +51,12 @@ class TrialSpec:
     device: str = "cpu"
     threads: int = 1
     seed: int = 0
+    task_spaces: dict[str, SearchSpace] = field(default_factory=dict)
+    first_points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def space_for(self, task: str | None) -> SearchSpace:
+        """The space of a baseline `task` (its own when given), else the shared one."""
+        return self.task_spaces.get(task, self.space) if task is not None else self.space
 
     def trial_tasks(self, values: Mapping[str, Any]) -> list[str]:
         """The tasks a trial trains: its config's `task` (a baseline), else `tasks`."""
@@ -60,7 +70,8 @@ class TrialSpec:
             ConfigError: the sampled combination does not validate.
         """
         tasks = self.trial_tasks(values)
-        raw = apply(self.space, values, self.base, tasks)
+        task = values.get(TASK_KEY)
+        raw = apply(self.space_for(None if task is None else str(task)), values, self.base, tasks)
         if len(tasks) < len(raw.get("tasks", [])):
             raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
             raw["task_groups"] = {

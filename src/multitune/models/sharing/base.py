@@ -16,8 +16,8 @@ class SharingConfig(MethodConfig):
 
     hidden: list[int] = Field(
         default_factory=lambda: [256, 128],
-        min_length=1,
-        description="Widths of the trunk MLP (of each expert, for expert-based sharing).",
+        description="Widths of the trunk MLP (of each expert, for expert-based sharing); "
+        "[]: no trunk layer, the heads read the fused encodings.",
     )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout after each layer.")
 

@@ -4,8 +4,9 @@ some tasks.
 Each step the sampler draws a task with probability ``p_k`` and takes the next ``batch_size``
 rows labelled for it (a per-task shuffled order, reshuffled when exhausted). Every task's loss
 is then the mean over the batch rows labelled for it, so rows are never given fake labels.
-An epoch has ``ceil(n / batch_size)`` steps, n = train rows labelled for at least one task.
-When every task is labelled on the same rows the epoch is one shuffled pass over them.
+An epoch has the steps the trainer asks for (`train.epoch_steps`), or else
+``ceil(n / batch_size)``, n = train rows labelled for at least one task. When every task is
+labelled on the same rows an epoch is shuffled passes over them, cut at its steps.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class TaskSampler(ABC):
         epoch: int,
         total_epochs: int,
         seed: int,
+        steps: int | None = None,
     ) -> Tensor:
         """Row indices of one epoch, batch after batch.
 
@@ -55,16 +57,24 @@ class TaskSampler(ABC):
             epoch: 0-based epoch; with `seed` it fixes the order (resumable, deterministic).
             total_epochs: planned epochs (annealed sampling).
             seed: the run's seed.
+            steps: batches in the epoch; None: one pass over the rows labelled for any task.
         """
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         if all(r.shape == rows[0].shape and torch.equal(r, rows[0]) for r in rows[1:]):
-            return rows[0][torch.randperm(len(rows[0]), generator=gen)]
+            one = rows[0]
+            if steps is None:
+                return one[torch.randperm(len(one), generator=gen)]
+            passes = math.ceil(steps * batch_size / max(len(one), 1))
+            order = torch.cat(
+                [one[torch.randperm(len(one), generator=gen)] for _ in range(passes)]
+            )
+            return order[: steps * batch_size]
         counts = np.array([len(r) for r in rows], dtype=np.float64)
         if counts.sum() == 0:
             raise ValueError("no train row is labelled for any task")
         p = self.probabilities(counts, epoch, total_epochs)
-        n_union = len(torch.unique(torch.cat(rows)))
-        steps = math.ceil(n_union / batch_size)
+        if steps is None:
+            steps = math.ceil(len(torch.unique(torch.cat(rows))) / batch_size)
         draws = torch.multinomial(torch.as_tensor(p), steps, replacement=True, generator=gen)
         perms = [r[torch.randperm(len(r), generator=gen)] for r in rows]
         cursor = [0] * len(rows)

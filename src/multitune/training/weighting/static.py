@@ -23,6 +23,12 @@ class StaticConfig(MethodConfig):
         description="Task name -> loss weight (>= 0); tasks not listed weigh 1.",
     )
 
+    def for_tasks(self, tasks: list[str]) -> StaticConfig:
+        """The weights of `tasks` only."""
+        return self.model_copy(
+            update={"weights": {t: w for t, w in self.weights.items() if t in tasks}}
+        )
+
 
 @WEIGHTINGS.register(StaticConfig)
 class StaticWeighting(LossWeighting):

@@ -1,0 +1,57 @@
+"""The single-task search space: fit for one task, with a linear model tried first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from multitune.config import validate_params
+from multitune.config.space import Choice
+from multitune.tuning.baselines import baseline_base, baseline_space, task_batch_sizes
+from multitune.tuning.space import suggest
+from multitune.tuning.trial import TASK_KEY, TrialSpec
+from tests.tuning.project import tiny_params
+
+
+def test_batch_sizes_scale_with_the_task_rows() -> None:
+    assert task_batch_sizes(900) == [16, 32]  # 900 rows: 28 to 56 steps a pass
+    big = task_batch_sizes(11_000)
+    assert 16 not in big and {64, 128, 256, 512} <= set(big)
+    assert task_batch_sizes(40) == [16]  # too few rows for 16 steps: the smallest batch
+
+
+def test_each_task_space_has_class_weighting_and_a_linear_option_tried_first(
+    tmp_path: Path,
+) -> None:
+    raw = tiny_params(tmp_path)
+    raw["sweep"]["space"]["fusion"] = {"choice": ["gated", "concat"]}
+    raw["sweep"]["space"]["trunk"] = {"choice": [[16], [16, 8]]}
+    params = validate_params(raw)
+    cls = next(t for t in params.tasks if t.name == "cls")
+    reg = next(t for t in params.tasks if t.name == "reg")
+    space, points = baseline_space(params, cls, 900, params.baselines)
+    assert space.class_weighting == Choice(choice=["none", "balanced"])
+    assert space.batch_size == Choice(choice=[16, 32])
+    assert space.trunk is not None and [] in space.trunk.choice  # type: ignore[union-attr]
+    assert space.weighting is None and space.sampling is None  # multi-task knobs are gone
+    reg_space, _ = baseline_space(params, reg, 900, params.baselines)
+    assert reg_space.class_weighting is None  # nothing to weigh in a regression
+
+    # The first point of the task's search is the linear model, and it validates as one.
+    (point,) = points
+    study = optuna.create_study()
+    study.enqueue_trial(point)
+    trial = study.ask()
+    suggest(space, trial, ["cls"])
+    spec = TrialSpec(
+        base=baseline_base(params, "hard"),
+        space=params.sweep.space,
+        tasks=["bin", "cls", "reg"],
+        task_spaces={"cls": space},
+    )
+    linear = spec.params({**trial.params, TASK_KEY: "cls"})
+    assert linear.model.encoder.layers == 0
+    assert linear.model.sharing.hidden == []
+    assert linear.model.fusion.name == "concat"
+    assert [t.name for t in linear.tasks] == ["cls"]
