@@ -228,3 +228,21 @@ def test_registered_version_carries_provenance_tags(project: dict[str, Any]):
     assert any(k.startswith("test.topic.") for k in tags)
     reg = project["outcome"].registration
     assert reg is not None and reg.version == str(version.version)
+
+
+def test_the_alias_is_gated_on_validation_delta_m_never_on_test(project: dict[str, Any]):
+    client = MlflowClient(project["uri"])
+    version = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    stage = client.get_run(project["outcome"].run_id).data.metrics
+    gate = float(version.tags["val_delta_m"])
+    assert gate == pytest.approx(stage["registered_val_delta_m"], abs=1e-6)
+    assert "registered_test_delta_m" in stage  # reported, not used to choose
+    multi = client.search_runs(
+        [client.get_run(version.tags["run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{project['outcome'].run_id}' "
+        "AND tags.kind = 'multi'",
+    )
+    assert version.tags["run_id"] in {r.info.run_id for r in multi}
+    for r in multi:  # every final run says whether it converged, and how far it trained
+        assert r.data.tags["converged"] in ("true", "false")
+        assert r.data.metrics["steps"] >= r.data.metrics["best_step"] > 0

@@ -198,3 +198,24 @@ def test_final_rows_score_the_reference_with_the_same_metrics() -> None:
 
 def test_the_report_and_the_training_library_share_the_baseline_threshold() -> None:
     assert stats.MIN_BASELINE == metrics.MIN_BASELINE == 1e-3
+
+
+def test_a_gap_within_the_floor_tolerance_is_not_a_broken_baseline() -> None:
+    # A network trailing the reference by 0.002 with no noise: significant, yet negligible.
+    rows = [
+        Scored(
+            "t",
+            "auroc",
+            True,
+            _const([0.99] * 3),
+            _const([0.997] * 3),
+            reference=lambda idx: 0.999,
+        )
+    ]
+    strict = compare(rows, 50, delta_m, samples=100).rows[0]
+    tolerant = compare(rows, 50, delta_m, samples=100, floor_tolerance=0.01)
+    assert strict.below_floor and strict.floor_high < 0
+    assert not tolerant.rows[0].below_floor and tolerant.floor_tolerance == 0.01
+    # Beyond the tolerance it is flagged again, and the multi-task side the same way.
+    far = compare(rows, 50, delta_m, samples=100, floor_tolerance=0.005).rows[0]
+    assert not far.below_floor and far.multi_below_floor  # 0.002 within, 0.009 beyond

@@ -38,8 +38,9 @@ def test_each_task_space_has_class_weighting_and_a_linear_option_tried_first(
     reg_space, _ = baseline_space(params, reg, 900, params.baselines)
     assert reg_space.class_weighting is None  # nothing to weigh in a regression
 
-    # The first point of the task's search is the linear model, and it validates as one.
-    (point,) = points
+    # The first points of the task's search are the linear model, with either weighting.
+    assert [p["class_weighting"] for p in points] == ["none", "balanced"]
+    point = points[1]
     study = optuna.create_study()
     study.enqueue_trial(point)
     trial = study.ask()
@@ -55,3 +56,6 @@ def test_each_task_space_has_class_weighting_and_a_linear_option_tried_first(
     assert linear.model.sharing.hidden == []
     assert linear.model.fusion.name == "concat"
     assert [t.name for t in linear.tasks] == ["cls"]
+    assert linear.train.class_weighting == "balanced"
+    _, reg_points = baseline_space(params, reg, 900, params.baselines)
+    assert len(reg_points) == 1 and "class_weighting" not in reg_points[0]

@@ -56,6 +56,13 @@ class ReferenceConfig(StrictModel):
         description="Grid of class weightings of the logistic models: none, or balanced "
         "(inverse class frequency, which favours macro-F1). Not used by ridge.",
     )
+    tolerance: float = Field(
+        default=0.01,
+        ge=0.0,
+        description="How far a network may trail the reference, in the metric's own units, "
+        "before its task's verdict is 'not trustworthy' (the whole single - linear interval "
+        "must lie beyond it). 0: any significant gap.",
+    )
     max_iter: int = Field(
         default=300,
         ge=10,

@@ -108,8 +108,11 @@ def _budgets(params: Params, multi: list[SeedRun], single: dict[str, list[SeedRu
         "single-task search": f"{b.trials_per_task(sw)} trials per task (baselines)",
         "trial epoch cap": f"multi {epochs(sw.epochs)}, single {epochs(b.epochs)} epochs",
         "early stopping (search)": f"sweep {sw.scheduler.name}, baselines {b.scheduler.name}",
-        "epoch": f"{params.train.epoch_steps or 'one pass over the train rows of'} "
-        "optimizer steps, then one validation pass",
+        "epoch": (
+            f"{params.train.epoch_steps} optimizer steps, then one validation pass"
+            if params.train.epoch_steps
+            else "one pass over the run's labelled train rows, then one validation pass"
+        ),
         "patience": f"{params.train.patience} epochs without a better validation score",
         "final steps trained (multi-task)": steps(multi),
         "final steps trained (single-task)": steps([r for rs in single.values() for r in rs]),
@@ -223,6 +226,7 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
             samples=cfg.bootstrap_samples,
             confidence=cfg.confidence,
             seed=cfg.seed_base,
+            floor_tolerance=cfg.reference.tolerance,
         )
 
         # The model to ship: the multi-task seed with the best validation objective. The

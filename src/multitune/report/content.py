@@ -220,8 +220,10 @@ def method_text(inputs: ReportInputs) -> str:
         f"{c.method}; {c.bootstrap_samples} replicates. A verdict is read off the interval: "
         "improves / hurts when it excludes zero, otherwise no clear difference. `linear` is "
         "the tuned linear reference (logistic regression; ridge for regression tasks) on the "
-        "same features and split; where the single-task network is below it beyond the "
-        "interval of single - linear, the task's verdict is not trustworthy."
+        "same features and split, its regularization and class weighting chosen on "
+        "validation; where the single-task network trails it by more than "
+        f"{c.floor_tolerance:g} beyond the interval of single - linear, the task's verdict is "
+        "not trustworthy."
     )
 
 

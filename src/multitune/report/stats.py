@@ -150,6 +150,8 @@ class Comparison:
         dm_excluded: The task pairs left out of Δm: (task, metric, reason).
         dm_nonfinite: Replicates whose Δm is not finite.
         min_baseline: The `MIN_BASELINE` used.
+        floor_tolerance: How far a network may trail the linear reference (metric units)
+            before it counts as below it.
         method: The procedure in one line (the module docstring states it in full).
     """
 
@@ -165,6 +167,7 @@ class Comparison:
     dm_excluded: list[tuple[str, str, str]] = field(default_factory=list)
     dm_nonfinite: int = 0
     min_baseline: float = MIN_BASELINE
+    floor_tolerance: float = 0.0
     method: str = (
         "percentile bootstrap; each replicate draws the test rows once and each side's seeds "
         "once, shared by every metric and Δm (paired rows)"
@@ -202,6 +205,7 @@ def compare(
     confidence: float = 0.95,
     seed: int = 0,
     min_baseline: float = MIN_BASELINE,
+    floor_tolerance: float = 0.0,
 ) -> Comparison:
     """Measure every row and Δm over the task rows, with joint bootstrap intervals.
 
@@ -216,6 +220,9 @@ def compare(
         confidence: Two-sided level of the intervals.
         seed: Seed of the resampling.
         min_baseline: Smallest |single-task mean| a task metric may have to enter Δm.
+        floor_tolerance: How far (in the metric's units) a network may trail the linear
+            reference before it counts as below it: ``below_floor`` needs the whole interval
+            of ``single - reference`` beyond ``-floor_tolerance`` on the bad side.
 
     Returns:
         The comparison; every number in it is computed from the score functions.
@@ -261,6 +268,7 @@ def compare(
             single_b[:, j],
             ref_b[:, j],
             alpha,
+            floor_tolerance,
         )
         for j, r in enumerate(rows)
     ]
@@ -283,6 +291,7 @@ def compare(
         dm_excluded=excluded,
         dm_nonfinite=dm_nonfinite,
         min_baseline=min_baseline,
+        floor_tolerance=floor_tolerance,
     )
 
 
@@ -376,6 +385,7 @@ def _row_result(
     single_b: np.ndarray,
     ref_b: np.ndarray,
     alpha: float,
+    tolerance: float = 0.0,
 ) -> RowResult:
     deltas = multi_b - single_b
     low, high = _interval(deltas, alpha)
@@ -387,9 +397,10 @@ def _row_result(
         floor = single_b - ref_b
         floor_low, floor_high = _interval(floor, alpha)
         floor_nonfinite = int((~np.isfinite(floor)).sum())
-        below = verdict(floor_low, floor_high, r.higher_is_better) == "hurts"
+        shift = tolerance if r.higher_is_better else -tolerance
+        below = verdict(floor_low + shift, floor_high + shift, r.higher_is_better) == "hurts"
         multi_low, multi_high = _interval(multi_b - ref_b, alpha)
-        multi_below = verdict(multi_low, multi_high, r.higher_is_better) == "hurts"
+        multi_below = verdict(multi_low + shift, multi_high + shift, r.higher_is_better) == "hurts"
     return RowResult(
         name=r.name,
         metric=r.metric,

@@ -73,7 +73,8 @@ def task_batch_sizes(rows: int) -> list[int]:
 def baseline_space(
     params: Params, task: TaskConfig, rows: int, cfg: BaselinesConfig
 ) -> tuple[SearchSpace, list[dict[str, Any]]]:
-    """One task's search space and the points tried first (the linear model).
+    """One task's search space and the points tried first (the linear model, with each class
+    weighting searched).
 
     Args:
         params: The validated params (`sweep.space` is the starting point).
@@ -103,7 +104,14 @@ def baseline_space(
                 point["fusion"] = "concat"
                 if "concat" not in [o.name for o in fusion.options]:
                     update["fusion"] = None  # the linear point needs concat fusion
-            points.append(point)
+            # Both class weightings of the linear model when both are searched: on skewed
+            # classes, macro-F1 often turns on the weighting alone.
+            weighting = update.get("class_weighting", space.class_weighting)
+            options = weighting.choice if isinstance(weighting, Choice) else [None]
+            points += [
+                point if w is None else {**point, "class_weighting": knob_label(w)}
+                for w in options
+            ]
     return space.model_copy(update=update), points
 
 
