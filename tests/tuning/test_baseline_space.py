@@ -11,7 +11,7 @@ from multitune.config.space import Choice
 from multitune.tuning.baselines import baseline_base, baseline_space, task_batch_sizes
 from multitune.tuning.space import suggest
 from multitune.tuning.trial import TASK_KEY, TrialSpec
-from tests.tuning.project import tiny_params
+from .project import tiny_params
 
 
 def test_batch_sizes_scale_with_the_task_rows() -> None:
