@@ -11,6 +11,7 @@ from multitune.config.space import Choice
 from multitune.tuning.baselines import baseline_base, baseline_space, task_batch_sizes
 from multitune.tuning.space import suggest
 from multitune.tuning.trial import TASK_KEY, TrialSpec
+
 from .project import tiny_params
 
 
