@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -246,3 +247,13 @@ def test_the_alias_is_gated_on_validation_delta_m_never_on_test(project: dict[st
     for r in multi:  # every final run says whether it converged, and how far it trained
         assert r.data.tags["converged"] in ("true", "false")
         assert r.data.metrics["steps"] >= r.data.metrics["best_step"] > 0
+
+
+def test_delta_m_of_the_shipped_seed_is_nan_not_a_crash_without_shared_metrics():
+    from multitune.final.stage import _safe_delta_m
+
+    # A task with no labelled val rows has no metrics on either side: it is left out.
+    assert _safe_delta_m({"a": {"accuracy": 0.9}, "b": {}}, {"a": {"accuracy": 0.8}, "b": {}}) == (
+        pytest.approx(12.5)
+    )
+    assert math.isnan(_safe_delta_m({"b": {}}, {"b": {}}))

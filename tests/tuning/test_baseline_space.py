@@ -60,3 +60,9 @@ def test_each_task_space_has_class_weighting_and_a_linear_option_tried_first(
     assert linear.train.class_weighting == "balanced"
     _, reg_points = baseline_space(params, reg, 900, params.baselines)
     assert len(reg_points) == 1 and "class_weighting" not in reg_points[0]
+
+    # Without concat among the fusions a linear model cannot be had: none is offered.
+    raw["sweep"]["space"]["fusion"] = {"choice": ["gated", "attention"]}
+    no_concat = validate_params(raw)
+    space, points = baseline_space(no_concat, cls, 900, no_concat.baselines)
+    assert points == [] and space.encoder_layers is None

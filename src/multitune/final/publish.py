@@ -86,6 +86,8 @@ def publish(
         "run_id": chosen.run_id,
         "seed": chosen.seed,
     }
+    if "test_delta_m" in tags:  # reported with the version, never compared
+        version_tags["test_delta_m"] = tags["test_delta_m"]
     for task, metrics in chosen.test_metrics.items():
         for metric, value in metrics.items():
             version_tags[f"test.{task}.{metric}"] = f"{value:.6g}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -59,11 +60,10 @@ class Fitted:
 _DATA: TrainingData | None = None
 
 
-def _init_worker(data: TrainingData, threads: int | None) -> None:
+def _init_worker(data: TrainingData, threads: int) -> None:
     global _DATA
     _DATA = data
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
 
 def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
@@ -74,6 +74,7 @@ def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
     result = train(job.params, data, tasks=tasks, seed=job.seed, baseline=job.baseline)
     feats = data.inputs(data.splits["test"], result.model.token_modalities)
     test_pred = {k: np.asarray(v) for k, v in predict(result.model, feats).items()}
+    result.model.cpu()  # a worker's CUDA tensors must not travel back to the driver
     return Fitted(result, test_pred)
 
 
@@ -88,7 +89,9 @@ def fit_all(
     """Train every job, `workers` at a time, yielding results as they finish.
 
     Worker processes are spawned (not forked: the driver holds threads) and receive the data
-    once each. A failing run raises in the driver after the runs already started finish.
+    once each; each uses `threads` threads (None: the cores shared out between workers). A
+    failing run raises in the driver once the runs already started finish; queued ones are
+    cancelled.
     """
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
@@ -97,18 +100,24 @@ def fit_all(
             yield job, fit(job, data)
         return
     context = multiprocessing.get_context("spawn")
+    n = min(workers, len(jobs))
+    per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // n)
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)),
+        max_workers=n,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(data.to("cpu"), threads),
+        initargs=(data.to("cpu"), per_worker),
     ) as pool:
         futures: dict[Future[Fitted], RunJob] = {pool.submit(fit, job): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            if on_done is not None:
-                on_done(job)
-            yield job, future.result()
+        try:
+            for future in as_completed(futures):
+                job = futures[future]
+                if on_done is not None:
+                    on_done(job)
+                yield job, future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _history_metrics(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, dict[str, Any]]]:

@@ -55,6 +55,15 @@ def delta_m_percent(mt: Any, st: Any) -> float:
     return 100.0 * delta_m(mt, st)
 
 
+def _safe_delta_m(mt: dict[str, dict[str, float]], st: dict[str, dict[str, float]]) -> float:
+    """Δm (percent) over the tasks both sides score; NaN when none (e.g. no val labels)."""
+    shared = {t: m for t, m in mt.items() if m and st.get(t)}
+    try:
+        return delta_m_percent(shared, {t: st[t] for t in shared}) if shared else float("nan")
+    except ValueError:
+        return float("nan")
+
+
 def _mean_metrics(records: list[SeedRun], task: str) -> dict[str, float]:
     keys = set.intersection(*(set(r.test_metrics.get(task, {})) for r in records))
     return {k: float(np.mean([r.test_metrics[task][k] for r in records])) for k in keys}
@@ -233,9 +242,9 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         # registry's gate is its validation Δm too: the test split never chooses.
         best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
         chosen = multi[best]
-        chosen_val_dm = delta_m_percent(chosen.val_metrics, baseline_val)
+        chosen_val_dm = _safe_delta_m(chosen.val_metrics, baseline_val)
         single_test = {t: _mean_metrics(single[t], t) for t in names}
-        chosen_test_dm = delta_m_percent(chosen.test_metrics, single_test)
+        chosen_test_dm = _safe_delta_m(chosen.test_metrics, single_test)
         not_converged = [
             r.run_id for r in [*multi, *single_run_list(single, names)] if r.converged is False
         ]

@@ -162,12 +162,15 @@ def train(
 
         val, _ = evaluate(model, data, "val", batch_size=cfg.eval_batch_size)
         score = objective(val, types, baseline)
-        # A NaN objective (no metric defined) is never an improvement; the first epoch's
-        # weights are kept all the same, so a run that never scores still returns a model.
+        # A NaN objective (no metric defined) is never an improvement. Until some epoch has
+        # scored there is nothing to stop on: the latest weights are kept and patience waits,
+        # so a run whose validation never scores trains to its cap (and is not converged).
         if math.isnan(score):
-            improved, bad = best_epoch < 0, bad + 1
-            if improved:
+            improved = False
+            if math.isinf(best_score):
                 best_epoch, best_state = epoch, cpu_state(model.state_dict())
+            else:
+                bad += 1
         elif score > best_score:
             improved, best_epoch, best_score, bad = True, epoch, score, 0
             best_state = cpu_state(model.state_dict())

@@ -95,15 +95,19 @@ def baseline_space(
     if cfg.linear_option:
         layers = _choices(space.encoder_layers, params.model.encoder.layers)
         trunks = _choices(space.trunk, params.model.sharing.hidden)  # type: ignore[attr-defined]
-        if layers is not None and trunks is not None:
+        fusions = (
+            [o.name for o in space.fusion.options]
+            if isinstance(space.fusion, MethodKnob)
+            else [params.model.fusion.name]  # type: ignore[attr-defined]
+        )
+        # Linear needs concat fusion (the others mix modalities non-linearly): without it
+        # among the fusions the search may try, no linear option is offered.
+        if layers is not None and trunks is not None and "concat" in fusions:
             update["encoder_layers"] = Choice(choice=_with(layers, 0))
             update["trunk"] = Choice(choice=_with(trunks, []))
             point = {"encoder_layers": 0, "trunk": knob_label([])}
-            fusion = space.fusion
-            if isinstance(fusion, MethodKnob) and len(fusion.options) > 1:
+            if len(fusions) > 1:
                 point["fusion"] = "concat"
-                if "concat" not in [o.name for o in fusion.options]:
-                    update["fusion"] = None  # the linear point needs concat fusion
             # Both class weightings of the linear model when both are searched: on skewed
             # classes, macro-F1 often turns on the weighting alone.
             weighting = update.get("class_weighting", space.class_weighting)
