@@ -212,7 +212,12 @@ def log_run(
     )
 
 
-def mean_val(results: Sequence[TrainResult], task: str) -> dict[str, float]:
-    """A task's val metrics averaged over runs (the baseline of the Δm objective)."""
-    keys = set.intersection(*(set(r.metrics["val"].get(task, {})) for r in results))
-    return {k: float(np.mean([r.metrics["val"][task][k] for r in results])) for k in keys}
+def mean_metrics(runs: Sequence[SeedRun], task: str, split: str) -> dict[str, float]:
+    """A task's `val` or `test` metrics averaged over runs (val: the baseline of the Δm
+    objective), over the metrics every run has."""
+
+    def of(r: SeedRun) -> dict[str, dict[str, float]]:
+        return r.val_metrics if split == "val" else r.test_metrics
+
+    keys = set.intersection(*(set(of(r).get(task, {})) for r in runs))
+    return {k: float(np.mean([of(r)[task][k] for r in runs])) for k in keys}

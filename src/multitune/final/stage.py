@@ -21,7 +21,7 @@ from multitune.console import console
 from multitune.final import inputs
 from multitune.final.paths import FinalPaths
 from multitune.final.reference import ReferenceResult, fit_reference
-from multitune.final.runs import Fitted, RunJob, fit_all, log_run, mean_val, run_name
+from multitune.final.runs import Fitted, RunJob, fit_all, log_run, mean_metrics, run_name
 from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.sweep_view import sweep_view
 from multitune.final.transfer import transfer_jobs, transfer_matrix
@@ -34,7 +34,7 @@ from multitune.tracking import (
     stage_run,
     start_child,
 )
-from multitune.training import TrainingData, TrainResult
+from multitune.training import TrainingData
 from multitune.training.metrics import delta_m, objective, primary_metric
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,6 @@ def _safe_delta_m(mt: dict[str, dict[str, float]], st: dict[str, dict[str, float
         return delta_m_percent(shared, {t: st[t] for t in shared}) if shared else float("nan")
     except ValueError:
         return float("nan")
-
-
-def _mean_metrics(records: list[SeedRun], task: str) -> dict[str, float]:
-    keys = set.intersection(*(set(r.test_metrics.get(task, {})) for r in records))
-    return {k: float(np.mean([r.test_metrics[task][k] for r in records])) for k in keys}
 
 
 def _curves(records: list[SeedRun], types: dict[str, str]) -> pd.DataFrame:
@@ -184,7 +179,6 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         if with_transfer:
             first += transfer_jobs(multi_params, names, cfg.transfer, seeds[0])
         single: dict[str, list[SeedRun]] = {t: [] for t in names}
-        single_results: dict[str, list[TrainResult]] = {t: [] for t in names}
         transfer_runs: dict[tuple[str, ...], SeedRun] = {}
         with console.status(f"final: {len(first)} single-task and transfer runs") as status:
             for job, fitted in fit_all(first, data, workers=workers, threads=cfg.threads):
@@ -192,14 +186,11 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
                 rec = log(job, fitted)
                 if job.kind == "single":
                     single[job.key[1]].append(rec)
-                    single_results[job.key[1]].append(fitted.result)
                 else:
                     transfer_runs[tuple(job.tasks or ())] = rec
         for t in names:  # seed order, whatever order the workers finished in
-            order = np.argsort([r.seed for r in single[t]])
-            single[t] = [single[t][i] for i in order]
-            single_results[t] = [single_results[t][i] for i in order]
-        baseline_val = {t: mean_val(single_results[t], t) for t in names}
+            single[t].sort(key=lambda r: r.seed)
+        baseline_val = {t: mean_metrics(single[t], t, "val") for t in names}
 
         multi_jobs = [
             RunJob(("multi", s), multi_params, "multi", None, s, baseline_val) for s in seeds
@@ -243,7 +234,7 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
         chosen = multi[best]
         chosen_val_dm = _safe_delta_m(chosen.val_metrics, baseline_val)
-        single_test = {t: _mean_metrics(single[t], t) for t in names}
+        single_test = {t: mean_metrics(single[t], t, "test") for t in names}
         chosen_test_dm = _safe_delta_m(chosen.test_metrics, single_test)
         not_converged = [
             r.run_id for r in [*multi, *single_run_list(single, names)] if r.converged is False
