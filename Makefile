@@ -53,6 +53,17 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	ruff format --check .
 	mypy
 
+.PHONY: ui
+ui: $(STAMP) ## Open MLflow's UI for the project's runs on 127.0.0.1:5000
+	multitune ui
+
+MODEL ?= models:/multitune@champion
+PORT ?= 5001
+.PHONY: serve
+serve: $(STAMP) ## Serve the registered model (MODEL=..., PORT=...) in an env built from its requirements
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+		mlflow models serve -m "$(MODEL)" --env-manager virtualenv -h 127.0.0.1 -p $(PORT)
+
 .PHONY: bench
 bench: $(STAMP) ## Run the speed benchmarks
 	@for b in benchmarks/*.py; do echo "== $$b"; python $$b || exit 1; done

@@ -48,15 +48,17 @@ def _ui(args: argparse.Namespace) -> None:
 
     from multitune.config import load_params
     from multitune.console import console
+    from multitune.tracking import configured_uri, workspace_root
     from multitune.tracking.server import serve, ui_spec
 
     params = load_params(args.params)
-    spec = ui_spec(params.mlflow.tracking_uri, host=args.host, port=args.port)
+    uri, _ = configured_uri(params.mlflow)  # MLFLOW_TRACKING_URI wins, as for the stages
+    spec = ui_spec(uri, host=args.host, port=args.port)
     if spec is None:
-        console.print(f"runs are tracked by {params.mlflow.tracking_uri}: open it in a browser")
+        console.print(f"runs are tracked by {uri}: open it in a browser")
         return
     console.print(f"MLflow UI: {spec.url} (Ctrl-C stops it)")
-    sys.exit(serve(spec, Path(args.params).resolve().parent))
+    sys.exit(serve(spec, workspace_root(Path(args.params).resolve().parent)))
 
 
 def build_parser() -> argparse.ArgumentParser:

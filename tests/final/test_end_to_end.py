@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import synthetic_params, write_synthetic
+from mlflow import MlflowClient
 from synthetic import synthetic_frame, word_tags
 
 from multitune.config import validate_params
@@ -71,8 +73,10 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.mark.slow
-def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone of the repository with the tiny profile, after one `dvc repro`."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     frame = synthetic_frame()
@@ -84,6 +88,30 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
 
     first = _run(["dvc", "repro"], clone)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return clone
+
+
+EXAMPLE_ROWS = [
+    {
+        "text": "A great goal by the team!",
+        "num_a": 1.0,
+        "num_b": 0.0,
+        "num_c": 0.0,
+        "audio": [0.0] * 8,
+    },
+    {
+        "text": "The senate votes on the budget today.",
+        "num_a": 0.0,
+        "num_b": 1.0,
+        "num_c": -0.5,
+        "audio": [0.1] * 8,
+    },
+]
+
+
+@pytest.mark.slow
+def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(repro: Path, tmp_path: Path):
+    clone = repro
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"sentiment", "topic", "rating", "keywords"}
     assert metrics["verdict"] in ("improves", "hurts", "no clear difference")
@@ -98,16 +126,7 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
 
     mlflow.set_tracking_uri(f"sqlite:///{clone / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/e2e@champion")
-    rows = [
-        {
-            "text": "A great goal by the team!",
-            "num_a": 1.0,
-            "num_b": 0.0,
-            "num_c": 0.0,
-            "audio": [0.0] * 8,
-        }
-    ]
-    out = model.predict(pd.DataFrame(rows))
+    out = model.predict(pd.DataFrame(EXAMPLE_ROWS[:1]))
     assert out["topic"].iloc[0] in ("politics", "science", "sports")
     assert len(out["keywords"].iloc[0]) == 6  # a label per word of "A great goal by the team!"
     assert model.unwrap_python_model().network.token_modalities == ["text"]  # fine-tuned layers
@@ -115,3 +134,112 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(tmp_path: Path):
     second = _run(["dvc", "repro"], clone)
     assert second.returncode == 0
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
+
+
+@pytest.mark.slow
+def test_the_registry_links_the_model_to_its_run_data_and_report(repro: Path):
+    client = MlflowClient(f"sqlite:///{repro / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("e2e", "champion")
+    # Logged on the multi-task run that trained it, which names the data it trained on.
+    run = client.get_run(version.run_id)
+    assert run.data.tags["kind"] == "multi" and run.data.tags["stage"] == "final"
+    lock = yaml.safe_load((repro / "dvc.lock").read_text())
+    dvc_md5 = {o["path"]: o["md5"] for o in lock["stages"]["split"]["outs"]}
+    dvc_md5.update({o["path"]: o["md5"] for o in lock["stages"]["ingest"]["outs"]})
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["table-test", "table-train", "table-val"]
+    for d in inputs.values():
+        tags = {t.key: t.value for t in d.tags}
+        assert d.dataset.digest == dvc_md5["data/dataset.parquet"]
+        assert tags["split_file_md5"] == dvc_md5["data/splits.parquet"]
+        assert int(tags["rows"]) > 0
+    # The best epoch's scores under their own keys: the `val/...` curve is per epoch.
+    assert any(k.startswith("best_val/") for k in run.data.metrics)
+    assert any(k.startswith("val/") for k in run.data.metrics)
+    # The version says what it is; the stage's run carries the report and the sweep's outputs.
+    assert "verdict" in version.description.lower() and version.run_id in version.description
+    for key in ("verdict", "delta_m", "delta_m_ci", "val_delta_m", "data_hash", "git_commit"):
+        assert version.tags.get(key), key
+    final = client.get_run(run.data.tags["mlflow.parentRunId"])
+    listed = {a.path for a in client.list_artifacts(final.info.run_id, "reports")}
+    assert {"reports/comparison.html", "reports/comparison.md"} <= listed
+    swept = {a.path for a in client.list_artifacts(final.info.run_id, "sweep")}
+    assert swept == {"sweep/trials.parquet", "sweep/best.yaml"}
+
+
+@pytest.mark.slow
+def test_the_champion_predicts_in_a_fresh_venv_built_from_its_requirements(
+    repro: Path, tmp_path: Path
+):
+    uri = f"sqlite:///{repro / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    local = Path(
+        mlflow.artifacts.download_artifacts("models:/e2e@champion", dst_path=str(tmp_path / "m"))
+    )
+    requirements = (local / "requirements.txt").read_text().split()
+    assert not [r for r in requirements if "+" in r or r.startswith("multitune")], requirements
+    assert "torch==2.13.0" in requirements
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "-r", str(local / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(EXAMPLE_ROWS))
+    script = (
+        "import json, sys, importlib.metadata as md, pandas as pd, mlflow.pyfunc\n"
+        "assert 'multitune' not in {d.metadata['Name'] for d in md.distributions()}\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "out = model.predict(pd.DataFrame(json.load(open(sys.argv[2]))))\n"
+        "print(out.to_json(orient='records'))\n"
+    )
+    # A bare environment: no PYTHONPATH, run outside the repository, only the venv on PATH.
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    served = subprocess.run(
+        [str(py), "-c", script, str(local), str(rows)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    fresh = pd.DataFrame(json.loads(served.stdout.strip().splitlines()[-1]))
+    here = mlflow.pyfunc.load_model(str(local)).predict(pd.DataFrame(EXAMPLE_ROWS))
+    for task in ("sentiment", "topic", "keywords"):
+        assert fresh[task].tolist() == list(here[task]), task
+    for column in ("sentiment_proba", "topic_proba"):
+        assert np.allclose(np.stack(fresh[column]), np.stack(here[column]), atol=1e-5)
+    assert np.allclose(fresh["rating"], here["rating"], atol=1e-5)
+
+
+def _run_count(db: Path) -> int:
+    client = MlflowClient(f"sqlite:///{db}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(experiments, max_results=50_000))
+
+
+@pytest.mark.slow
+def test_a_temp_experiment_keeps_its_runs_in_the_workspace_store(repro: Path):
+    clone = repro
+    git = ["git", "-c", "user.name=multitune", "-c", "user.email=ci@localhost"]
+    subprocess.run([*git, "add", "-A", "input", "params.yaml", "dvc.lock"], cwd=clone, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny profile"], cwd=clone, check=True)
+    before = _run_count(clone / "mlflow.db")
+    versions = len(MlflowClient(f"sqlite:///{clone / 'mlflow.db'}").search_model_versions())
+
+    exp = _run(["dvc", "exp", "run", "--temp", "-S", "final.seeds=1"], clone)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    # Only the final stage reran (its params changed), in DVC's temporary copy; its runs and
+    # the new model version are in the workspace's store, not in the vanished copy's.
+    assert "Stage 'sweep' didn't change" in exp.stdout + exp.stderr
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    assert _run_count(clone / "mlflow.db") > before
+    assert len(client.search_model_versions()) == versions + 1
+    assert not list((clone / ".dvc" / "tmp").rglob("mlflow.db"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import shutil
 import socket
 import threading
@@ -52,6 +53,32 @@ def test_connect_creates_the_experiment_with_artifacts_in_mlartifacts(project: P
     assert experiment.name == "exp"
     assert experiment.artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
     assert tracking.connect(MlflowConfig(experiment="exp"), tmp_path) == tracker  # idempotent
+
+
+def test_a_dvc_temp_copy_writes_to_its_workspace_store(project: Path) -> None:
+    # `dvc exp run --temp` / `dvc queue start` run the stage in <workspace>/.dvc/tmp/exps/...
+    copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpk3x9"
+    copy.mkdir(parents=True)
+    tracker = tracking.connect(MlflowConfig(experiment="exp"), copy)
+    assert tracker.uri == f"sqlite:///{project.resolve()}/mlflow.db"
+    assert not (copy / "mlflow.db").exists()
+    assert tracking.workspace_root(project) == project.resolve()
+
+
+def test_mlflow_tracking_uri_wins_over_params_and_does_not_leak(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path_factory.mktemp("other")
+    shutil.copy(project / "mlflow.db", other / "team.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}/team.db")
+    tracker = tracking.connect(MlflowConfig(tracking_uri="sqlite:///mlflow.db"), project)
+    assert tracker.uri == f"sqlite:///{other.resolve()}/team.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    # Without the variable, params' store; and connecting does not export it, so a later
+    # connect in this process, or a `dvc repro` it starts, is not sent to this store.
+    tracker = tracking.connect(MlflowConfig(tracking_uri="sqlite:///mlflow.db"), project)
+    assert tracker.uri == f"sqlite:///{project.resolve()}/mlflow.db"
+    assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def test_unreachable_server_fails_within_seconds_naming_the_uri(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from multitune.config import Params
 from multitune.data import read_dataset, read_splits, read_tasks
 from multitune.final.paths import FinalPaths
 from multitune.final.scoring import SeedRun
+from multitune.report import Comparison
+from multitune.tracking import resumed
 from multitune.tracking.pyfunc import build_spec, input_columns, log_pyfunc, stage_artifacts
 from multitune.tracking.registry import (
     Registration,
@@ -55,8 +57,12 @@ def publish(
     phash: str,
     dhash: str,
     tags: Mapping[str, str],
+    description: str = "",
 ) -> Registration:
     """Log (unless this exact params+data+code is registered already) and register.
+
+    The model is logged on the run that trained it (`chosen`), so the registry's version
+    links to that run's params, curves and datasets.
 
     Args:
         params: The validated params.
@@ -66,7 +72,9 @@ def publish(
         chosen_dm: Its validation Δm in percent (the gate; test never chooses).
         phash: Params hash.
         dhash: Data hash.
-        tags: The stage's tags (git commit...).
+        tags: The stage's tags (git commit...) and the comparison's (`verdict`, `delta_m`,
+            `delta_m_ci`, `test_delta_m`), which the version carries.
+        description: The version's description (`version_description`).
 
     Returns:
         The registration outcome.
@@ -86,14 +94,47 @@ def publish(
         "run_id": chosen.run_id,
         "seed": chosen.seed,
     }
-    if "test_delta_m" in tags:  # reported with the version, never compared
-        version_tags["test_delta_m"] = tags["test_delta_m"]
+    # Reported with the version, never compared (the gate is validation Δm).
+    for key in ("test_delta_m", "verdict", "delta_m", "delta_m_ci"):
+        if key in tags:
+            version_tags[key] = tags[key]
     for task, metrics in chosen.test_metrics.items():
         for metric, value in metrics.items():
             version_tags[f"test.{task}.{metric}"] = f"{value:.6g}"
-    with tempfile.TemporaryDirectory(prefix="multitune-model-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="multitune-model-") as tmp,
+        resumed(chosen.run_id),
+    ):
         artifacts = stage_artifacts(Path(tmp), model_dir, data_dir / "features", spec)
         info = log_pyfunc(artifacts, example, metadata={"tasks": spec["tasks"]})
     return register(
-        info.model_uri, reg.model_name, reg.alias, delta_m=chosen_dm, fp=fp, tags=version_tags
+        info.model_uri,
+        reg.model_name,
+        reg.alias,
+        delta_m=chosen_dm,
+        fp=fp,
+        tags=version_tags,
+        description=description,
+    )
+
+
+def version_description(
+    chosen: SeedRun,
+    val_dm: float,
+    test_dm: float,
+    verdict: str,
+    comparison: Comparison,
+    dhash: str,
+    tags: Mapping[str, str],
+) -> str:
+    """What a registry user reads first: which run, how it was chosen, what it was found."""
+    ci = f"{comparison.confidence:.0%} CI [{comparison.delta_m_low:+.2f}%, "
+    ci += f"{comparison.delta_m_high:+.2f}%]"
+    return (
+        f"Multi-task model over {', '.join(chosen.tasks)}: run {chosen.run_id} (seed "
+        f"{chosen.seed}), chosen among the final stage's seeds on validation (val Δm "
+        f"{val_dm:+.2f}% against the single-task baselines; test Δm {test_dm:+.2f}%). "
+        f"Verdict of the comparison on the test split: {verdict}, Δm {comparison.delta_m:+.2f}% "
+        f"({ci}). Data hash {dhash}, git commit {tags.get('git_commit', 'unknown')}. Input: "
+        "the raw table's columns (see the signature); output: every task's prediction."
     )

@@ -172,7 +172,9 @@ def log_run(
         )
         for epoch, metrics in _history_metrics(result.history):
             handle.log_metrics(metrics, step=epoch)
-        handle.log_metrics({split: result.metrics[split] for split in ("val", "test")})
+        # The kept (best) epoch's scores under their own keys: `val/...` is the per-epoch
+        # curve, whose latest value in the UI is the last epoch's, not the kept model's.
+        handle.log_metrics({"best_val": result.metrics["val"], "test": result.metrics["test"]})
         if result.group_metrics.get("test"):
             handle.log_metrics({"test_group": result.group_metrics["test"]})
         handle.log_metrics(

@@ -25,7 +25,16 @@ from multitune.final.runs import Fitted, RunJob, fit_all, log_run, mean_metrics,
 from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.sweep_view import sweep_view
 from multitune.final.transfer import transfer_jobs, transfer_matrix
-from multitune.report import ReportInputs, RunRecord, compare, render, summary_text, write_curves
+from multitune.report import (
+    ReportInputs,
+    RunRecord,
+    compare,
+    overall_verdict,
+    render,
+    summary_text,
+    task_verdicts,
+    write_curves,
+)
 from multitune.tracking import (
     base_tags,
     connect,
@@ -34,6 +43,7 @@ from multitune.tracking import (
     stage_run,
     start_child,
 )
+from multitune.tracking.lineage import log_inputs, split_inputs
 from multitune.training import TrainingData
 from multitune.training.metrics import delta_m, objective, primary_metric
 
@@ -249,9 +259,21 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
                 "not_converged_runs": len(not_converged),
             }
         )
+        # Every run of the stage names the data it trained on and was scored on.
+        log_inputs(
+            [run.run_id, *(r.run_id for r in _all_runs(multi, single, names, transfer_runs))]
+            + [r.run_id for r in reference_runs],
+            split_inputs(
+                paths.data / "dataset.parquet",
+                paths.data / "splits.parquet",
+                {split: len(index) for split, index in data.splits.items()},
+                _data_name(params.data.source),
+            ),
+        )
+        word, _ = overall_verdict(comparison, task_verdicts(comparison))
         registration = None
         if cfg.register_model:
-            from multitune.final.publish import publish
+            from multitune.final.publish import publish, version_description
 
             registration = publish(
                 params,
@@ -261,7 +283,16 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
                 chosen_val_dm,
                 phash=params_hash(params),
                 dhash=dhash,
-                tags={**tags, "test_delta_m": f"{chosen_test_dm:.6g}"},
+                tags={
+                    **tags,
+                    "test_delta_m": f"{chosen_test_dm:.6g}",
+                    "verdict": word,
+                    "delta_m": f"{comparison.delta_m:.6g}",
+                    "delta_m_ci": f"[{comparison.delta_m_low:.6g}, {comparison.delta_m_high:.6g}]",
+                },
+                description=version_description(
+                    chosen, chosen_val_dm, chosen_test_dm, word, comparison, dhash, tags
+                ),
             )
 
         sweep = sweep_view(inputs.read_trials(paths.sweep), names, types, cfg)
@@ -281,7 +312,7 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
                 f"{registration.name} v{registration.version} ({registration.outcome} on "
                 f"validation Δm; {registration.alias} -> v{registration.holder_version})"
             )
-        all_runs = [*multi, *single_run_list(single, names), *transfer_runs.values()]
+        all_runs = _all_runs(multi, single, names, transfer_runs)
         report = ReportInputs(
             comparison=comparison,
             reference=ref.test if ref else {},
@@ -314,8 +345,30 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         )
         render(report, paths.reports)
         write_curves(report.curves, paths.reports / "curves")
+        # The stage's run carries what it read and wrote: the report (figures inside), the
+        # sweep's trials and its best config.
+        run.log_artifacts(paths.reports, "reports")
+        for name in ("trials.parquet", "best.yaml"):
+            if (paths.sweep / name).exists():
+                run.log_artifacts(paths.sweep / name, "sweep")
     summary = summary_text(report)
     return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
+
+
+def _all_runs(
+    multi: list[SeedRun],
+    single: dict[str, list[SeedRun]],
+    names: list[str],
+    transfer: dict[tuple[str, ...], SeedRun],
+) -> list[SeedRun]:
+    return [*multi, *single_run_list(single, names), *transfer.values()]
+
+
+def _data_name(source: str) -> str:
+    """A short name of the data for its MLflow datasets: the bundled set's, or the file's."""
+    if source.startswith("builtin:"):
+        return source.removeprefix("builtin:")
+    return Path(source).stem
 
 
 def single_run_list(single: dict[str, list[SeedRun]], names: list[str]) -> list[SeedRun]:

@@ -7,7 +7,15 @@ can be open at once.
 
 from __future__ import annotations
 
-from multitune.tracking.connection import Tracking, connect, current, probe_server, resolve_uri
+from multitune.tracking.connection import (
+    Tracking,
+    configured_uri,
+    connect,
+    current,
+    probe_server,
+    resolve_uri,
+    workspace_root,
+)
 from multitune.tracking.runs import (
     RunHandle,
     base_tags,
@@ -17,6 +25,7 @@ from multitune.tracking.runs import (
     log_metrics,
     log_params,
     reopen,
+    resumed,
     stage_run,
     start_child,
 )
@@ -26,6 +35,7 @@ __all__ = [
     "RunHandle",
     "Tracking",
     "base_tags",
+    "configured_uri",
     "connect",
     "current",
     "data_hash",
@@ -40,6 +50,8 @@ __all__ = [
     "probe_server",
     "reopen",
     "resolve_uri",
+    "resumed",
     "stage_run",
     "start_child",
+    "workspace_root",
 ]

@@ -1,4 +1,11 @@
-"""Connect to the MLflow tracking store named in params: a project SQLite file or a server."""
+"""Connect to the MLflow tracking store: a project SQLite file or a server.
+
+Which store: `MLFLOW_TRACKING_URI` when the user set it (as every MLflow tool honours it),
+else `mlflow.tracking_uri` from params.yaml. A relative SQLite path resolves against the
+*workspace* root: the project directory, or, for a stage that DVC runs in a temporary copy
+(`dvc exp run --temp`, `dvc queue start`: `<workspace>/.dvc/tmp/exps/...`), the workspace that
+copy was made from, so an experiment's runs and registered versions outlive its copy.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = "mlartifacts"
 PROBE_TIMEOUT_S = 5.0
+ENV_URI = "MLFLOW_TRACKING_URI"
+# DVC runs a temporary or queued experiment in a directory under `<workspace>/.dvc/tmp/exps/`.
+_DVC_EXPS = (".dvc", "tmp", "exps")
 
 _current: Tracking | None = None
 
@@ -51,6 +61,24 @@ class Tracking:
         return self.uri.startswith("sqlite:")
 
 
+def workspace_root(project_root: str | Path) -> Path:
+    """The workspace a project directory belongs to: itself, or, for a DVC experiment's
+    temporary copy (`<workspace>/.dvc/tmp/exps/[standalone/]tmpXXXX`), that workspace."""
+    root = Path(project_root).resolve()
+    for parent in root.parents:
+        if parent.parts[-3:] == _DVC_EXPS:
+            return parent.parents[2]
+    return root
+
+
+def configured_uri(mlflow_cfg: MlflowConfig) -> tuple[str, str]:
+    """The tracking URI to use and where it came from (`MLFLOW_TRACKING_URI` wins)."""
+    from_env = os.environ.get(ENV_URI, "").strip()
+    if from_env:
+        return from_env, ENV_URI
+    return mlflow_cfg.tracking_uri, "mlflow.tracking_uri in params.yaml"
+
+
 def resolve_uri(uri: str, project_root: Path) -> str:
     """The tracking URI with a relative SQLite path made absolute under `project_root`.
 
@@ -71,7 +99,9 @@ def resolve_uri(uri: str, project_root: Path) -> str:
     return uri
 
 
-def probe_server(uri: str, timeout_s: float | None = None) -> None:
+def probe_server(
+    uri: str, timeout_s: float | None = None, origin: str = "mlflow.tracking_uri in params.yaml"
+) -> None:
     """Fail fast when an http(s) tracking server does not answer.
 
     MLflow's own client retries for minutes before giving up; this asks the server's
@@ -90,7 +120,7 @@ def probe_server(uri: str, timeout_s: float | None = None) -> None:
         reason = getattr(err, "reason", err)
         raise UserError(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, or fix "
-            "mlflow.tracking_uri in params.yaml (e.g. sqlite:///mlflow.db for a local store)"
+            f"{origin} (e.g. sqlite:///mlflow.db for a local store)"
         ) from None
     if status >= 500:
         raise UserError(f"MLflow tracking server {uri} answers HTTP {status} on /health")
@@ -99,9 +129,11 @@ def probe_server(uri: str, timeout_s: float | None = None) -> None:
 def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
     """Open the tracking store, create the experiment if needed, and make both current.
 
-    SQLite: the path is relative to `project_root`; the schema is created under a file lock
-    so concurrent first connections do not race on MLflow's migrations. Artifacts go to
-    `<project_root>/mlartifacts/`. A server URI is probed first and fails within seconds.
+    The URI is `MLFLOW_TRACKING_URI` if set, else params' (see the module docstring).
+    SQLite: a relative path is relative to the workspace root (`workspace_root`); the schema
+    is created under a file lock so concurrent first connections do not race on MLflow's
+    migrations. Artifacts go to `<workspace>/mlartifacts/`. A server URI is probed first and
+    fails within seconds.
 
     Args:
         mlflow_cfg: The `mlflow:` section of params.
@@ -114,10 +146,13 @@ def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
         UserError: the store is unreachable or the URI is a deprecated file store.
     """
     global _current
-    root = Path(project_root).resolve()
-    uri = resolve_uri(mlflow_cfg.tracking_uri, root)
+    root = workspace_root(project_root)
+    configured, origin = configured_uri(mlflow_cfg)
+    uri = resolve_uri(configured, root)
+    if origin == ENV_URI:
+        logger.info("%s=%s overrides mlflow.tracking_uri in params.yaml", ENV_URI, configured)
     if uri.startswith(("http://", "https://")):
-        probe_server(uri)
+        probe_server(uri, origin=origin)
     with _init_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(mlflow_cfg.experiment)
@@ -128,7 +163,7 @@ def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
             )
         else:
             experiment_id = experiment.experiment_id
-    mlflow.set_tracking_uri(uri)
+    _set_tracking_uri(uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     _current = Tracking(uri, experiment_id, mlflow_cfg.experiment)
     logger.info("tracking to %s (experiment %s)", uri, experiment_id)
@@ -144,6 +179,21 @@ def current() -> Tracking:
     if _current is None:
         raise RuntimeError("multitune.tracking.connect(...) must be called first")
     return _current
+
+
+def _set_tracking_uri(uri: str) -> None:
+    """Make `uri` MLflow's tracking URI in this process only.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI for subprocesses; left there, it
+    would read as the user's choice in every later `connect` of this process (another
+    project's store) and in every subprocess it starts (a `dvc repro` of another project).
+    """
+    before = os.environ.get(ENV_URI)
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop(ENV_URI, None)
+    else:
+        os.environ[ENV_URI] = before
 
 
 @contextlib.contextmanager

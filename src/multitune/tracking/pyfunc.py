@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,17 +47,6 @@ TEXT_ENCODER, TEXT_STATE, BUNDLED_MODEL = (
     "sentence_transformer",
     "sentence_transformer.json",
     "model",
-)
-_REQUIREMENTS = (
-    "mlflow",
-    "torch",
-    "numpy",
-    "pandas",
-    "pyarrow",
-    "scikit-learn",
-    "sentence-transformers",
-    "safetensors",
-    "pydantic",
 )
 
 
@@ -322,16 +312,18 @@ def signature_for(
     return infer_signature(example, output, params={"tasks": list(task_names), "task": ""})
 
 
-def _pins() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
+def stage_code(staging: Path) -> Path:
+    """A clean copy of the multitune package (no bytecode) for the model's `code_paths`."""
+    import multitune
 
-    pins = []
-    for name in _REQUIREMENTS:
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            continue
-    return pins
+    target = staging / "code" / "multitune"
+    shutil.copytree(
+        Path(multitune.__file__).parent,
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        dirs_exist_ok=True,
+    )
+    return target
 
 
 def log_pyfunc(
@@ -341,7 +333,13 @@ def log_pyfunc(
     name: str = "model",
     metadata: Mapping[str, Any] | None = None,
 ) -> ModelInfo:
-    """Log the served model from code into the active run.
+    """Log the served model from code into the active run, self-contained.
+
+    The model carries multitune's code (`code_paths`: MLflow puts it on `sys.path` when
+    loading) and the encoders' files, and requires only what loading it and predicting import
+    (`multitune.tracking.requirements`), so a clean environment built from its
+    `requirements.txt` serves it (`mlflow models serve` with a virtualenv or uv, or
+    `mlflow models build-docker`), on a CPU or a GPU host.
 
     Args:
         artifacts: From `stage_artifacts`.
@@ -352,15 +350,21 @@ def log_pyfunc(
     Returns:
         MLflow's `ModelInfo` (its `model_uri` is what gets registered).
     """
+    from multitune.tracking.requirements import served_requirements
+
     local = load_local(artifacts)
     output = local.predict(None, example)
     signature = signature_for(example, output, [t.name for t in local.tasks])
-    return mlflow.pyfunc.log_model(
-        python_model=str(MODEL_CODE),
-        name=name,
-        artifacts=dict(artifacts),
-        input_example=example,
-        signature=signature,
-        pip_requirements=_pins(),
-        metadata=dict(metadata or {}),
-    )
+    with tempfile.TemporaryDirectory(prefix="multitune-code-") as tmp:
+        code = stage_code(Path(tmp))
+        requirements = served_requirements(artifacts, example, Path(tmp))
+        return mlflow.pyfunc.log_model(
+            python_model=str(MODEL_CODE),
+            name=name,
+            artifacts=dict(artifacts),
+            code_paths=[str(code)],
+            input_example=example,
+            signature=signature,
+            pip_requirements=requirements,
+            metadata=dict(metadata or {}),
+        )

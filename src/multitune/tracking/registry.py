@@ -127,6 +127,7 @@ def register(
     delta_m: float,
     fp: str,
     tags: Mapping[str, Any],
+    description: str = "",
     client: MlflowClient | None = None,
 ) -> Registration:
     """Register `model_uri` as a new version of `name` and gate `alias` on Δm.
@@ -139,6 +140,7 @@ def register(
         fp: Its fingerprint (see `fingerprint`); an existing version with it is returned
             as "unchanged" and nothing is registered.
         tags: Extra version tags (git commit, params hash, per-task test metrics...).
+        description: The new version's description.
         client: Registry client (default: the current tracking/registry URI).
 
     Returns:
@@ -154,6 +156,8 @@ def register(
     all_tags = {k: str(v) for k, v in tags.items()}
     all_tags.update({FINGERPRINT: fp, DELTA_M: repr(float(delta_m))})
     version = mlflow.register_model(model_uri, name, tags=all_tags)
+    if description:
+        client.update_model_version(name, version.version, description=description)
     previous = _delta_m(holder)
     if beats(delta_m, previous if holder is not None else None):
         client.set_registered_model_alias(name, alias, version.version)

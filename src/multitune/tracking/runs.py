@@ -44,6 +44,14 @@ class RunHandle:
         for chunk in _chunks(items, _BATCH):
             self.tracking.client.log_batch(self.run_id, tags=chunk)
 
+    def log_artifacts(self, local: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a directory's contents under `artifact_path` of the run."""
+        local = Path(local)
+        if local.is_dir():
+            self.tracking.client.log_artifacts(self.run_id, str(local), artifact_path)
+        else:
+            self.tracking.client.log_artifact(self.run_id, str(local), artifact_path)
+
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """End the run: FINISHED, FAILED (with the error as the `error` tag) or KILLED."""
         end_run(self.run_id, status, error, tracking=self.tracking)
@@ -124,6 +132,15 @@ def stage_run(
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+@contextlib.contextmanager
+def resumed(run_id: str) -> Iterator[RunHandle]:
+    """Make a finished run active again (nested under the active one), e.g. to log the model
+    on the run that trained it; it ends FINISHED again on leaving."""
+    tracking = current()
+    with mlflow.start_run(run_id=run_id, nested=True):
+        yield RunHandle(run_id, tracking)
 
 
 def start_child(
