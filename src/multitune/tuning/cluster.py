@@ -1,5 +1,8 @@
 """Ray: start a local one or attach to a cluster, and check it can run the trials asked for.
 
+A local Ray listens on 127.0.0.1 only. A cluster address where no Ray answers fails within
+seconds, naming the address, instead of `ray.init` waiting on it without end.
+
 Each check fails at once with a message that says what to change, instead of leaving trials
 pending forever: GPUs no node has, a trial larger than any node, a SQLite tracking store or a
 non-shared `storage_path` with several nodes.
@@ -11,12 +14,15 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+from ray._private import ray_constants, services
+from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from multitune.config.tuning import ResourcesConfig
@@ -26,6 +32,19 @@ logger = logging.getLogger(__name__)
 
 MIN_OBJECT_STORE = 128 * 1024**2
 MAX_OBJECT_STORE = 4 * 1024**3
+LOOPBACK = "127.0.0.1"
+PROBE_TIMEOUT_S = 5.0
+
+_INIT_KWARGS: dict[str, object] = {
+    "include_dashboard": False,
+    "log_to_driver": False,
+    "logging_level": logging.WARNING,
+    "configure_logging": True,
+}
+# The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server answers with its own
+# SETTINGS frame (frame type, byte 3 of the 9-byte frame header, is 0x4).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+_HTTP2_SETTINGS = 0x4
 
 
 @dataclass(frozen=True)
@@ -77,33 +96,134 @@ def ray_cluster(
 ) -> Iterator[ClusterInfo]:
     """Attach to `address` or start a local Ray (dashboard off); shut down what was started.
 
-    An already initialized Ray (a test's, a notebook's) is used as it is.
+    `address` None (then RAY_ADDRESS, as `ray.init` reads it) or "local" starts a Ray that
+    listens on 127.0.0.1 only. An already initialized Ray (a test's, a notebook's) is used
+    as it is.
 
     Raises:
-        UserError: the cluster at `address` cannot be reached.
+        UserError: the cluster at `address` cannot be reached, or a local Ray cannot start.
     """
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, object] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "logging_level": logging.WARNING,
-            "configure_logging": True,
-        }
-        if address:
-            kwargs["address"] = address
-        elif object_store_bytes is not None:
-            kwargs["object_store_memory"] = object_store_bytes
-        try:
-            ray.init(**kwargs)  # type: ignore[arg-type]
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise UserError(f"cannot attach to the Ray cluster at {address!r}: {err}") from None
+        address = ray_address(address)
+        if address is None or address == "local":
+            _start_local(object_store_bytes)
+        else:
+            _attach(address)
         started = True
     try:
         yield describe()
     finally:
         if started:
             ray.shutdown()
+
+
+def _start_local(object_store_bytes: int | None) -> None:
+    """Start a one-node Ray whose every process listens on 127.0.0.1 only.
+
+    Ray's gRPC servers (GCS, raylet, every worker) bind the loopback address when the node
+    IP is 127.0.0.1 and the wildcard address otherwise; its agents bind the node IP. But
+    `ray.init` rewrites a loopback `_node_ip_address` to the machine's external IP unless
+    clusters are off, as they are by default on macOS and Windows to keep firewall prompts
+    away (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Ray reads that variable once, at import, so
+    its constant is switched for the start alone; the processes started get the node IP on
+    their command lines and need nothing from the environment. Token auth is untouched.
+    """
+    kwargs = dict(_INIT_KWARGS)
+    if object_store_bytes is not None:
+        kwargs["object_store_memory"] = object_store_bytes
+    clusters = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(_node_ip_address=LOOPBACK, **kwargs)  # type: ignore[arg-type]
+    except (ConnectionError, RuntimeError, ValueError, RayError) as err:
+        raise UserError(f"cannot start a local Ray: {_one_line(err)}") from None
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+
+
+def _attach(address: str) -> None:
+    """`ray.init(address)`, after a probe that a Ray cluster answers where it will dial.
+
+    Without the probe, `ray.init` waits without end (retrying, silent) for a GCS that is
+    not there, or that is some other server.
+    """
+    source = "RAY_ADDRESS" if address == os.environ.get("RAY_ADDRESS") else "sweep.ray_address"
+    client = address.startswith("ray://")
+    dialed = address.removeprefix("ray://") if client else _canonical(address)
+    target = _host_port(dialed) if dialed else None
+    if target is not None:
+        problem = _probe(*target)
+        if problem:
+            via = f", dialed as {dialed}" if dialed != address.removeprefix("ray://") else ""
+            port = (
+                "its Ray Client port (`--ray-client-server-port`, 10001 by default)"
+                if client
+                else "its GCS port (`ray start --head --port`, 6379 by default)"
+            )
+            host = (_host_port(address.removeprefix("ray://")) or target)[0]
+            raise UserError(
+                f"cannot reach the Ray cluster at {address} (from {source}{via}): {problem}; "
+                f"check that `ray start --head` runs on {host} and that {target[1]} is "
+                f"{port}, or fix {source}"
+            )
+    try:
+        ray.init(address=address, **_INIT_KWARGS)  # type: ignore[arg-type]
+    except (ConnectionError, RuntimeError, ValueError, RayError) as err:
+        raise UserError(
+            f"cannot attach to the Ray cluster at {address} (from {source}): {_one_line(err)}; "
+            "check that this machine is a node of that cluster (`ray start --address`; else "
+            "use ray://host:10001), runs its Ray version, and has its token in RAY_AUTH_TOKEN"
+        ) from None
+
+
+def _canonical(address: str) -> str | None:
+    """The host:port `ray.init` dials for `address`: "auto" looked up, loopback rewritten."""
+    try:
+        canonical: str | None = services.canonicalize_bootstrap_address(address)
+    except (OSError, ValueError):
+        return None  # "auto" with no Ray found, a malformed address: ray.init says so at once
+    return canonical
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _probe(host: str, port: int) -> str | None:
+    """None when a gRPC server answers at host:port (as Ray's GCS does), else what is wrong.
+
+    A TCP connect alone is not enough: `ray.init` also waits without end on a port where some
+    other server listens. So the probe opens an HTTP/2 connection (RFC 9113, section 3.4),
+    which every gRPC server answers with a SETTINGS frame. With RAY_USE_TLS on, the GCS
+    speaks TLS first and the probe stops at the TCP connect.
+    """
+    try:
+        conn = socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT_S:g} s"
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return None
+        header = b""
+        with contextlib.suppress(OSError):  # a reset or a timeout: no answer, as below
+            conn.sendall(_HTTP2_PREFACE)
+            while len(header) < 9 and (chunk := conn.recv(9 - len(header))):
+                header += chunk
+    if len(header) < 9 or header[3] != _HTTP2_SETTINGS:
+        return "something listens there but it is not a Ray cluster (no gRPC answer)"
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()).rstrip(".") or type(err).__name__
 
 
 def describe() -> ClusterInfo:
