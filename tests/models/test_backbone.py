@@ -154,14 +154,13 @@ def test_saved_model_and_served_raw_text_agree_with_training(
 def test_top_k_without_a_cache_or_beyond_it_says_what_to_set(
     project: tuple[Path, dict[str, Any]], synthetic_data: tuple[Path, Any]
 ) -> None:
-    no_cache_dir, base = synthetic_data
+    # Refused when params are validated, before any stage reads data.
+    _, base = synthetic_data
     raw = base.model_dump(mode="json")
     raw["model"]["backbone"] = {"name": "top_k", "layers": 1}
-    params = validate_params(raw)
-    with pytest.raises(ConfigError, match="cache_top_layers"):
-        train(params, TrainingData.from_files(no_cache_dir, params, "cpu"))
+    with pytest.raises(ConfigError, match=r"model\.backbone: .*cache_top_layers: 1"):
+        validate_params(raw)
 
-    data_dir, raw_cached = project
-    deep = _params(raw_cached, {"name": "top_k", "layers": CACHED + 1})
-    with pytest.raises(ConfigError, match=f"only {CACHED} layer"):
-        train(deep, TrainingData.from_files(data_dir, deep, "cpu"))
+    _, raw_cached = project
+    with pytest.raises(ConfigError, match=f"cache_top_layers is {CACHED}"):
+        _params(raw_cached, {"name": "top_k", "layers": CACHED + 1})

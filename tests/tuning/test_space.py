@@ -81,7 +81,14 @@ def test_every_model_knob_can_be_searched(tmp_path: Path) -> None:
         "encoder_hidden": {"dist": "int", "low": 8, "high": 32, "step": 8},
         "encoder_dropout": 0.05,
     }
-    params = _params(tmp_path, space)
+    raw = tiny_params(tmp_path)
+    # A top_k backbone needs a text modality that caches enough layers (checked at load).
+    raw["data"]["modalities"]["t"] = {
+        "column": "t",
+        "encoder": {"name": "sentence_transformer", "cache_top_layers": 2},
+    }
+    raw["sweep"] = {**raw["sweep"], "space": space}
+    params = validate_params(raw)
     tasks = [t.name for t in params.tasks]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen_temperature = {True: 0, False: 0}

@@ -51,11 +51,23 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(head + "\n  ".join(lines)) from None
 
 
+def params_problems(raw: dict[str, Any]) -> list[str]:
+    """What is wrong with a params mapping: one `describe_error` line per problem, none when
+    it validates."""
+    try:
+        Params.model_validate(raw)
+    except ValidationError as err:
+        return [describe_error(e) for e in err.errors()]
+    return []
+
+
 def describe_error(error: ErrorDetails) -> str:
     """One line for one pydantic error: `key.path: what is wrong (and the likely fix)`."""
     path, parent = _resolve(Params, error["loc"])
     where = path or "(top level)"
     kind = error["type"]
+    if not path and kind == "value_error":  # a cross-check: its message names the keys
+        return error["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
         allowed = _field_names(parent)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+import itertools
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from multitune.config._base import StrictModel
 from multitune.config.data import DataConfig, SplitConfig
 from multitune.config.final import FinalConfig
 from multitune.config.model import ModelConfig, TrainConfig
+from multitune.config.space import MethodKnob, knob_values
 from multitune.config.tasks import Identifier, TaskConfig, TokenClassificationTask
 from multitune.config.tracking import MlflowConfig, RegistryConfig
 from multitune.config.tuning import BaselinesConfig, SweepConfig
+from multitune.models.backbone import BackboneConfig, TopKConfig
 
 
 class Params(StrictModel):
@@ -49,6 +53,11 @@ class Params(StrictModel):
         for task in self.tasks:
             if isinstance(task, TokenClassificationTask):
                 token_modality(self.data, task)
+        # Checked here, not when a trial builds its model after ingest, split and embed ran.
+        if isinstance(self.model.backbone, TopKConfig):
+            backbone_modalities(self.data, self.model.backbone)
+        if self.sweep.space.backbone is not None:  # baselines search it too
+            check_backbone_space(self.data, self.model.backbone, self.sweep.space.backbone)
         return self
 
 
@@ -86,3 +95,114 @@ def token_modality(data: DataConfig, task: TokenClassificationTask) -> str:
             )
         )
     return cached[0]
+
+
+def cached_layers(data: DataConfig) -> dict[str, int]:
+    """Modality -> transformer layers whose entering token states the embed stage caches."""
+    return {
+        name: layers
+        for name, m in data.modalities.items()
+        if (layers := int(getattr(m.encoder, "cache_top_layers", 0))) > 0
+    }
+
+
+def backbone_modalities(
+    data: DataConfig, backbone: TopKConfig, where: str = "model.backbone", searched: bool = False
+) -> list[str]:
+    """The text modalities a `top_k` backbone fine-tunes, picked as `MultiTaskModel` picks
+    them: those it names, else every modality with cached token states.
+
+    Args:
+        data: The `data:` section.
+        backbone: The backbone.
+        where: The params key the backbone comes from, for messages.
+        searched: The backbone is one the search may pick (`sweep.space.backbone`).
+
+    Raises:
+        ValueError: a fine-tuned modality does not cache token states, or caches fewer
+            layers than `backbone.layers`; the message names the setting that fixes it.
+    """
+    k = backbone.layers
+    cached = cached_layers(data)
+    what = f"top_k (layers: {k})" + (", which the search may pick," if searched else "")
+    if backbone.modalities is None:
+        modalities = list(cached)
+        if not modalities:
+            other = "drop top_k from the search" if searched else f"use {where}: {{name: frozen}}"
+            raise ValueError(
+                f"{where}: {what} fine-tunes the cached token states of a text modality, but "
+                f"no modality caches them; {_cache_fix(data, None, k)}, or {other}"
+            )
+    else:
+        modalities = list(backbone.modalities)
+        for m in modalities:
+            if m not in data.modalities:
+                close = difflib.get_close_matches(m, list(data.modalities), n=1, cutoff=0.5)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"{where}.modalities: '{m}' is not a modality{hint} "
+                    f"Modalities: {', '.join(data.modalities)}."
+                )
+            if m not in cached:
+                raise ValueError(
+                    f"{where}: {what} fine-tunes modality '{m}', which caches no token "
+                    f"states; {_cache_fix(data, m, k)}"
+                )
+    for m in modalities:
+        if cached[m] < k:
+            lower = (
+                f"keep the search's layers at most {cached[m]}"
+                if searched
+                else f"lower {where}.layers to {cached[m]}"
+            )
+            raise ValueError(
+                f"{where}: {what} trains {k} layers, but "
+                f"data.modalities.{m}.encoder.cache_top_layers is {cached[m]}; "
+                f"set cache_top_layers: {k} or more, or {lower}"
+            )
+    return modalities
+
+
+def check_backbone_space(data: DataConfig, base: BackboneConfig, knob: MethodKnob) -> None:
+    """Check every `top_k` backbone the search may sample (see `backbone_modalities`).
+
+    A trial's backbone is `base`'s options overlaid with the chosen option's sampled values
+    (as `multitune.tuning.space.apply` builds it); each combination of those values' choices
+    or range bounds is checked, the most layers first (so the fix named covers them all).
+
+    Raises:
+        ValueError: a backbone the search may sample needs token states not cached.
+    """
+    carried = base.model_dump() if isinstance(base, TopKConfig) else {}
+    candidates: list[TopKConfig] = []
+    for option in knob.options:
+        if option.name != TopKConfig.model_fields["name"].default:
+            continue
+        keys = list(option.params)
+        for values in itertools.product(*(knob_values(option.params[k]) for k in keys)):
+            raw = {**carried, "name": option.name, **dict(zip(keys, values, strict=True))}
+            try:
+                candidates.append(TopKConfig.model_validate(raw))
+            except ValidationError:  # a bad value: SearchSpace names it
+                continue
+    for backbone in sorted(candidates, key=lambda b: -b.layers):
+        backbone_modalities(data, backbone, where="sweep.space.backbone", searched=True)
+
+
+def _cache_fix(data: DataConfig, modality: str | None, layers: int) -> str:
+    """How to cache `layers` layers' token states: for `modality`, or for a text modality."""
+    able = [n for n, m in data.modalities.items() if hasattr(m.encoder, "cache_top_layers")]
+    if modality is not None and modality not in able:
+        encoder = getattr(data.modalities[modality].encoder, "name", "its encoder")
+        return (
+            f"'{modality}' is encoded by {encoder}, and only a sentence_transformer encoder "
+            "caches them (cache_top_layers)"
+        )
+    targets = [modality] if modality is not None else able
+    if not targets:
+        return (
+            "add a text modality with encoder: {name: sentence_transformer, "
+            f"cache_top_layers: {layers}}}"
+        )
+    keys = " or ".join(f"data.modalities.{m}.encoder.cache_top_layers: {layers}" for m in targets)
+    return f"set {keys}"

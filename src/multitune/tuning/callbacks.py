@@ -1,4 +1,5 @@
-"""Driver-side Tune callbacks: one MLflow child run per trial, and terminal progress.
+"""Driver-side Tune callbacks: one MLflow child run per trial, terminal progress, and how a
+trial's user error reaches the user.
 
 Trials never write to MLflow themselves: the driver logs what they report. One writer keeps
 a SQLite store free of lock contention however many trials run at once, and a trial killed
@@ -7,13 +8,16 @@ mid-epoch still gets its run ended (FAILED, with the error) by the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.experiment import Trial
+from ray.tune.stopper import Stopper
 
 from multitune import tracking
 from multitune.console import console
@@ -135,7 +139,11 @@ class TrialRuns(tune.Callback):
 
 
 def trial_error(trial: Trial) -> str:
-    """The last lines of a failed trial's error (what raised, and where)."""
+    """A failed trial's error: a `UserError`'s message in one line; else the last lines of
+    the traceback (what raised, and where)."""
+    user = user_error(trial)
+    if user is not None:
+        return one_line(str(user))
     text = ""
     if trial.error_file and Path(trial.error_file).exists():
         text = Path(trial.error_file).read_text(errors="replace")
@@ -144,6 +152,157 @@ def trial_error(trial: Trial) -> str:
         text = str(error) if error else "unknown error"
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(lines[-12:])
+
+
+def user_error(trial: Trial) -> UserError | None:
+    """The `UserError` (params, data) a trial failed with, if that is what it failed with."""
+    try:
+        local = trial.pickled_error_file  # during the search: not yet synced to storage
+        if local and Path(local).exists():
+            with open(local, "rb") as f:
+                error = cloudpickle.load(f)
+        else:
+            error = trial.get_pickled_error()
+    except Exception:  # unreadable: the text error file still tells
+        logger.debug("no pickled error for trial %s", trial, exc_info=True)
+        return None
+    return _user_cause(error)
+
+
+def _user_cause(error: BaseException | None) -> UserError | None:
+    cause = getattr(error, "cause", error)  # Ray wraps a trial's exception in a RayTaskError
+    return cause if isinstance(cause, UserError) else None
+
+
+def one_line(text: str) -> str:
+    """A message of several lines (`ConfigError`'s list of problems) as one."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)
+
+
+class TrialErrors(tune.Callback, Stopper):
+    """How a trial's `UserError` reaches the user: one line, not a Ray traceback.
+
+    * A trial whose sampled values do not validate (`TrialSpec.config_error`) fails without
+      retries, which would fail alike, and stops the search (this object is also the
+      experiment's stopper): the space needs a fix, not the trial. The driver then raises
+      one `UserError` naming the knobs (`multitune.tuning.session.StageSession.search`).
+    * Another `UserError` (a setting at odds with the data) is printed as one line when the
+      trial has failed for good; it is retried like a crash.
+
+    Ray's own report of these errors is silenced by `quiet_user_errors`; crashes keep their
+    traceback.
+    """
+
+    def __init__(self, spec: TrialSpec, label: str) -> None:
+        self.spec = spec
+        self.label = label
+        self.invalid: dict[str, str] = {}
+        self.stopped = False
+
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        """Start (or restart, on resume) with no invalid trial seen."""
+        self.invalid, self.stopped = {}, False
+
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """Spare a trial with invalid sampled values its retries."""
+        problem = self.spec.config_error(trial.config)
+        if problem is not None:
+            self.invalid[trial.trial_id] = problem
+            trial.max_failures = 0  # its first failure is final
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """Stop the search on invalid sampled values; print any other user error."""
+        if trial.trial_id in self.invalid:
+            self.stopped = True
+            return
+        user = user_error(trial)
+        if user is not None:
+            console.print(
+                f"[bold]{self.label}[/] trial {trial.trial_id} [red]failed:[/] "
+                f"{one_line(str(user))}",
+                soft_wrap=True,
+            )
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        """Trials are not stopped one by one here."""
+        return False
+
+    def stop_all(self) -> bool:
+        """Stop the search once a trial's sampled values did not validate."""
+        return self.stopped
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drops Ray's reports of trials failed by a `UserError` (a traceback per failure, the
+    same for a failure left unread by a stopped search, and the closing list of unfinished
+    trials when all of them failed so), and its warning that trials have no metrics when
+    they never started (a stopped search's pending trials)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _user_cause(record.exc_info[1]) is not None:
+            return False
+        text = record.getMessage()
+        if text.startswith("Unhandled error"):
+            return not _names_user_error(text)
+        if text.startswith("Failed to fetch metrics for"):
+            listed = text.splitlines()[1:]
+            return not listed or not all(": FileNotFoundError(" in line for line in listed)
+        if record.msg == "Trials did not complete: %s" and isinstance(record.args, tuple):
+            trials = record.args[0] if record.args else None
+            if isinstance(trials, list) and all(
+                isinstance(t, Trial) and user_error(t) is not None for t in trials
+            ):
+                return False
+        return True
+
+
+def _names_user_error(text: str) -> bool:
+    """Whether an error's text (a remote traceback) ends in a `UserError`, `module.Class:
+    message` (messages can be several lines)."""
+    names = [f"{c.__module__}.{c.__qualname__}: " for c in _subclasses(UserError)]
+    return any(line.startswith(tuple(names)) for line in text.splitlines())
+
+
+def _subclasses(cls: type[UserError]) -> list[type[UserError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found
+
+
+_RAY_LOGGERS = (
+    "ray.tune.execution.tune_controller",
+    "ray.tune.tune",
+    "ray.tune.analysis.experiment_analysis",
+    "ray._private.worker",
+)
+
+
+@contextlib.contextmanager
+def quiet_user_errors() -> Iterator[None]:
+    """While a search runs, leave trials' `UserError`s to `TrialErrors`."""
+    quiet = _QuietUserErrors()
+    loggers = [logging.getLogger(name) for name in _RAY_LOGGERS]
+    for log in loggers:
+        log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(quiet)
 
 
 class Progress(tune.Callback):

@@ -23,7 +23,13 @@ from ray.tune.search.optuna import OptunaSearch
 from multitune import tracking
 from multitune.config.tuning import AshaConfig, BaselinesConfig, SearchSpace, SweepConfig
 from multitune.training import TrainingData
-from multitune.tuning.callbacks import Progress, TrialRuns, trial_error
+from multitune.tuning.callbacks import (
+    Progress,
+    TrialErrors,
+    TrialRuns,
+    quiet_user_errors,
+    trial_error,
+)
 from multitune.tuning.per_task import TaskASHA, TaskSearch
 from multitune.tuning.space import suggest
 from multitune.tuning.state import StateBackups, restore_backups, restore_checkpoints
@@ -83,7 +89,10 @@ class TrialRecord:
         status: `completed` (trained to its end), `stopped` (by the scheduler) or `failed`.
         config: The sampled values by parameter name.
         result: The last reported metrics.
-        error: The error's last lines for a failed trial.
+        error: A failed trial's error: a `UserError`'s one line, else the traceback's last
+            lines.
+        config_error: Why the sampled values do not validate (`TrialSpec.config_error`), for
+            a trial that failed on them.
     """
 
     trial_id: str
@@ -91,6 +100,7 @@ class TrialRecord:
     config: dict[str, Any]
     result: dict[str, Any]
     error: str | None = None
+    config_error: str | None = None
 
 
 def run_search(
@@ -115,7 +125,8 @@ def run_search(
         run_tags: Tags for every trial run (stage, git commit, data hash).
 
     Returns:
-        One record per trial, in Tune's order.
+        One record per trial, in Tune's order. The first trial whose sampled values do not
+        validate stops the search (`TrialErrors`); its record has `config_error`.
     """
     experiment = f"{storage_path.rstrip('/')}/{job.name}"
     trainable = tune.with_resources(
@@ -133,9 +144,11 @@ def run_search(
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
     else:
         tags = {**run_tags, tracking.tags.STAGE: job.stage}
+        errors = TrialErrors(job.spec, job.label)
         callbacks = [
             TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label),
             Progress(job.label, job.total, SCORE, job.shown),
+            errors,
         ]
         if local is not None:
             callbacks.append(StateBackups(str(local)))
@@ -155,13 +168,16 @@ def run_search(
                 name=job.name,
                 storage_path=storage_path,
                 callbacks=callbacks,
+                stop=errors,
                 failure_config=tune.FailureConfig(max_failures=job.budget.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=0,
             ),
         )
-    tuner.fit()
-    return [_record(t) for t in tune.ExperimentAnalysis(experiment).trials]
+    with quiet_user_errors():
+        tuner.fit()
+        trials = tune.ExperimentAnalysis(experiment).trials
+    return [_record(t, job.spec) for t in trials]
 
 
 def _searcher(job: SearchJob) -> Searcher:
@@ -234,11 +250,16 @@ def _dirname(trial: Trial) -> str:
     return trial.trial_id
 
 
-def _record(trial: Trial) -> TrialRecord:
+def _record(trial: Trial, spec: TrialSpec) -> TrialRecord:
     result = dict(trial.last_result or {})
     if trial.status == Trial.ERROR:
         return TrialRecord(
-            trial.trial_id, "failed", dict(trial.config), result, trial_error(trial)
+            trial.trial_id,
+            "failed",
+            dict(trial.config),
+            result,
+            trial_error(trial),
+            spec.config_error(trial.config),
         )
     status = "completed" if result.get("final") else "stopped"
     return TrialRecord(trial.trial_id, status, dict(trial.config), result)

@@ -19,7 +19,9 @@ import pandas as pd
 from multitune import tracking
 from multitune.config import Params
 from multitune.config.tuning import BaselinesConfig, SweepConfig
+from multitune.errors import UserError
 from multitune.training import TrainingData
+from multitune.tuning.callbacks import quiet_user_errors
 from multitune.tuning.cluster import (
     ClusterInfo,
     check_multi_node,
@@ -30,6 +32,7 @@ from multitune.tuning.cluster import (
 )
 from multitune.tuning.outputs import reconcile, trials_frame
 from multitune.tuning.runner import SearchJob, TrialRecord, run_search
+from multitune.tuning.trial import TASK_KEY
 
 DATA_FILES = ("dataset.parquet", "splits.parquet", "tasks.json", "features")
 STATE_SUFFIX = ".multitune.json"
@@ -75,6 +78,10 @@ class StageSession:
 
         Returns the trial records and the trials table, after MLflow has been made to match
         the finished experiment (one ended child run per trial).
+
+        Raises:
+            UserError: a trial's sampled values did not validate (which stopped the search);
+                one line naming the knobs, their values and what is wrong.
         """
         records = run_search(
             job,
@@ -86,6 +93,15 @@ class StageSession:
             run_tags=self.run_tags,
         )
         runs = reconcile(self.tracker, self.parent.run_id, records)
+        invalid = next((r for r in records if r.config_error), None)
+        if invalid is not None:
+            task = invalid.config.get(TASK_KEY)
+            raise UserError(
+                f"{job.label} trial {invalid.trial_id}"
+                + (f" (task {task})" if task is not None else "")
+                + f" {invalid.config_error}. Narrow sweep.space so that every value it can "
+                "sample is valid; the search stopped."
+            )
         return list(records), trials_frame(records, runs)
 
     @staticmethod
@@ -136,9 +152,11 @@ def stage_session(
 
     data = TrainingData.from_files(data_dir, params, "cpu")
     address = ray_address(sweep_cfg.ray_address)
-    with ray_cluster(
-        address, object_store_size(data.nbytes, sweep_cfg.object_store_mb)
-    ) as cluster:
+    # Ray may report a stopped trial's UserError late, while it shuts down: kept quiet too.
+    with (
+        quiet_user_errors(),
+        ray_cluster(address, object_store_size(data.nbytes, sweep_cfg.object_store_mb)) as cluster,
+    ):
         check_resources(cluster, budget.resources, stage)
         check_multi_node(cluster, tracker.uri, storage)
         with tracking.stage_run(

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multitune.config import Params, validate_params
-from multitune.config.tuning import SearchSpace
-from multitune.tuning.space import apply
+from multitune.config.loader import params_problems
+from multitune.config.space import MethodKnob, knob_label
+from multitune.config.tuning import METHOD_TARGETS, VALUE_TARGETS, SearchSpace
+from multitune.tuning.space import Knob, apply
 
 TASK_KEY = "task"
 """Config key naming a baseline trial's task."""
@@ -69,15 +71,57 @@ class TrialSpec:
         Raises:
             ConfigError: the sampled combination does not validate.
         """
-        tasks = self.trial_tasks(values)
+        return validate_params(self._raw(values), source="trial config")
+
+    def config_error(self, values: Mapping[str, Any]) -> str | None:
+        """Why a trial's sampled `values` do not validate, or None when they do.
+
+        One line: the knobs behind the settings at fault (all knobs when none is), their
+        sampled values, and what is wrong, e.g. ``sampled sweep.space.encoder_hidden=12.4,
+        which does not validate: model.encoder.hidden: Input should be a valid integer``.
+        """
+        problems = params_problems(self._raw(values))
+        if not problems:
+            return None
+        keys = [p.split(": ", 1)[0] for p in problems]
+        knobs = self._space(values).knobs()
+        at_fault = [n for n in knobs if any(_within(k, _target(n)) for k in keys)] or list(knobs)
+        sampled = ", ".join(_sampled(n, knobs[n], values) for n in at_fault)
+        return f"sampled {sampled or 'nothing'}, which does not validate: {'; '.join(problems)}"
+
+    def _space(self, values: Mapping[str, Any]) -> SearchSpace:
         task = values.get(TASK_KEY)
-        raw = apply(self.space_for(None if task is None else str(task)), values, self.base, tasks)
+        return self.space_for(None if task is None else str(task))
+
+    def _raw(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        tasks = self.trial_tasks(values)
+        raw = apply(self._space(values), values, self.base, tasks)
         if len(tasks) < len(raw.get("tasks", [])):
             raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
             raw["task_groups"] = {
                 g: m for g, m in raw.get("task_groups", {}).items() if set(m) <= set(tasks)
             }
-        return validate_params(raw, source="trial config")
+        return raw
+
+
+def _target(knob: str) -> str:
+    """The params key a knob sets (`model.encoder.hidden`)."""
+    return ".".join(METHOD_TARGETS.get(knob) or VALUE_TARGETS[knob])
+
+
+def _within(key: str, target: str) -> bool:
+    """Whether params key `key` is `target` or below it."""
+    return key == target or key.startswith((f"{target}.", f"{target}["))
+
+
+def _sampled(name: str, knob: Knob | MethodKnob, values: Mapping[str, Any]) -> str:
+    """`sweep.space.<param>=<value>` for each value a knob sampled (its value when fixed)."""
+    own = {k: v for k, v in sorted(values.items()) if k == name or k.startswith(f"{name}.")}
+    if not own:
+        return f"sweep.space.{name}={knob_label(knob.model_dump())}"
+    return ", ".join(
+        f"sweep.space.{k}={f'{v:.6g}' if isinstance(v, float) else v}" for k, v in own.items()
+    )
 
 
 def trial_base(params: Params, epochs: int | None) -> dict[str, Any]:
