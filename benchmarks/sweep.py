@@ -1,18 +1,29 @@
-"""Wall time of a 16-trial sweep (Ray Tune, trials side by side) against the same 16
-configurations trained one after another in a plain loop without Ray, in one run.
+"""Wall time of a sweep (Ray Tune, trials side by side) against the same configurations
+trained one after another in a plain loop without Ray, in one run, and where the sweep's
+time goes.
 
 The sweep's time is everything `run_sweep` does (Ray start, the object store, trial actors,
-MLflow logging of every epoch, outputs); the loop trains the configs the sweep sampled, with
-torch's default thread count (what a user gets without Ray), and, for reference, with one
-thread. No scheduler and a high patience: both sides train every epoch of every trial.
+MLflow logging of every epoch, checkpoints, outputs); the loop trains the configs the sweep
+sampled, with torch's default thread count (what a user gets without Ray) and with one
+thread (what each trial gets). No scheduler and a high patience: both sides train every epoch
+of every trial. The breakdown, with c trials side by side:
+
+* training: the one-thread loop's time of the same configs, / c;
+* per-trial overhead: a trial's time in its actor (Tune's `time_total_s`: reporting,
+  checkpoints, running beside another trial) beyond its one-thread loop time;
+* fixed cost: the rest of the sweep's wall time (Ray start and stop, trial actors starting
+  and importing, the object store, scheduling gaps, outputs).
+
 With a GPU, also: trials per hour with 4 trials sharing the GPU (0.25 each) against one at a
-time. Run: ``python benchmarks/sweep.py`` (``--rows``, ``--epochs``, ``--trials``).
+time. Run: ``python benchmarks/sweep.py`` (``--rows``, ``--epochs``, ``--trials``); the
+issue's two sizes: ``--trials 16`` and ``--trials 32``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -118,18 +129,22 @@ def _sweep(root: Path, params: Params) -> tuple[float, pd.DataFrame]:
     return elapsed, pd.read_parquet(root / "results/sweep/trials.parquet")
 
 
-def _loop(root: Path, params: Params, trials: pd.DataFrame, threads: int) -> float:
+def _loop(root: Path, params: Params, trials: pd.DataFrame, threads: int) -> list[float]:
+    """Seconds of each config trained in a plain loop (the first also loads the data)."""
     torch.set_num_threads(threads)
     spec = TrialSpec(
         base=trial_base(params, params.sweep.epochs),
         space=params.sweep.space,
         tasks=[t.name for t in params.tasks],
     )
+    times = []
     start = time.perf_counter()
     data = TrainingData.from_files(root / "data", params, "cpu")
     for config in trials["config"]:
         train(spec.params(json.loads(config)), data, device="cpu", seed=params.train.seed)
-    return time.perf_counter() - start
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    return times
 
 
 def main() -> None:
@@ -143,21 +158,45 @@ def main() -> None:
         default="default,1",
         help="torch threads of the plain loops to time: `default` and/or numbers",
     )
+    parser.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the fractional-GPU comparison (benchmarks/gpu.sh); needs CUDA",
+    )
     args = parser.parse_args()
+    if args.gpu_only:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu-only: no CUDA device")
+        with tempfile.TemporaryDirectory(prefix="multitune-bench-") as tmp:
+            _gpu(Path(tmp), args)
+        return
     default_threads = torch.get_num_threads()
     threads = [default_threads if t == "default" else int(t) for t in args.loop_threads.split(",")]
+    threads += [] if 1 in threads else [1]  # the breakdown needs the one-thread loop
     with tempfile.TemporaryDirectory(prefix="multitune-bench-") as tmp:
         root = Path(tmp)
         params = _project(root, args.rows, _params(args.trials, args.epochs))
         sweep_s, trials = _sweep(root, params)
         loops = {n: _loop(root, params, trials, n) for n in threads}
+        side = min(args.trials, os.cpu_count() or 1)  # 1 CPU per trial
+        in_actor, one_thread = float(trials["time_s"].sum()), sum(loops[1])
         print(f"{args.trials} trials x {args.epochs} epochs, {args.rows} rows, 3 tasks, CPU")
-        print(f"  sweep (Ray Tune, 1 CPU per trial, side by side): {sweep_s:7.1f} s")
+        print(f"  sweep (Ray Tune, 1 CPU per trial, {side} side by side): {sweep_s:7.1f} s")
+        print(f"    training (one-thread loop time / {side}):   {one_thread / side:7.1f} s")
+        per_trial = (in_actor - one_thread) / args.trials
+        print(
+            f"    per-trial overhead: {per_trial:5.2f} s a trial "
+            f"({per_trial * args.trials / one_thread:+.0%} of its training)"
+        )
+        print(f"    fixed cost:                               {sweep_s - in_actor / side:7.1f} s")
         for n, seconds in loops.items():
             note = " (torch's default)" if n == default_threads else ""
-            print(f"  plain loop, {n} torch thread(s){note}: {seconds:7.1f} s")
+            print(f"  plain loop, {n} torch thread(s){note}: {sum(seconds):7.1f} s")
         for n, seconds in loops.items():
-            print(f"  ratio sweep / loop ({n} thread(s)): {sweep_s / seconds:.2f}  (aim <= 0.75)")
+            ratio = sweep_s / sum(seconds)
+            print(f"  ratio sweep / loop ({n} thread(s)): {ratio:.2f}  (aim <= 0.6)")
+        best = one_thread / side / sum(loops[default_threads])
+        print(f"  bound with no overhead and no fixed cost: {best:.2f} against the default loop")
         if torch.cuda.is_available():
             _gpu(root, args)
         else:

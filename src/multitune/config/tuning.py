@@ -199,6 +199,12 @@ class _SearchBudget(StrictModel):
     max_failures: int = Field(
         default=2, ge=0, description="Retries of a crashed trial, from its last checkpoint."
     )
+    checkpoint_every: int = Field(
+        default=3,
+        ge=1,
+        description="Save a trial's state every N epochs: a crashed trial, or one of a killed "
+        "sweep, resumes from there, losing at most N-1 epochs; 1: every epoch.",
+    )
     epochs: int | None = Field(
         default=None,
         ge=1,

@@ -160,6 +160,7 @@ def run_baselines(
             device=session.device(cfg),
             threads=max(1, int(cfg.resources.cpu)),
             seed=params.train.seed,
+            checkpoint_every=cfg.checkpoint_every,
             task_spaces={t: space for t, (space, _) in spaces.items()},
             first_points={t: points for t, (_, points) in spaces.items()},
         )

@@ -83,6 +83,7 @@ def run_sweep(
             device=session.device(cfg),
             threads=max(1, int(cfg.resources.cpu)),
             seed=params.train.seed,
+            checkpoint_every=cfg.checkpoint_every,
         )
         job = SearchJob(
             name=session.experiment,

@@ -1,8 +1,8 @@
 """The Ray Tune trainable: validate the sampled config, train, report every epoch.
 
 Each epoch reports the validation metrics (`val/<task>/<metric>`), the objective and
-Delta-m to Tune with a checkpoint of the trainer's state, so a crashed or interrupted trial
-resumes from its last epoch. The features arrive through Ray's object store
+Delta-m to Tune; every `checkpoint_every` epochs with a checkpoint of the trainer's state, so
+a crashed or interrupted trial resumes from its last checkpointed epoch. The features arrive through Ray's object store
 (`tune.with_parameters`), put there once by the driver.
 """
 
@@ -53,6 +53,11 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
     def report(epoch: EpochReport) -> None:
         metrics = _epoch_metrics(epoch, spec)
         metrics[SCORE] = _score(metrics, tasks, primary)
+        # A checkpoint costs a state copy, a write and Tune's bookkeeping (it snapshots the
+        # experiment as old ones are deleted): every few epochs, not every epoch.
+        if (epoch.epoch + 1) % spec.checkpoint_every:
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory(prefix="multitune-ckpt-") as tmp:
             epoch.checkpoint().save(Path(tmp) / STATE_DIR)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -44,6 +44,7 @@ class TrialSpec:
             option), used instead of `space` for trials that name that task.
         first_points: Per task, values to try first (e.g. the linear model), as Optuna
             parameter labels.
+        checkpoint_every: Epochs between the trial state's checkpoints.
     """
 
     base: dict[str, Any]
@@ -55,6 +56,7 @@ class TrialSpec:
     seed: int = 0
     task_spaces: dict[str, SearchSpace] = field(default_factory=dict)
     first_points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    checkpoint_every: int = 1
 
     def space_for(self, task: str | None) -> SearchSpace:
         """The space of a baseline `task` (its own when given), else the shared one."""
