@@ -7,7 +7,8 @@ For each: wall time and peak resident memory above the import baseline (a proces
 imports the project's packages with torch, pandas and pyarrow), in units of the feature
 matrix (N x D x 4 bytes). Then the disk space of `data/`.
 
-The peak is the kernel's high-water mark of that process (`wait4`'s `ru_maxrss`). Run:
+The peak is the kernel's high-water mark of that process (`wait4`'s `ru_maxrss`; the table
+is generated in a child process, so that this one stays small). Run:
 ``python benchmarks/memory.py`` (``--rows``, ``--dim``, ``--keep`` to keep the folder).
 """
 
@@ -99,12 +100,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.generate:
+        write_table(args.generate, args.rows, args.dim)
+        return
     work = Path(tempfile.mkdtemp(prefix="multitune-memory-"))
     try:
         source = work / "input" / "table.parquet"
         source.parent.mkdir()
-        write_table(source, args.rows, args.dim)
+        # Generated in a child process: a child's peak RSS counts the parent's memory at the
+        # fork, so the parent stays small.
+        gen = [sys.executable, __file__, "--generate", str(source), "--rows", str(args.rows)]
+        measured([*gen, "--dim", str(args.dim)], work)
         (work / "params.yaml").write_text(yaml.safe_dump(params(source), sort_keys=False))
         matrix = args.rows * args.dim * 4
         _, base = measured([sys.executable, "-c", IMPORTS], work)

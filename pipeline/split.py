@@ -7,8 +7,8 @@ from pathlib import Path
 
 from multitune.config import load_params
 from multitune.console import console, guarded
-from multitune.data import read_dataset, write_parquet
-from multitune.data.split import split_rows
+from multitune.data import write_parquet
+from multitune.data.split import split_file
 
 
 @guarded
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, default=Path("data"))
     args = parser.parse_args()
-    result = split_rows(read_dataset(args.data / "dataset.parquet"), load_params(args.params))
+    result = split_file(args.data / "dataset.parquet", load_params(args.params))
     write_parquet(args.data / "splits.parquet", result.frame)
     console.print(f"[bold]split[/] -> {args.data / 'splits.parquet'}")
     for line in result.summary():

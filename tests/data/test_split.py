@@ -9,8 +9,9 @@ import pytest
 from synthetic import synthetic_frame, synthetic_params
 
 from multitune.config import Params, validate_params
+from multitune.data import write_parquet
 from multitune.data.ingest import ingest
-from multitune.data.split import SplitResult, split_rows
+from multitune.data.split import SplitResult, split_file, split_rows
 
 
 def _prepared(tmp_path: Any, frame: pd.DataFrame, **split: Any) -> tuple[pd.DataFrame, Params]:
@@ -90,3 +91,15 @@ def test_classes_too_rare_for_every_split_are_reported(tmp_path: Any) -> None:
     result = split_rows(data, params)
     assert [(t, c) for t, c, _ in result.missing] == [("topic", "cooking")]
     assert any("class 'cooking' has no row in" in line for line in result.summary())
+
+
+def test_the_stage_reads_inputs_in_batches_and_splits_alike(
+    big: tuple[pd.DataFrame, Params], tmp_path: Any
+) -> None:
+    frame, params = big
+    frame = pd.concat([frame, frame.head(40).assign(id=lambda f: f["id"] + "-copy")])
+    write_parquet(tmp_path / "dataset.parquet", frame)
+    whole = split_rows(frame.reset_index(drop=True), params)
+    batched = split_file(tmp_path / "dataset.parquet", params, batch_rows=97)
+    pd.testing.assert_frame_equal(batched.frame, whole.frame)
+    assert (batched.duplicate_rows, batched.duplicate_sets) == (80, 40)

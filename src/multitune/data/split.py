@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
@@ -57,13 +59,20 @@ class SplitResult:
         return lines
 
 
-def _units(frame: pd.DataFrame, params: Params) -> tuple[np.ndarray, int, int]:
-    """Unit index per row, and how many rows / sets are input duplicates."""
-    n = len(frame)
-    columns = list(
+def _input_columns(params: Params) -> list[str]:
+    return list(
         dict.fromkeys(c for m in params.data.modalities.values() for c in m.source_columns)
     )
-    inputs = pd.Series(row_hashes(frame, columns))
+
+
+def _units(
+    frame: pd.DataFrame, params: Params, input_hashes: np.ndarray | None = None
+) -> tuple[np.ndarray, int, int]:
+    """Unit index per row, and how many rows / sets are input duplicates."""
+    n = len(frame)
+    if input_hashes is None:
+        input_hashes = row_hashes(frame, _input_columns(params))
+    inputs = pd.Series(input_hashes)
     sizes = inputs.map(inputs.value_counts())
     dup_rows, dup_sets = int((sizes > 1).sum()), int(inputs[sizes > 1].nunique())
     keys = [pd.factorize(inputs)[0]]
@@ -85,10 +94,41 @@ def _seeded_rank(keys: pd.Series, seed: int) -> np.ndarray:
     return np.argsort(np.argsort(np.array(digests), kind="stable"), kind="stable")
 
 
-def split_rows(frame: pd.DataFrame, params: Params) -> SplitResult:
-    """Assign every row of the ingested table to train, val or test (see module doc)."""
+def split_file(path: str | Path, params: Params, batch_rows: int = 65_536) -> SplitResult:
+    """`split_rows` of `data/dataset.parquet`, in memory bounded by its small columns.
+
+    Only the ids, the target columns and the group column are read whole; the modality
+    inputs (text, vectors: most of the table) are read `batch_rows` rows at a time, each row
+    kept only as the hash that finds duplicates. The result is `split_rows`' on the whole
+    table.
+    """
+    file = pq.ParquetFile(path)
+    present = set(file.schema_arrow.names)
+    wanted = [ID, *(t.column for t in params.tasks), params.split.group_column]
+    frame = file.read(columns=[c for c in dict.fromkeys(wanted) if c in present]).to_pandas()
+    inputs = _input_columns(params)
+    hashes = [
+        row_hashes(batch.to_pandas(), inputs)
+        for batch in file.iter_batches(batch_size=batch_rows, columns=inputs)
+    ]
+    input_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=object)
+    return split_rows(frame, params, input_hashes)
+
+
+def split_rows(
+    frame: pd.DataFrame, params: Params, input_hashes: np.ndarray | None = None
+) -> SplitResult:
+    """Assign every row of the ingested table to train, val or test (see module doc).
+
+    Args:
+        frame: The ingested table (ids, targets, group column; the modality columns unless
+            `input_hashes` is given).
+        params: The validated params.
+        input_hashes: Each row's hash of its modality inputs (`row_hashes`), when the frame
+            lacks those columns (`split_file`).
+    """
     ids = frame[ID].astype(str).to_numpy()
-    row_unit, dup_rows, dup_sets = _units(frame, params)
+    row_unit, dup_rows, dup_sets = _units(frame, params, input_hashes)
     unit_codes, unit_of_row = np.unique(row_unit, return_inverse=True)
     n_units = len(unit_codes)
     # A unit is named by its smallest id, so the seeded order ignores row order.
