@@ -2,8 +2,8 @@
 
 Each epoch reports the validation metrics (`val/<task>/<metric>`), the objective and
 Delta-m to Tune; every `checkpoint_every` epochs with a checkpoint of the trainer's state, so
-a crashed or interrupted trial resumes from its last checkpointed epoch. The features arrive through Ray's object store
-(`tune.with_parameters`), put there once by the driver.
+a crashed or interrupted trial resumes from its last checkpointed epoch. The features arrive
+through Ray's object store (`tune.with_parameters`), put there once by the driver.
 """
 
 from __future__ import annotations
