@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from synthetic import run_data_stages, synthetic_frame, synthetic_params, write_synthetic
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri() -> Any:
+    """No test starts with another test's MLFLOW_TRACKING_URI.
+
+    `mlflow.set_tracking_uri` (called directly by many tests) also exports the variable, and
+    multitune honours it as the user's choice: left over, it would send the next test's
+    stages, in-process or in a `dvc repro` it starts, to the previous test's store.
+    """
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture
