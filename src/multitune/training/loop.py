@@ -14,6 +14,7 @@ from multitune.errors import ConfigError
 from multitune.models.multitask import MultiTaskModel
 from multitune.registry import MethodConfig
 from multitune.training.checkpoint import Checkpoint, cpu_state
+from multitune.training.clipping import clip_grad_norm
 from multitune.training.data import TrainingData
 from multitune.training.freezing import FREEZINGS
 from multitune.training.metrics import objective
@@ -142,7 +143,7 @@ def train(
             ctx.features = out.features
             weights = balancer.backward(losses, ctx)
             if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
+                clip_grad_norm(clip_params, cfg.grad_clip)
             optimizer.step()
             schedule.step()
             if balancer.needs_recompute:
