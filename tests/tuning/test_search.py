@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import ray
 from mlflow import MlflowClient
 
 from multitune.config import load_params, validate_params
@@ -23,19 +22,6 @@ from multitune.tuning.cluster import ClusterInfo, NodeInfo, check_multi_node
 from multitune.tuning.state import restore_backups
 
 from .project import tiny_params, write_project
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    """One local Ray for the module: 2 CPUs, no dashboard."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=128 * 1024**2,
-    )
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

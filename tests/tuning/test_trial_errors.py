@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 from mlflow import MlflowClient
 
 from multitune.config import load_params
@@ -27,19 +26,6 @@ from .project import TASKS, write_project
 ROOT = Path(__file__).resolve().parents[2]
 FRACTIONAL = {"dist": "uniform", "low": 8, "high": 16}
 """An integer setting searched as floats."""
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    """One local Ray for the module: 2 CPUs, no dashboard."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=128 * 1024**2,
-    )
-    yield
-    ray.shutdown()
 
 
 def _project(root: Path) -> Path:
