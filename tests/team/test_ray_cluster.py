@@ -44,6 +44,9 @@ def _write_cluster_project(root: Path, tracking_uri: str, address: str) -> Path:
         "num_samples": SAMPLES,
         "scheduler": {"name": "none"},
         "max_failures": 2,
+        # Every epoch: the test asserts that a trial on the lost node continues from its
+        # last checkpoint, whenever the node dies (the default saves every 3rd epoch).
+        "checkpoint_every": 1,
         "ray_address": address,
         "storage_path": str(root / "shared" / "ray_results"),  # one disk: every node sees it
     }
