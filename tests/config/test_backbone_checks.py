@@ -39,12 +39,18 @@ def _error(raw: dict[str, Any]) -> str:
     return message
 
 
-def test_top_k_without_a_token_cache_is_refused_when_params_load(
-    tmp_path: Path, shipped: dict[str, Any]
-) -> None:
+def _top_k_without_cache(tmp_path: Path, shipped: dict[str, Any]) -> Path:
+    """The shipped params.yaml with a top_k backbone and no token cache, written out."""
     shipped["model"]["backbone"] = {"name": "top_k", "layers": 2}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(shipped, sort_keys=False))
+    return path
+
+
+def test_top_k_without_a_token_cache_is_refused_when_params_load(
+    tmp_path: Path, shipped: dict[str, Any]
+) -> None:
+    path = _top_k_without_cache(tmp_path, shipped)
     with pytest.raises(ConfigError) as err:
         load_params(path)
     message = str(err.value)
@@ -56,9 +62,7 @@ def test_top_k_without_a_token_cache_is_refused_when_params_load(
 def test_the_ingest_stage_prints_it_in_one_line_before_reading_any_data(
     tmp_path: Path, shipped: dict[str, Any]
 ) -> None:
-    shipped["model"]["backbone"] = {"name": "top_k", "layers": 2}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(shipped, sort_keys=False))
+    path = _top_k_without_cache(tmp_path, shipped)
     done = subprocess.run(
         [sys.executable, str(ROOT / "pipeline" / "ingest.py"), "--params", str(path)],
         cwd=tmp_path,

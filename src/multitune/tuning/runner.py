@@ -27,7 +27,6 @@ from multitune.tuning.callbacks import (
     Progress,
     TrialErrors,
     TrialRuns,
-    quiet_user_errors,
     trial_error,
 )
 from multitune.tuning.per_task import TaskASHA, TaskSearch
@@ -174,10 +173,10 @@ def run_search(
                 verbose=0,
             ),
         )
-    with quiet_user_errors():
-        tuner.fit()
-        trials = tune.ExperimentAnalysis(experiment).trials
-    return [_record(t, job.spec) for t in trials]
+    # Ray's reports of trials' user errors are kept quiet by the caller, `stage_session`
+    # (`quiet_user_errors`), for as long as its Ray runs.
+    tuner.fit()
+    return [_record(t, job.spec) for t in tune.ExperimentAnalysis(experiment).trials]
 
 
 def _searcher(job: SearchJob) -> Searcher:
