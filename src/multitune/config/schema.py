@@ -17,6 +17,7 @@ from multitune.config.tasks import Identifier, TaskConfig, TokenClassificationTa
 from multitune.config.tracking import MlflowConfig, RegistryConfig
 from multitune.config.tuning import BaselinesConfig, SweepConfig
 from multitune.models.backbone import BackboneConfig, TopKConfig
+from multitune.training.freezing.warm_start import WarmStartConfig
 
 
 class Params(StrictModel):
@@ -58,7 +59,33 @@ class Params(StrictModel):
             backbone_modalities(self.data, self.model.backbone)
         if self.sweep.space.backbone is not None:  # baselines search it too
             check_backbone_space(self.data, self.model.backbone, self.sweep.space.backbone)
+        check_warm_start_tasks(self.train.freezing, self.sweep.space.freezing, names)
         return self
+
+
+def check_warm_start_tasks(freezing: object, knob: MethodKnob | None, names: list[str]) -> None:
+    """Every task a warm start may start from (`train.freezing`, `sweep.space.freezing`) is
+    one of the tasks.
+
+    Raises:
+        ValueError: naming the setting and the unknown task.
+    """
+    found: list[tuple[str, object]] = []
+    if isinstance(freezing, WarmStartConfig) and freezing.task is not None:
+        found.append(("train.freezing.task", freezing.task))
+    for option in knob.options if knob is not None else []:
+        if option.name == WarmStartConfig.model_fields["name"].default and "task" in option.params:
+            found += [
+                ("sweep.space.freezing.warm_start.task", t)
+                for t in knob_values(option.params["task"])
+            ]
+    for where, task in found:
+        if task not in names:
+            close = difflib.get_close_matches(str(task), names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(
+                f"{where}: '{task}' is not a task; {hint}tasks are: {', '.join(names)}"
+            )
 
 
 def token_modality(data: DataConfig, task: TokenClassificationTask) -> str:

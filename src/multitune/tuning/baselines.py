@@ -7,7 +7,8 @@ one task (`baseline_space`): batch sizes scaled to the task's labelled train row
 weighting none / balanced, and a linear model (no hidden layer) offered and tried first.
 Written to `results/baselines/`: `baselines.json` (per task: best config file, its
 validation metrics, the metric searched), `<task>.yaml` (a full params file of that model)
-and `trials.parquet` (every trial, with a `task` column).
+and `trials.parquet` (every trial, with a `task` column). When the sweep may warm-start from
+the single-task models, also `models/<task>/` (see `multitune.tuning.warm`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from multitune.tuning.outputs import best_record, write_params
 from multitune.tuning.runner import SearchJob
 from multitune.tuning.session import stage_session
 from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
+from multitune.tuning.warm import default_task, save_sources, searched_tasks, source_params
 
 SUMMARY = "baselines.json"
 CATEGORICAL = ("classification", "binary")
@@ -200,27 +202,40 @@ def run_baselines(
             winners[task.name] = (spec.params(best.config), best.trial_id)
             best_values[task.name] = val.get(metric, float("nan"))
             session.parent.log_metrics({f"best/{task.name}/{metric}": best_values[task.name]})
-        _write_outputs(out_dir, summary, winners, frame)
+        warm_tasks = searched_tasks(params)
+        default = default_task(params, session.data) if warm_tasks else ""
+        sources = {
+            task: source_params(task, records, spec, params)
+            for task in sorted({t or default for t in warm_tasks})
+        }
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir(parents=True)
+            warm = save_sources(
+                sources, session.data, tmp, seed=params.train.seed, device=spec.device
+            )
+            document = {"tasks": summary}
+            if warm:
+                document["warm_start"] = {"default": default, "models": warm}
+            _write_outputs(tmp, out_dir, document, winners, frame)
     return BaselinesOutcome(best=best_values, trials=len(records), resumed=session.resumed)
 
 
 def _write_outputs(
+    tmp: Path,
     out_dir: Path,
-    summary: dict[str, Any],
+    document: dict[str, Any],
     winners: dict[str, tuple[Params, str]],
     frame: pd.DataFrame,
 ) -> None:
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        for task, (params, trial_id) in winners.items():
-            write_params(
-                tmp / f"{task}.yaml",
-                params,
-                f"The best single-task config for task {task} (baselines trial {trial_id}).\n"
-                f"Train it: multitune train --params {out_dir}/{task}.yaml --out <dir>",
-            )
-        write_json(tmp / SUMMARY, {"tasks": summary})
-        frame.to_parquet(tmp / "trials.parquet", index=False)
+    for task, (params, trial_id) in winners.items():
+        write_params(
+            tmp / f"{task}.yaml",
+            params,
+            f"The best single-task config for task {task} (baselines trial {trial_id}).\n"
+            f"Train it: multitune train --params {out_dir}/{task}.yaml --out <dir>",
+        )
+    write_json(tmp / SUMMARY, document)
+    frame.to_parquet(tmp / "trials.parquet", index=False)
 
 
 def read_baselines(baselines_dir: Path) -> dict[str, dict[str, float]]:

@@ -7,6 +7,7 @@ winning configuration as a full params file, loadable by `multitune train`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,12 @@ from multitune.config import Params
 from multitune.errors import UserError
 from multitune.io import atomic_path
 from multitune.training import higher_is_better, primary_metric
-from multitune.tuning.baselines import read_baselines
+from multitune.tuning.baselines import SUMMARY, read_baselines
 from multitune.tuning.outputs import best_record, write_params
 from multitune.tuning.runner import SearchJob
 from multitune.tuning.session import stage_session
-from multitune.tuning.trial import TrialSpec, trial_base
+from multitune.tuning.trial import TrialSpec, WarmSource, trial_base
+from multitune.tuning.warm import load_sources, searched_tasks
 
 METRIC = "delta_m"
 
@@ -67,13 +69,17 @@ def run_sweep(
             for t in params.tasks
         )
     base = trial_base(params, cfg.epochs)
+    sources, default = _warm_sources(params, baselines_dir)
     with stage_session(
         "sweep",
         params,
         cfg,
         data_dir=data_dir,
         project_root=project_root,
-        key_extra={"baseline": baseline},
+        key_extra={
+            "baseline": baseline,
+            "warm_start": {task: source.digest for task, source in sources.items()},
+        },
     ) as session:
         spec = TrialSpec(
             base=base,
@@ -84,6 +90,8 @@ def run_sweep(
             threads=max(1, int(cfg.resources.cpu)),
             seed=params.train.seed,
             checkpoint_every=cfg.checkpoint_every,
+            warm_sources=sources,
+            warm_default=default,
         )
         job = SearchJob(
             name=session.experiment,
@@ -119,3 +127,26 @@ def run_sweep(
         statuses={str(k): int(v) for k, v in statuses.items()},
         resumed=session.resumed,
     )
+
+
+def _warm_sources(params: Params, baselines_dir: Path) -> tuple[dict[str, WarmSource], str | None]:
+    """The single-task models the search may warm-start from, and the default task.
+
+    Raises:
+        UserError: the space may warm-start from a task the baselines stage saved no model
+            of (it ran with another space).
+    """
+    wanted = searched_tasks(params)
+    if not wanted:
+        return {}, None
+    sources = load_sources(baselines_dir)
+    summary = json.loads((baselines_dir / SUMMARY).read_text()).get("warm_start", {})
+    default = summary.get("default")
+    missing = sorted({t or default or "(the default task)" for t in wanted} - set(sources))
+    if missing:
+        raise UserError(
+            f"{baselines_dir}: no single-task model of {', '.join(missing)} to warm-start "
+            "from (the baselines ran before the sweep could warm-start); rerun "
+            "`dvc repro baselines`"
+        )
+    return sources, default

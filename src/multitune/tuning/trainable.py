@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from multitune.config import Params
 from multitune.training import (
     Checkpoint,
     EpochReport,
@@ -25,6 +26,7 @@ from multitune.training import (
     primary_metric,
     train,
 )
+from multitune.training.freezing.warm_start import WarmStartConfig
 from multitune.tuning.trial import (
     FAILED_SCORE,
     SCORE,
@@ -62,16 +64,17 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
             epoch.checkpoint().save(Path(tmp) / STATE_DIR)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    result = train(
-        params,
-        data,
-        tasks=tasks,
-        seed=spec.seed,
-        callback=report,
-        resume=resume,
-        device=spec.device,
-        baseline=spec.baseline,
-    )
+    with tempfile.TemporaryDirectory(prefix="multitune-warm-") as warm:
+        result = train(
+            _warm_start_here(params, spec, Path(warm)),
+            data,
+            tasks=tasks,
+            seed=spec.seed,
+            callback=report,
+            resume=resume,
+            device=spec.device,
+            baseline=spec.baseline,
+        )
     val = clean_metrics(result.metrics["val"])
     final = {
         **flat_metrics("val", val),
@@ -89,6 +92,20 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
     }
     final[SCORE] = _score(final, tasks, primary)
     tune.report(final)
+
+
+def _warm_start_here(params: Params, spec: TrialSpec, folder: Path) -> Params:
+    """`params` with a warm start's source model written to `folder`: its weights came with
+    the spec, so a trial on any node reads them from its own disk."""
+    freezing: object = params.train.freezing
+    if not isinstance(freezing, WarmStartConfig) or freezing.task is None:
+        return params
+    source = spec.warm_sources.get(freezing.task)
+    if source is None or freezing.path != source.path:
+        return params
+    (folder / "model.safetensors").write_bytes(source.weights)
+    local = freezing.model_copy(update={"path": str(folder)})
+    return params.model_copy(update={"train": params.train.model_copy(update={"freezing": local})})
 
 
 def _restored() -> Checkpoint | None:

@@ -5,6 +5,7 @@ Kept free of Ray so the driver (MLflow logging, outputs) and the Ray trainable s
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,29 @@ primary validation metric (sign-corrected: higher is better) for a baseline."""
 FAILED_SCORE = -1e6
 """Objective reported when Delta-m cannot be computed (no shared metric): ranks last."""
 
+WARM_START = "warm_start"
+"""The freezing policy that starts from a saved (single-task) model."""
+
+
+@dataclass(frozen=True)
+class WarmSource:
+    """A saved single-task model a sweep trial may start from.
+
+    Attributes:
+        path: Its folder, as params files name it (relative to where the stages run).
+        model: Its `model` section (encoder, fusion, sharing, backbone).
+        weights: Its `model.safetensors`, shipped with the trial spec.
+    """
+
+    path: str
+    model: dict[str, Any]
+    weights: bytes
+
+    @property
+    def digest(self) -> str:
+        """MD5 of the weights (a changed source makes a new search, not a resumed one)."""
+        return hashlib.md5(self.weights, usedforsecurity=False).hexdigest()
+
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -45,6 +69,8 @@ class TrialSpec:
         first_points: Per task, values to try first (e.g. the linear model), as Optuna
             parameter labels.
         checkpoint_every: Epochs between the trial state's checkpoints.
+        warm_sources: Per task, the saved single-task model a warm start may begin from.
+        warm_default: The task a warm start with no task begins from.
     """
 
     base: dict[str, Any]
@@ -57,6 +83,8 @@ class TrialSpec:
     task_spaces: dict[str, SearchSpace] = field(default_factory=dict)
     first_points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     checkpoint_every: int = 1
+    warm_sources: dict[str, WarmSource] = field(default_factory=dict)
+    warm_default: str | None = None
 
     def space_for(self, task: str | None) -> SearchSpace:
         """The space of a baseline `task` (its own when given), else the shared one."""
@@ -98,6 +126,7 @@ class TrialSpec:
     def _raw(self, values: Mapping[str, Any]) -> dict[str, Any]:
         tasks = self.trial_tasks(values)
         raw = apply(self._space(values), values, self.base, tasks)
+        raw = adopt_warm_start(raw, self.warm_sources, self.warm_default)
         if len(tasks) < len(raw.get("tasks", [])):
             raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
             raw["task_groups"] = {
@@ -159,3 +188,25 @@ def unflatten_metrics(prefix: str, flat: Mapping[str, Any]) -> dict[str, dict[st
         if len(parts) == 3 and parts[0] == prefix and isinstance(value, int | float):
             out.setdefault(parts[1], {})[parts[2]] = float(value)
     return out
+
+
+def adopt_warm_start(
+    raw: dict[str, Any], sources: Mapping[str, WarmSource], default: str | None
+) -> dict[str, Any]:
+    """A trial's params mapping, with a sampled warm start from a task resolved: its
+    source's path filled in and its encoders, fusion, trunk and backbone taken (see
+    `multitune.tuning.warm`). Other trials' mappings are returned as they are."""
+    freezing = raw.get("train", {}).get("freezing") or {}
+    if freezing.get("name") != WARM_START or freezing.get("path"):
+        return raw
+    task = freezing.get("task") or default
+    source = sources.get(task) if task else None
+    if source is None:
+        return raw  # the stage checked its sources; `WarmStart.setup` names what is missing
+    model, saved = raw["model"], source.model
+    raw["train"]["freezing"] = {**freezing, "task": task, "path": source.path}
+    model["encoder"] = {**saved["encoder"], "dropout": model["encoder"].get("dropout")}
+    model["fusion"] = dict(saved["fusion"])
+    model["sharing"] = {**saved["sharing"], "dropout": model["sharing"].get("dropout")}
+    model["backbone"] = dict(saved["backbone"])
+    return raw

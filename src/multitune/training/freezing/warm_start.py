@@ -5,6 +5,11 @@ sec. 3.3).
 
 Parameters are copied by name where the shapes agree (task-specific parts such as another
 task's gate are skipped); only the copied parameters are frozen.
+
+The saved model is `path`, or with `task` the tuned single-task model of that task which the
+baselines stage saves (`results/baselines/models/<task>`, see `multitune.tuning.warm`). A
+sweep fills in both, and gives the trial the saved model's encoders, fusion and trunk, so
+that every shared weight has a place to go.
 """
 
 from __future__ import annotations
@@ -20,12 +25,25 @@ from multitune.training.freezing.base import FREEZINGS, FreezingConfig, Freezing
 
 _SHARED = ("backbone.", "encoders.", "fusion.", "sharing.")
 
+BASELINE_MODELS = "results/baselines/models"
+"""Where the baselines stage saves the tuned single-task models a warm start reads."""
+
 
 class WarmStartConfig(FreezingConfig):
     """Load encoders+trunk from a saved model; freeze them (for a while)."""
 
     name: Literal["warm_start"] = "warm_start"
-    path: str = Field(description="Directory of a saved model (`TrainResult.save`).")
+    path: str | None = Field(
+        default=None,
+        description="Directory of a saved model (`TrainResult.save`); null: the baselines "
+        "stage's model of `task`.",
+    )
+    task: str | None = Field(
+        default=None,
+        description="Warm start from this task's tuned single-task model (saved by the "
+        "baselines stage in results/baselines/models/<task>); null in sweep.space: the task "
+        "with the most labelled train rows.",
+    )
     unfreeze_after: int | None = Field(
         default=None,
         ge=0,
@@ -39,12 +57,19 @@ class WarmStart(FreezingPolicy):
 
     def __init__(self, config: WarmStartConfig, tasks: list[str]) -> None:
         super().__init__(config, tasks)
-        self.path = Path(config.path)
+        self.path = Path(config.path) if config.path else None
+        if self.path is None and config.task:
+            self.path = Path(BASELINE_MODELS) / config.task
         self.unfreeze_after = config.unfreeze_after
         self.loaded: set[str] = set()
 
     def setup(self, model: MultiTaskModel) -> None:
         """Copy matching encoder/fusion/sharing tensors from the saved model."""
+        if self.path is None:
+            raise ValueError(
+                "train.freezing: warm_start needs a path (a saved model) or a task (its tuned "
+                "single-task model from the baselines stage)"
+            )
         weights = self.path / "model.safetensors"
         if not weights.is_file():
             raise ValueError(f"train.freezing.path: no saved model at {weights}")
