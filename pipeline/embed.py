@@ -19,7 +19,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     args = parser.parse_args()
     params = load_params(args.params)
-    frame = read_dataset(args.data / "dataset.parquet")
+    columns = ["id", *(c for m in params.data.modalities.values() for c in m.source_columns)]
+    frame = read_dataset(args.data / "dataset.parquet", columns, arrow_vectors=True)
     meta = embed(
         frame, read_splits(args.data / "splits.parquet"), params.data, args.data / "features"
     )

@@ -13,16 +13,21 @@ from multitune.data import TaskInfo, features_table, load_features, read_tasks, 
 from multitune.errors import DataError
 
 
-def test_load_features_aligns_rows_to_requested_ids(tmp_path: Path) -> None:
+@pytest.mark.parametrize("row_group_size", [None, 7])  # one row group, or several
+def test_load_features_aligns_rows_to_requested_ids(
+    tmp_path: Path, row_group_size: int | None
+) -> None:
     rng = np.random.default_rng(0)
     ids = [f"r{i}" for i in range(50)]
     vectors = rng.normal(size=(50, 6))
-    pq.write_table(features_table(ids, vectors), tmp_path / "m.parquet")
-    order = rng.permutation(50)
-    matrix = load_features(tmp_path, "m", [ids[i] for i in order])
-    assert matrix.dtype == np.float32
-    assert matrix.flags["C_CONTIGUOUS"]
-    np.testing.assert_array_equal(matrix, vectors[order].astype(np.float32))
+    path = tmp_path / "m.parquet"
+    pq.write_table(features_table(ids, vectors), path, row_group_size=row_group_size)
+    assert pq.ParquetFile(path).num_row_groups == (1 if row_group_size is None else 8)
+    for order in (np.arange(50), rng.permutation(50), rng.permutation(50)[:20]):
+        matrix = load_features(tmp_path, "m", [ids[i] for i in order])
+        assert matrix.dtype == np.float32
+        assert matrix.flags["C_CONTIGUOUS"] and matrix.flags["WRITEABLE"]
+        np.testing.assert_array_equal(matrix, vectors[order].astype(np.float32))
 
 
 def test_load_features_names_missing_ids(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from synthetic import synthetic_frame
 
@@ -107,3 +108,33 @@ def test_precomputed_rejects_ragged_or_non_finite_vectors() -> None:
         encoder.transform(pd.DataFrame({"v": [np.array([0.0, np.inf, 1.0])]}))
     strings = encoder.transform(pd.DataFrame({"v": ["[1, 2, 3]"]}))  # vectors from a csv
     np.testing.assert_array_equal(strings, [[1.0, 2.0, 3.0]])
+
+
+def test_precomputed_reads_arrow_vector_columns_without_python_rows(tmp_path: Path) -> None:
+    from multitune.data import read_dataset, write_parquet
+    from multitune.embed.precomputed import stack_vectors
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 5)).astype(np.float32)
+    write_parquet(tmp_path / "d.parquet", pd.DataFrame({"id": range(30), "v": list(vectors)}))
+    cells = read_dataset(tmp_path / "d.parquet", ["v"], arrow_vectors=True)["v"]
+    assert isinstance(cells.dtype, pd.ArrowDtype)
+    matrix = stack_vectors(cells)
+    np.testing.assert_array_equal(matrix, vectors)
+    np.testing.assert_array_equal(matrix, stack_vectors(pd.Series(list(vectors))))
+    assert not matrix.flags["OWNDATA"]  # a view of Arrow's buffer
+    encoder = ENCODERS.build(ENCODERS.config("precomputed")())
+    encoder.fit(cells.iloc[:1].to_frame())
+    np.testing.assert_array_equal(encoder.transform(cells.to_frame()), vectors)
+
+    def arrow(values: list) -> pd.Series:
+        return pd.Series(pd.array(values, dtype=pd.ArrowDtype(pa.list_(pa.float32()))), name="v")
+
+    with pytest.raises(DataError, match=r"one length; found lengths \[2, 3\]"):
+        stack_vectors(arrow([[1, 2, 3], [1, 2]]))
+    with pytest.raises(DataError, match="fitted on 5"):
+        encoder.transform(arrow([[1, 2, 3]]).to_frame())
+    with pytest.raises(DataError, match=r"1 row\(s\) lack a vector"):
+        stack_vectors(arrow([[1, 2], None]))
+    with pytest.raises(DataError, match=r"1 vector\(s\) hold NaN or inf"):
+        stack_vectors(arrow([[1, float("nan")], [1, 2]]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,29 @@ def _existing(path: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
-def read_dataset(path: str | os.PathLike[str] = DATA_DIR / DATASET) -> pd.DataFrame:
-    """Read `data/dataset.parquet`: `id`, the modality source columns, the target columns."""
-    return pq.read_table(_existing(path, "dataset")).to_pandas()
+def read_dataset(
+    path: str | os.PathLike[str] = DATA_DIR / DATASET,
+    columns: Sequence[str] | None = None,
+    *,
+    arrow_vectors: bool = False,
+) -> pd.DataFrame:
+    """Read `data/dataset.parquet`: `id`, the modality source columns, the target columns.
+
+    Args:
+        path: The file.
+        columns: Only these columns (a vector column left out is never read).
+        arrow_vectors: Keep list (vector) columns as Arrow data (`pd.ArrowDtype`) instead of
+            one NumPy array per row: a fraction of the memory, read by
+            `multitune.embed.precomputed.stack_vectors` without a copy.
+    """
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    table = pq.read_table(_existing(path, "dataset"), columns=wanted)
+    return table.to_pandas(types_mapper=_arrow_lists if arrow_vectors else None)
+
+
+def _arrow_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
+    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    return pd.ArrowDtype(kind) if listed or pa.types.is_fixed_size_list(kind) else None
 
 
 def read_splits(path: str | os.PathLike[str] = DATA_DIR / SPLITS) -> pd.DataFrame:

@@ -47,8 +47,9 @@ def load_features(
 ) -> np.ndarray:
     """One modality's vectors as a float32, C-contiguous `(len(ids), dim)` matrix.
 
-    Row `i` is the vector of `ids[i]`. Arrow's flat value buffer becomes the matrix directly;
-    the only per-row work is a vectorized index lookup.
+    Row `i` is the vector of `ids[i]`. Peak memory is the matrix plus one row group: each of
+    the file's row groups is read and copied into its rows of the matrix (straight, when the
+    file holds `ids` in their order, as the embed stage writes it; else by an index lookup).
 
     Raises:
         DataError: the file is missing, or some of `ids` have no vector.
@@ -56,23 +57,45 @@ def load_features(
     path = feature_path(features_dir, modality)
     if not path.exists():
         raise DataError(f"{path}: no features for modality '{modality}'; run `dvc repro embed`")
-    table = pq.read_table(path, columns=["id", "vector"])
-    column = table.column("vector").combine_chunks()
-    if not pa.types.is_fixed_size_list(column.type):
-        raise DataError(f"{path}: column 'vector' is {column.type}, not a fixed-size list")
-    dim = column.type.list_size
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    matrix = flat.astype(np.float32, copy=False).reshape(len(table), dim)
+    file = pq.ParquetFile(path)
+    vector = file.schema_arrow.field("vector").type
+    if not pa.types.is_fixed_size_list(vector):
+        raise DataError(f"{path}: column 'vector' is {vector}, not a fixed-size list")
+    stored = file.read(columns=["id"]).column("id").combine_chunks()
     wanted = pa.array(np.asarray(ids, dtype=object), type=pa.string())
-    index = pc.index_in(wanted, value_set=table.column("id").combine_chunks())
-    if index.null_count:
-        missing = wanted.filter(pc.is_null(index)).to_pylist()[:5]
-        raise DataError(
-            f"{path}: {index.null_count} requested id(s) have no vector, e.g. {missing}; "
-            "the features are older than the dataset? run `dvc repro embed`"
-        )
-    rows = index.to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(matrix[rows])
+    aligned = stored.equals(wanted)
+    if aligned:
+        rows = None
+    else:
+        index = pc.index_in(wanted, value_set=stored)
+        if index.null_count:
+            missing = wanted.filter(pc.is_null(index)).to_pylist()[:5]
+            raise DataError(
+                f"{path}: {index.null_count} requested id(s) have no vector, e.g. {missing}; "
+                "the features are older than the dataset? run `dvc repro embed`"
+            )
+        rows = index.to_numpy(zero_copy_only=False)
+    matrix = np.empty((len(wanted), vector.list_size), dtype=np.float32)
+    start = 0
+    for group in range(file.num_row_groups):
+        block = _block(file.read_row_group(group, columns=["vector"]), vector.list_size)
+        stop = start + len(block)
+        if rows is None:
+            matrix[start:stop] = block
+        else:  # the requested rows whose vectors are in this block
+            mine = (rows >= start) & (rows < stop)
+            matrix[mine] = block[rows[mine] - start]
+        start = stop
+    return matrix
+
+
+def _block(table: pa.Table, dim: int) -> np.ndarray:
+    """A row group's vectors `(rows, dim)`, a view of Arrow's buffer where it can be."""
+    parts = [
+        chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        for chunk in table.column("vector").chunks
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def read_meta(features_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,9 +16,11 @@ class Encoder(ABC):
     """Turns a modality's source columns into one float32 vector per row.
 
     Contract:
-      * ``fit(frame)`` is called once, on train rows only (a no-op for pretrained encoders).
+      * ``fit(frame)`` is called once, on train rows only (a no-op for pretrained encoders);
+        on the first ``fit_rows`` of them when that is set (the stage then copies no more).
       * ``transform(frame)`` returns a C-contiguous ``float32`` array of shape
-        ``(len(frame), dim)``, rows in the frame's order, all values finite.
+        ``(len(frame), dim)``, rows in the frame's order, all values finite; it may be a
+        read-only view of the frame's (Arrow) data.
       * ``save(directory)`` writes the fitted state in safe formats (JSON, ``.npy``,
         safetensors; never pickle), and ``load(config, directory)`` restores an encoder whose
         ``transform`` gives the same vectors. The served model carries this directory.
@@ -26,6 +28,9 @@ class Encoder(ABC):
 
     `frame` holds exactly the modality's source columns.
     """
+
+    fit_rows: ClassVar[int | None] = None
+    """The train rows `fit` needs at most (None: all)."""
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

@@ -8,6 +8,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from multitune.embed.base import ENCODERS, Encoder
 from multitune.errors import DataError
@@ -25,10 +27,16 @@ class PrecomputedConfig(MethodConfig):
 def stack_vectors(cells: pd.Series, dim: int | None = None) -> np.ndarray:
     """Cells holding equal-length vectors (lists, arrays or JSON strings) -> `(n, dim)`.
 
+    A column read with Arrow types (`read_dataset(..., arrow_vectors=True)`) becomes the
+    matrix from Arrow's value buffer: a read-only view of it when the column is one float32
+    chunk, else one copy; no Python object per row either way.
+
     Raises:
         DataError: a cell is missing, lengths differ (or differ from `dim`), or a value is
             NaN or inf.
     """
+    if isinstance(cells.dtype, pd.ArrowDtype) and _is_list(cells.dtype.pyarrow_dtype):
+        return _check_finite(cells.name, _arrow_matrix(cells, dim))
     rows = [json.loads(c) if isinstance(c, str) else c for c in cells.to_numpy(dtype=object)]
     if any(r is None for r in rows):
         raise DataError(
@@ -43,10 +51,54 @@ def stack_vectors(cells: pd.Series, dim: int | None = None) -> np.ndarray:
             f"{sorted(lengths)}" + (f" (the encoder was fitted on {dim})" if dim else "")
         )
     matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
-    if not np.isfinite(matrix).all():
-        bad = int((~np.isfinite(matrix)).any(axis=1).sum())
-        raise DataError(f"column '{cells.name}': {bad} vector(s) hold NaN or inf")
-    return np.ascontiguousarray(matrix)
+    return _check_finite(cells.name, np.ascontiguousarray(matrix))
+
+
+def _check_finite(name: object, matrix: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise DataError(f"column '{name}': {bad} vector(s) hold NaN or inf")
+    return matrix
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    )
+
+
+def _arrow_matrix(cells: pd.Series, dim: int | None) -> np.ndarray:
+    """An Arrow list column -> `(n, dim)` float32 (see `stack_vectors`)."""
+    data = pa.array(cells.array)  # the Arrow data behind the column (`__arrow_array__`)
+    column = data if isinstance(data, pa.ChunkedArray) else pa.chunked_array([data])
+    if column.null_count:
+        raise DataError(f"column '{cells.name}': {column.null_count} row(s) lack a vector")
+    lengths = set()
+    for chunk in column.chunks:
+        if len(chunk):
+            counts = pc.list_value_length(chunk)
+            lengths |= {pc.min(counts).as_py(), pc.max(counts).as_py()}
+    if dim is not None:
+        lengths.add(dim)
+    if len(lengths) > 1:
+        raise DataError(
+            f"column '{cells.name}': vectors must all have one length; found lengths "
+            f"{sorted(lengths)}" + (f" (the encoder was fitted on {dim})" if dim else "")
+        )
+    width = lengths.pop() if lengths else 0
+    blocks = [
+        chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), width)
+        for chunk in column.chunks
+    ]
+    if len(blocks) == 1 and blocks[0].dtype == np.float32:
+        return blocks[0]
+    matrix = np.empty((len(column), width), dtype=np.float32)
+    start = 0
+    for block in blocks:
+        matrix[start : start + len(block)] = block
+        start += len(block)
+    return matrix
 
 
 @ENCODERS.register(PrecomputedConfig)
@@ -54,13 +106,16 @@ class PrecomputedEncoder(Encoder):
     """Passes the vectors through as float32; `fit` records their length."""
 
     input_kind: ClassVar[str] = "vector"
+    fit_rows: ClassVar[int | None] = 1
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
         self._dim: int | None = None
 
     def fit(self, frame: pd.DataFrame) -> None:
-        """Record the vectors' length."""
+        """Record the vectors' length (the stage gives one row: `transform` checks all)."""
+        if not len(frame):
+            raise DataError(f"column '{frame.columns[0]}': no train rows to fit on")
         self._dim = stack_vectors(frame.iloc[:, 0]).shape[1]
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:

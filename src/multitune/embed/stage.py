@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -55,7 +56,10 @@ def embed(
         for name, modality in data.modalities.items():
             source = frame[modality.source_columns]
             encoder = ENCODERS.build(modality.encoder)
-            encoder.fit(source[is_train])
+            if encoder.fit_rows is None:
+                encoder.fit(source[is_train])
+            else:  # an encoder that needs only a few rows to fit: no copy of the train rows
+                encoder.fit(source.iloc[np.flatnonzero(is_train)[: encoder.fit_rows]])
             vectors = encoder.transform(source)
             pq.write_table(features_table(frame[ID].to_numpy(), vectors), feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))

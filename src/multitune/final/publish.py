@@ -30,7 +30,7 @@ EXAMPLE_ROWS = 5
 
 def raw_example(data_dir: Path, columns: list[str], n: int = EXAMPLE_ROWS) -> pd.DataFrame:
     """A few raw test rows, only the columns the model reads (the input example)."""
-    frame = read_dataset(data_dir / "dataset.parquet")
+    frame = read_dataset(data_dir / "dataset.parquet", ["id", *columns])
     splits = read_splits(data_dir / "splits.parquet")
     test_ids = set(splits.loc[splits["split"] == "test", "id"].astype(str))
     rows = frame[frame["id"].astype(str).isin(test_ids)].head(n)[columns].reset_index(drop=True)

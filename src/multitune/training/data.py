@@ -214,7 +214,9 @@ class TrainingData:
         specs = [
             TaskSpec(t, infos[t.name].classes, infos[t.name].n_labelled) for t in params.tasks
         ]
-        frame = read_dataset(data_dir / "dataset.parquet")
+        # Only ids and targets: the modalities' columns (vectors, text) are the features'.
+        columns = ["id", *(t.config.column for t in specs)]
+        frame = read_dataset(data_dir / "dataset.parquet", columns)
         ids = frame["id"].astype(str).to_numpy()
         split_frame = read_splits(data_dir / "splits.parquet")
         split = (
