@@ -7,7 +7,7 @@ from pathlib import Path
 
 from multitune.config import load_params
 from multitune.console import console, guarded
-from multitune.data import read_dataset, read_splits
+from multitune.data import read_splits
 from multitune.embed.stage import embed
 
 
@@ -19,10 +19,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     args = parser.parse_args()
     params = load_params(args.params)
-    columns = ["id", *(c for m in params.data.modalities.values() for c in m.source_columns)]
-    frame = read_dataset(args.data / "dataset.parquet", columns, arrow_vectors=True)
     meta = embed(
-        frame, read_splits(args.data / "splits.parquet"), params.data, args.data / "features"
+        args.data / "dataset.parquet",
+        read_splits(args.data / "splits.parquet"),
+        params.data,
+        args.data / "features",
     )
     console.print(f"[bold]embed[/] -> {args.data / 'features'}")
     for name, info in meta.items():

@@ -90,10 +90,11 @@ def read_dataset(
     """
     wanted = None if columns is None else list(dict.fromkeys(columns))
     table = pq.read_table(_existing(path, "dataset"), columns=wanted)
-    return table.to_pandas(types_mapper=_arrow_lists if arrow_vectors else None)
+    return table.to_pandas(types_mapper=arrow_lists if arrow_vectors else None)
 
 
-def _arrow_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
+def arrow_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
+    """A `types_mapper` for `to_pandas`: list columns stay Arrow data."""
     listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
     return pd.ArrowDtype(kind) if listed or pa.types.is_fixed_size_list(kind) else None
 

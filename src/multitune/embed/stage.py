@@ -1,8 +1,15 @@
-"""The embed stage's library function: dataset + splits -> one feature file per modality."""
+"""The embed stage's library function: dataset + splits -> one feature file per modality.
+
+The dataset is read a batch of rows at a time (`BATCH_ROWS`) and each batch's vectors are
+written as they come, so a modality's peak memory is its fitted encoder and one batch; only
+an encoder that fits on every train row (TF-IDF, numeric scaling) reads those rows whole,
+and only its own columns.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +19,10 @@ import pyarrow.parquet as pq
 
 from multitune.config.data import DataConfig
 from multitune.data.artifacts import SPLIT_NAMES
+from multitune.data.artifacts import arrow_lists as _arrow_lists
 from multitune.data.features import META, encoder_dir, feature_path, features_table
 from multitune.data.ids import ID
-from multitune.embed.base import ENCODERS
+from multitune.embed.base import ENCODERS, Encoder
 from multitune.embed.token_cache import cache_dir
 from multitune.errors import DataError
 from multitune.io import atomic_path, write_json
@@ -22,13 +30,59 @@ from multitune.io import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 
-def train_rows(frame: pd.DataFrame, splits: pd.DataFrame) -> pd.Series:
-    """A boolean mask of `frame`'s train rows.
+BATCH_ROWS = 65_536
+"""Rows encoded and written at a time."""
+
+
+class _Rows:
+    """The dataset's rows, from a Parquet file read batch by batch, or from a frame."""
+
+    def __init__(self, source: pd.DataFrame | Path) -> None:
+        self.frame = source if isinstance(source, pd.DataFrame) else None
+        self.file = None if isinstance(source, pd.DataFrame) else pq.ParquetFile(source)
+        if self.frame is not None:
+            self.ids = self.frame[ID].astype(str).to_numpy()
+        else:
+            assert self.file is not None
+            self.ids = self.file.read(columns=[ID]).column(ID).to_numpy(zero_copy_only=False)
+
+    def batches(self, columns: list[str]) -> Iterator[pd.DataFrame]:
+        """`columns` of consecutive rows, `BATCH_ROWS` at a time (vectors as Arrow data)."""
+        if self.frame is not None:
+            for start in range(0, len(self.frame), BATCH_ROWS):
+                yield self.frame[columns].iloc[start : start + BATCH_ROWS]
+            return
+        assert self.file is not None
+        for batch in self.file.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            yield batch.to_pandas(types_mapper=_arrow_lists)
+
+    def take(self, columns: list[str], rows: np.ndarray) -> pd.DataFrame:
+        """`columns` of the rows at sorted positions `rows`, read batch by batch."""
+        if self.frame is not None:
+            return self.frame[columns].iloc[rows]
+        parts, start = [], 0
+        for batch in self.batches(columns):
+            stop = start + len(batch)
+            lo, hi = np.searchsorted(rows, [start, stop])
+            if hi > lo:
+                parts.append(batch.iloc[rows[lo:hi] - start])
+            start = stop
+            if hi == len(rows):
+                break
+        return pd.concat(parts) if parts else pd.DataFrame(columns=columns)
+
+    def whole(self, columns: list[str]) -> pd.DataFrame:
+        """`columns` of every row."""
+        return self.take(columns, np.arange(len(self.ids)))
+
+
+def train_rows(ids: np.ndarray, splits: pd.DataFrame) -> np.ndarray:
+    """A boolean mask of the train rows among `ids`.
 
     Raises:
         DataError: some rows have no split (the split is older than the dataset).
     """
-    split = frame[ID].map(splits.set_index(ID)["split"])
+    split = pd.Series(ids).map(splits.set_index(splits[ID].astype(str))["split"])
     if split.isna().any():
         raise DataError(
             f"{int(split.isna().sum())} dataset rows have no split; run `dvc repro split`"
@@ -36,39 +90,57 @@ def train_rows(frame: pd.DataFrame, splits: pd.DataFrame) -> pd.Series:
     unknown = set(split.unique()) - set(SPLIT_NAMES)
     if unknown:
         raise DataError(f"splits hold unknown split names {sorted(unknown)}")
-    return split.eq("train")
+    return split.eq("train").to_numpy()
 
 
 def embed(
-    frame: pd.DataFrame, splits: pd.DataFrame, data: DataConfig, out_dir: Path
+    dataset: pd.DataFrame | Path, splits: pd.DataFrame, data: DataConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Encode every modality of `frame` into `out_dir` (written whole, atomically).
+    """Encode every modality of `dataset` (`data/dataset.parquet`, or a frame of it) into
+    `out_dir` (written whole, atomically).
 
-    Each encoder is fitted on the train rows only, then transforms all rows. `out_dir` gets
-    `<modality>.parquet` (`id`, `vector`), `encoders/<modality>/` (the fitted state),
-    `<modality>.tokens/` for a text modality with `cache_top_layers` (see
-    `multitune.embed.token_cache`) and `meta.json`, which is also returned.
+    Each encoder is fitted on the train rows only, then transforms all rows, a batch at a
+    time. `out_dir` gets `<modality>.parquet` (`id`, `vector`, rows in the dataset's order),
+    `encoders/<modality>/` (the fitted state), `<modality>.tokens/` for a text modality with
+    `cache_top_layers` (see `multitune.embed.token_cache`) and `meta.json`, which is also
+    returned.
     """
-    is_train = train_rows(frame, splits).to_numpy()
+    rows = _Rows(dataset)
+    train = np.flatnonzero(train_rows(rows.ids, splits))
     meta: dict[str, Any] = {}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, modality in data.modalities.items():
-            source = frame[modality.source_columns]
+            columns = list(modality.source_columns)
             encoder = ENCODERS.build(modality.encoder)
-            if encoder.fit_rows is None:
-                encoder.fit(source[is_train])
-            else:  # an encoder that needs only a few rows to fit: no copy of the train rows
-                encoder.fit(source.iloc[np.flatnonzero(is_train)[: encoder.fit_rows]])
-            vectors = encoder.transform(source)
-            pq.write_table(features_table(frame[ID].to_numpy(), vectors), feature_path(tmp, name))
+            encoder.fit(rows.take(columns, train[: encoder.fit_rows]))
+            _write_vectors(encoder, rows, columns, feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))
-            meta[name] = encoder.describe() | {"rows": len(frame), "fitted_on": "train"}
+            meta[name] = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"}
             if getattr(modality.encoder, "cache_top_layers", 0):
                 out = cache_dir(tmp, name)
                 meta[name]["token_cache"] = encoder.write_token_cache(  # type: ignore[attr-defined]
-                    source, frame[ID].to_numpy(), out
+                    rows.whole(columns), rows.ids, out
                 ) | {"path": out.name}
             log.info("embedded %s: %s", name, meta[name])
         write_json(tmp / META, meta)
     return meta
+
+
+def _write_vectors(encoder: Encoder, rows: _Rows, columns: list[str], path: Path) -> None:
+    """Encode `rows` batch by batch into the feature file at `path`."""
+    writer: pq.ParquetWriter | None = None
+    start = 0
+    try:
+        for batch in rows.batches(columns):
+            vectors = encoder.transform(batch)
+            table = features_table(rows.ids[start : start + len(batch)], vectors)
+            start += len(batch)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # no rows: still a (empty) feature file
+        pq.write_table(features_table(rows.ids, np.zeros((0, encoder.dim), np.float32)), path)
