@@ -22,6 +22,16 @@ META = "meta.json"
 ENCODERS_DIR = "encoders"
 
 
+STREAM_ROWS = 65_536
+"""Rows per batch when a Parquet file is streamed."""
+
+
+def streamed(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """A Parquet file to read batch by batch with bounded memory: pages are read through a
+    1 MiB buffer, not a whole column chunk (a row group's vectors) at once."""
+    return pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+
+
 def feature_path(features_dir: str | os.PathLike[str], modality: str) -> Path:
     """Where a modality's vectors live."""
     return Path(features_dir) / f"{modality}.parquet"
@@ -47,9 +57,10 @@ def load_features(
 ) -> np.ndarray:
     """One modality's vectors as a float32, C-contiguous `(len(ids), dim)` matrix.
 
-    Row `i` is the vector of `ids[i]`. Peak memory is the matrix plus one row group: each of
-    the file's row groups is read and copied into its rows of the matrix (straight, when the
-    file holds `ids` in their order, as the embed stage writes it; else by an index lookup).
+    Row `i` is the vector of `ids[i]`. Peak memory is the matrix plus a batch of rows: the
+    file is streamed (`streamed`) and each batch copied into its rows of the matrix
+    (straight, when the file holds `ids` in their order, as the embed stage writes it; else
+    by an index lookup).
 
     Raises:
         DataError: the file is missing, or some of `ids` have no vector.
@@ -57,7 +68,7 @@ def load_features(
     path = feature_path(features_dir, modality)
     if not path.exists():
         raise DataError(f"{path}: no features for modality '{modality}'; run `dvc repro embed`")
-    file = pq.ParquetFile(path)
+    file = streamed(path)
     vector = file.schema_arrow.field("vector").type
     if not pa.types.is_fixed_size_list(vector):
         raise DataError(f"{path}: column 'vector' is {vector}, not a fixed-size list")
@@ -77,8 +88,8 @@ def load_features(
         rows = index.to_numpy(zero_copy_only=False)
     matrix = np.empty((len(wanted), vector.list_size), dtype=np.float32)
     start = 0
-    for group in range(file.num_row_groups):
-        block = _block(file.read_row_group(group, columns=["vector"]), vector.list_size)
+    for batch in file.iter_batches(batch_size=STREAM_ROWS, columns=["vector"]):
+        block = _block(pa.Table.from_batches([batch]), vector.list_size)
         stop = start + len(block)
         if rows is None:
             matrix[start:stop] = block

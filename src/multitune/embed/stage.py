@@ -20,7 +20,14 @@ import pyarrow.parquet as pq
 from multitune.config.data import DataConfig
 from multitune.data.artifacts import SPLIT_NAMES
 from multitune.data.artifacts import arrow_lists as _arrow_lists
-from multitune.data.features import META, encoder_dir, feature_path, features_table
+from multitune.data.features import (
+    META,
+    STREAM_ROWS,
+    encoder_dir,
+    feature_path,
+    features_table,
+    streamed,
+)
 from multitune.data.ids import ID
 from multitune.embed.base import ENCODERS, Encoder
 from multitune.embed.token_cache import cache_dir
@@ -30,8 +37,8 @@ from multitune.io import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 
-BATCH_ROWS = 65_536
-"""Rows encoded and written at a time."""
+BATCH_ROWS = STREAM_ROWS
+"""Rows encoded and written at a time (a multiple of the text encoders' batch of 64)."""
 
 
 class _Rows:
@@ -39,7 +46,7 @@ class _Rows:
 
     def __init__(self, source: pd.DataFrame | Path) -> None:
         self.frame = source if isinstance(source, pd.DataFrame) else None
-        self.file = None if isinstance(source, pd.DataFrame) else pq.ParquetFile(source)
+        self.file = None if isinstance(source, pd.DataFrame) else streamed(source)
         if self.frame is not None:
             self.ids = self.frame[ID].astype(str).to_numpy()
         else:
