@@ -156,3 +156,32 @@ def test_vectors_of_different_lengths_are_an_error(tmp_path: Path) -> None:
     msg = _error(tmp_path, frame)
     assert msg.startswith("data.modalities.audio.column: vectors in column 'audio' differ")
     assert "299 rows of length 8" in msg and "1 rows of length 5" in msg
+
+
+def test_parquet_vectors_are_checked_as_arrow_and_match_the_csv_path(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from multitune.data import write_parquet
+
+    frame = synthetic_frame()
+    frame["audio"] = [np.asarray(v, dtype=np.float64) for v in frame["audio"]]  # list<double>
+    csv = frame.assign(audio=[json.dumps(v.tolist()) for v in frame["audio"]])
+    csv.to_csv(tmp_path / "table.csv", index=False)
+    raw = synthetic_params(write_synthetic(tmp_path / "pq", frame))
+    from_parquet = ingest(validate_params(raw)).frame
+    raw["data"]["source"] = str(tmp_path / "table.csv")
+    from_csv = ingest(validate_params(raw)).frame
+    assert from_csv["id"].tolist() == from_parquet["id"].tolist()
+    np.testing.assert_array_equal(
+        np.stack(from_parquet["audio"].to_list()), np.stack(from_csv["audio"].to_list())
+    )
+    write_parquet(tmp_path / "dataset.parquet", from_parquet)
+    stored = pq.read_schema(tmp_path / "dataset.parquet").field("audio").type
+    assert stored == pa.list_(pa.float32(), 8)  # fixed-size float32, as embed reads it
+
+    frame.at[5, "audio"] = None  # a row without a vector is an invalid row
+    msg = _error(tmp_path / "missing", frame)
+    assert "1 row(s) hold NaN, inf or no value" in msg and "column 'audio', row" in msg

@@ -94,9 +94,13 @@ def read_dataset(
 
 
 def arrow_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
-    """A `types_mapper` for `to_pandas`: list columns stay Arrow data."""
+    """A `types_mapper` for `to_pandas`: lists of numbers (vectors) stay Arrow data."""
     listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
-    return pd.ArrowDtype(kind) if listed or pa.types.is_fixed_size_list(kind) else None
+    if not (listed or pa.types.is_fixed_size_list(kind)):
+        return None
+    value = kind.value_type
+    numeric = pa.types.is_floating(value) or pa.types.is_integer(value)
+    return pd.ArrowDtype(kind) if numeric else None
 
 
 def read_splits(path: str | os.PathLike[str] = DATA_DIR / SPLITS) -> pd.DataFrame:
@@ -115,10 +119,27 @@ def write_tasks(path: str | os.PathLike[str], tasks: list[TaskInfo]) -> None:
     write_json(path, {"tasks": [t.to_json() for t in tasks]})
 
 
+def _plain_lists(table: pa.Table) -> pa.Table:
+    """`table` with its Arrow-backed list columns recorded as plain object columns in the
+    pandas metadata: pandas cannot parse a fixed-size list dtype's name back, and readers
+    get those columns as one array per row, as from any other list column."""
+    raw = (table.schema.metadata or {}).get(b"pandas")
+    if raw is None:
+        return table
+    meta = json.loads(raw)
+    for column in meta.get("columns", []):
+        kind = str(column.get("numpy_type", ""))
+        if kind.endswith("[pyarrow]") and "list<" in kind:
+            column["numpy_type"] = "object"
+    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta)})
+
+
 def write_parquet(path: str | os.PathLike[str], frame: pd.DataFrame | pa.Table) -> None:
     """Write a table as parquet, atomically, without the pandas index."""
     table = (
-        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+        frame
+        if isinstance(frame, pa.Table)
+        else _plain_lists(pa.Table.from_pandas(frame, preserve_index=False))
     )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -16,8 +16,11 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from multitune.config.data import DataConfig, ModalityConfig
+from multitune.data.artifacts import arrow_lists
 from multitune.data.columns import describe_rows, require_column
 from multitune.embed import ENCODERS
 from multitune.errors import DataError
@@ -61,6 +64,12 @@ def _numeric(frame: pd.DataFrame, column: str, key: str) -> tuple[pd.Series, np.
 
 
 def _vectors(frame: pd.DataFrame, column: str, key: str) -> tuple[pd.Series, np.ndarray]:
+    cells = frame[column]
+    if (
+        isinstance(cells.dtype, pd.ArrowDtype)
+        and arrow_lists(cells.dtype.pyarrow_dtype) is not None
+    ):
+        return _arrow_vectors(cells, column, key)
     vectors = [_vector(v) for v in frame[column].to_numpy(dtype=object)]
     lengths = pd.Series([len(v) if v is not None else -1 for v in vectors])
     sizes = lengths[lengths >= 0].value_counts()
@@ -71,6 +80,40 @@ def _vectors(frame: pd.DataFrame, column: str, key: str) -> tuple[pd.Series, np.
         raise DataError(f"{key}: vectors in column '{column}' differ in length: {shown}")
     invalid = np.array([v is None or not np.isfinite(v).all() for v in vectors])
     return pd.Series(vectors, index=frame.index, dtype=object), invalid
+
+
+def _arrow_vectors(cells: pd.Series, column: str, key: str) -> tuple[pd.Series, np.ndarray]:
+    """An Arrow list column (a Parquet source) checked without a Python object per row, and
+    stored as fixed-size float32 lists: a view of its values when they are float32 already
+    and no row lacks a vector."""
+    data = pa.array(cells.array)
+    lists = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    lengths = pc.list_value_length(lists)
+    sizes = pc.value_counts(lengths.drop_null()).to_pylist()
+    if not sizes:
+        raise DataError(f"{key}: column '{column}' holds no vectors (lists of numbers)")
+    if len(sizes) > 1:
+        shown = ", ".join(f"{s['counts']} rows of length {s['values']}" for s in sizes)
+        raise DataError(f"{key}: vectors in column '{column}' differ in length: {shown}")
+    dim = int(sizes[0]["values"])
+    try:
+        values = pc.cast(pc.list_flatten(lists), pa.float32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"{key}: column '{column}' holds lists of non-numbers") from None
+    flat = values.to_numpy(zero_copy_only=False)
+    missing = lists.is_null().to_numpy(zero_copy_only=False)
+    invalid = missing.copy()
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        invalid[parents[bad]] = True
+    if missing.any():  # a placeholder vector for each row without one (it is invalid)
+        full = np.zeros((len(lists), dim), dtype=np.float32)
+        full[~missing] = flat.reshape(-1, dim)
+        flat = full.reshape(-1)
+    stored = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim)
+    series = pd.Series(pd.arrays.ArrowExtensionArray(stored), index=cells.index, name=column)
+    return series, invalid
 
 
 def normalize_modalities(frame: pd.DataFrame, data: DataConfig) -> tuple[pd.DataFrame, int]:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from multitune.data.artifacts import arrow_lists
 from multitune.data.builtin import BUILTINS
+from multitune.data.features import streamed
 from multitune.errors import DataError
 
 BUILTIN_PREFIX = "builtin:"
@@ -30,6 +31,7 @@ def read_source(source: str, root: Path | None = None) -> pd.DataFrame:
     try:
         if path.suffix.lower() == ".csv":
             return pd.read_csv(path)
-        return pq.read_table(path).to_pandas()
+        # Streamed through a small buffer; vector (list) columns stay Arrow data.
+        return streamed(path).read().to_pandas(types_mapper=arrow_lists)
     except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"data.source: cannot read {path}: {err}") from None
