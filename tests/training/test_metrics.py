@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
 from multitune.config import BinaryTask, ClassificationTask, MultilabelTask, RegressionTask
 from multitune.models.heads import TaskSpec
 from multitune.training.metrics import (
     MIN_BASELINE,
+    auroc,
+    average_ranks,
     delta_m,
     higher_is_better,
     joint_accuracy,
@@ -73,6 +76,28 @@ def test_metrics_agree_with_sklearn() -> None:
     spec_m = TaskSpec(MultilabelTask(name="m", column="m"), list("pqrs"))
     mm = task_metrics(spec_m, pm, ym, labelled)
     assert mm["micro_f1"] == pytest.approx(f1_score(ym, pm >= 0.5, average="micro"))
+
+
+def test_average_ranks_are_scipys_rankdata_ties_included() -> None:
+    rng = np.random.default_rng(0)
+    cases = [
+        rng.integers(0, 5, 200).astype(np.float64),  # many ties
+        rng.integers(0, 50, 1000).astype(np.float32),  # a float32 score, some ties
+        rng.integers(-3, 3, 101),  # integers
+        np.round(rng.random(500), 2),
+        rng.random(300),  # no ties
+        np.full(7, 0.5),  # one tie group
+        np.array([0.3]),
+        np.array([], dtype=np.float64),
+        np.array([0.1, np.nan, 0.2]),  # NaN: all NaN, as SciPy's default
+    ]
+    for values in cases:
+        ours = average_ranks(values)
+        assert ours.dtype == np.float64
+        np.testing.assert_array_equal(ours, rankdata(values))
+    y = rng.integers(0, 2, 400)
+    score = np.round(rng.random(400), 1).astype(np.float32)  # a tied score: AUROC's ties
+    assert auroc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
 
 
 def test_only_labelled_rows_count_and_empty_is_empty() -> None:

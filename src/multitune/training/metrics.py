@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from multitune.models.heads import TaskSpec
 
@@ -74,8 +73,27 @@ def auroc(y_true: np.ndarray, score: np.ndarray) -> float | None:
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = rankdata(score)
+    ranks = average_ranks(score)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of the flattened `values`, ties given their average rank; all NaN when
+    any value is NaN. The same float64 ranks as `scipy.stats.rankdata(values)` (its defaults:
+    method "average", NaNs propagate), without importing SciPy: a trial pays 0.6 s for it."""
+    a = np.asarray(values).ravel()
+    if a.dtype.kind in "fc" and np.isnan(a).any():
+        return np.full(a.size, np.nan)
+    order = np.argsort(a, kind="stable")
+    sorted_a = a[order]
+    first = np.r_[True, sorted_a[1:] != sorted_a[:-1]]
+    group = np.cumsum(first) - 1  # each sorted value's tie group
+    bounds = np.r_[np.flatnonzero(first), a.size]  # where each group starts, then the end
+    # A group spanning sorted positions [lo, hi) holds ranks lo+1 .. hi: average (lo+hi+1)/2.
+    mean_rank = 0.5 * (bounds[:-1] + bounds[1:] + 1)
+    ranks = np.empty(a.size, dtype=np.float64)
+    ranks[order] = mean_rank[group]
+    return ranks
 
 
 def kl_to_soft_target(probs: np.ndarray, y: np.ndarray, smoothing: float) -> float:
