@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from multitune.config.space import (
     Choice,
@@ -24,6 +22,11 @@ from multitune.config.space import (
     method_configs,
 )
 from multitune.config.tuning import METHOD_TARGETS, VALUE_TARGETS, SearchSpace, target_field
+
+if TYPE_CHECKING:
+    # The Ray trainable imports this module (through `trial`) to build a trial's params; it
+    # samples nothing, so its workers need not import Optuna (about 0.1 s each).
+    import optuna
 
 Knob = Distribution | Choice | Fixed
 
