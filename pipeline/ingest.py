@@ -7,7 +7,7 @@ from pathlib import Path
 
 from multitune.config import load_params
 from multitune.console import console, guarded
-from multitune.data import write_parquet, write_tasks
+from multitune.data import write_tasks
 from multitune.data.ingest import ingest
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data"))
     args = parser.parse_args()
     result = ingest(load_params(args.params), root=args.params.resolve().parent)
-    write_parquet(args.out / "dataset.parquet", result.frame)
+    result.write(args.out / "dataset.parquet")
     write_tasks(args.out / "tasks.json", result.tasks)
     console.print(f"[bold]ingest[/] -> {args.out / 'dataset.parquet'}")
     for line in result.summary():

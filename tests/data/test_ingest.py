@@ -185,3 +185,44 @@ def test_parquet_vectors_are_checked_as_arrow_and_match_the_csv_path(tmp_path: P
     frame.at[5, "audio"] = None  # a row without a vector is an invalid row
     msg = _error(tmp_path / "missing", frame)
     assert "1 row(s) hold NaN, inf or no value" in msg and "column 'audio', row" in msg
+
+
+def test_the_stage_writes_the_table_sorted_a_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from multitune.data import artifacts, read_dataset
+
+    shuffled = synthetic_frame().sample(frac=1.0, random_state=3)
+    result = _ingest(tmp_path / "in", shuffled)
+    monkeypatch.setattr(artifacts, "WRITE_ROWS", 7)  # many batches, the last one short
+    result.write(tmp_path / "dataset.parquet")
+    stored = read_dataset(tmp_path / "dataset.parquet")
+    expected = result.frame
+    assert stored["id"].tolist() == sorted(stored["id"]) == expected["id"].tolist()
+    for column in ("text", "sentiment", "rating", "author"):
+        pd.testing.assert_series_equal(stored[column], expected[column], check_dtype=False)
+    np.testing.assert_array_equal(
+        np.stack(stored["audio"].to_list()), np.stack(expected["audio"].to_list())
+    )
+    schema = pq.read_schema(tmp_path / "dataset.parquet")
+    assert schema.field("audio").type == pa.list_(pa.float32(), 8)
+    assert pq.ParquetFile(tmp_path / "dataset.parquet").metadata.num_row_groups > 1
+
+
+def test_csv_vectors_are_stored_as_parquet_vectors_are(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = synthetic_frame()
+    frame.assign(audio=[json.dumps(v.tolist()) for v in frame["audio"]]).to_csv(
+        tmp_path / "table.csv", index=False
+    )
+    raw = synthetic_params(tmp_path / "table.csv")
+    ingest(validate_params(raw)).write(tmp_path / "dataset.parquet")
+    stored = pq.read_schema(tmp_path / "dataset.parquet").field("audio").type
+    assert stored == pa.list_(pa.float32(), 8)  # what embed and the trainer read as vectors

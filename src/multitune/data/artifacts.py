@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -119,27 +120,68 @@ def write_tasks(path: str | os.PathLike[str], tasks: list[TaskInfo]) -> None:
     write_json(path, {"tasks": [t.to_json() for t in tasks]})
 
 
-def _plain_lists(table: pa.Table) -> pa.Table:
-    """`table` with its Arrow-backed list columns recorded as plain object columns in the
+def _plain_lists(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its Arrow-backed list columns recorded as plain object columns in the
     pandas metadata: pandas cannot parse a fixed-size list dtype's name back, and readers
     get those columns as one array per row, as from any other list column."""
-    raw = (table.schema.metadata or {}).get(b"pandas")
+    raw = (schema.metadata or {}).get(b"pandas")
     if raw is None:
-        return table
+        return schema
     meta = json.loads(raw)
     for column in meta.get("columns", []):
         kind = str(column.get("numpy_type", ""))
         if kind.endswith("[pyarrow]") and "list<" in kind:
             column["numpy_type"] = "object"
-    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta)})
+    return schema.with_metadata({**schema.metadata, b"pandas": json.dumps(meta)})
 
 
-def write_parquet(path: str | os.PathLike[str], frame: pd.DataFrame | pa.Table) -> None:
-    """Write a table as parquet, atomically, without the pandas index."""
+WRITE_ROWS = 65_536
+"""Rows per batch when a table is written in a given order."""
+
+
+def write_parquet(
+    path: str | os.PathLike[str],
+    frame: pd.DataFrame | pa.Table,
+    *,
+    order: np.ndarray | None = None,
+) -> None:
+    """Write a table as parquet, atomically, without the pandas index.
+
+    Args:
+        path: The file.
+        frame: The table.
+        order: Write `frame`'s rows at these positions, in this order, `WRITE_ROWS` at a
+            time: peak memory is `frame` plus one batch, never a reordered copy of it.
+    """
     table = (
-        frame
-        if isinstance(frame, pa.Table)
-        else _plain_lists(pa.Table.from_pandas(frame, preserve_index=False))
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     )
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    schema = _plain_lists(table.schema)
+    if order is None:
+        with atomic_path(path) as tmp:
+            pq.write_table(table.replace_schema_metadata(schema.metadata), tmp)
+        return
+    rows = np.asarray(order, dtype=np.int64)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(rows), WRITE_ROWS):
+            batch = rows[start : start + WRITE_ROWS]
+            writer.write_table(pa.table([_take(c, batch) for c in table.columns], schema=schema))
+
+
+def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """`column`'s values at `rows`, gathered chunk by chunk: Arrow's take on a chunked
+    array first concatenates the chunks (a whole copy of a vector column)."""
+    if len(rows) == 0:
+        return pa.array([], type=column.type)
+    if column.num_chunks == 1:
+        return column.chunk(0).take(rows)
+    bounds = np.cumsum([0, *(len(c) for c in column.chunks)])
+    chunk_of = np.searchsorted(bounds, rows, side="right") - 1
+    parts, placed = [], []
+    for k in np.unique(chunk_of):
+        mine = np.flatnonzero(chunk_of == k)
+        parts.append(column.chunk(int(k)).take(rows[mine] - bounds[k]))
+        placed.append(mine)
+    back = np.empty(len(rows), dtype=np.int64)
+    back[np.concatenate(placed)] = np.arange(len(rows))
+    return pa.concat_arrays(parts).take(back)

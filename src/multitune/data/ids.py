@@ -40,16 +40,25 @@ def _cell_bytes(value: Any) -> bytes:
     return b"s" + str(value).encode()
 
 
+_BLOCK_ROWS = 65_536
+
+
 def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """A hex digest per row of the cells in `columns` (object array, frame order)."""
-    cols = [frame[c].to_numpy(dtype=object) for c in columns]
+    """A hex digest per row of the cells in `columns` (object array, frame order).
+
+    Cells become Python objects a block of rows at a time, so a vector column held as Arrow
+    data is never expanded into one array per row all at once.
+    """
     out = np.empty(len(frame), dtype=object)
-    for i in range(len(frame)):
-        h = hashlib.blake2b(digest_size=8)
-        for col in cols:
-            h.update(_cell_bytes(col[i]))
-            h.update(_SEP)
-        out[i] = h.hexdigest()
+    for start in range(0, len(frame), _BLOCK_ROWS):
+        block = frame.iloc[start : start + _BLOCK_ROWS]
+        cols = [block[c].to_numpy(dtype=object) for c in columns]
+        for i in range(len(block)):
+            h = hashlib.blake2b(digest_size=8)
+            for col in cols:
+                h.update(_cell_bytes(col[i]))
+                h.update(_SEP)
+            out[start + i] = h.hexdigest()
     return out
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from multitune.config import Params
 from multitune.config.schema import token_modality
 from multitune.config.tasks import TaskConfig, TokenClassificationTask
-from multitune.data.artifacts import TaskInfo
+from multitune.data.artifacts import TaskInfo, write_parquet
 from multitune.data.columns import require_column
 from multitune.data.ids import ID, column_ids, content_ids
 from multitune.data.modalities import normalize_modalities
@@ -21,16 +23,35 @@ from multitune.errors import DataError
 
 @dataclass
 class IngestResult:
-    """What ingest produced: the table (sorted by id), the resolved tasks, what it dropped."""
+    """What ingest produced: the table and its order by id, the resolved tasks, what it
+    dropped.
 
-    frame: pd.DataFrame
+    Attributes:
+        table: The normalized rows in the source's order; vector columns are the source's
+            Arrow data (see `multitune.data.modalities`), not copied.
+        order: Positions of `table`'s rows sorted by id: the stored order, so that the output
+            does not depend on the input's row order.
+    """
+
+    table: pd.DataFrame
+    order: np.ndarray
     tasks: list[TaskInfo]
     dropped_invalid: int = 0
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table sorted by id, as stored (a copy; `write` streams it instead)."""
+        return self.table.iloc[self.order].reset_index(drop=True)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the table sorted by id (`data/dataset.parquet`), a batch of rows at a time:
+        peak memory is the table plus one batch, not a sorted copy of it."""
+        write_parquet(path, self.table, order=self.order)
+
     def summary(self) -> list[str]:
         """Lines for the console."""
-        lines = [f"{len(self.frame):,} rows"]
+        lines = [f"{len(self.table):,} rows"]
         if self.dropped_invalid:
             lines.append(f"dropped {self.dropped_invalid:,} rows with NaN/inf/missing vectors")
         for t in self.tasks:
@@ -107,5 +128,5 @@ def ingest(params: Params, root: Path | None = None) -> IngestResult:
         if isinstance(task, TokenClassificationTask):
             text = data.modalities[token_modality(data, task)].source_columns[0]
             check_word_alignment(out[task.column], out[text], out[ID], task.name)
-    out = out.sort_values(ID, kind="stable").reset_index(drop=True)
-    return IngestResult(out, tasks, dropped)
+    order = np.argsort(out[ID].to_numpy(dtype=object), kind="stable")
+    return IngestResult(out, order, tasks, dropped)

@@ -79,41 +79,72 @@ def _vectors(frame: pd.DataFrame, column: str, key: str) -> tuple[pd.Series, np.
         shown = ", ".join(f"{n} rows of length {length}" for length, n in sizes.items())
         raise DataError(f"{key}: vectors in column '{column}' differ in length: {shown}")
     invalid = np.array([v is None or not np.isfinite(v).all() for v in vectors])
-    return pd.Series(vectors, index=frame.index, dtype=object), invalid
+    dim = int(sizes.index[0])
+    flat = np.zeros((len(vectors), dim), dtype=np.float32)  # zeros: a row without one
+    for i, v in enumerate(vectors):
+        if v is not None:
+            flat[i] = v
+    # Stored as the Parquet path stores them: fixed-size float32 lists.
+    stored = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim)
+    series = pd.Series(pd.arrays.ArrowExtensionArray(stored), index=frame.index, name=column)
+    return series, invalid
 
 
 def _arrow_vectors(cells: pd.Series, column: str, key: str) -> tuple[pd.Series, np.ndarray]:
-    """An Arrow list column (a Parquet source) checked without a Python object per row, and
-    stored as fixed-size float32 lists: a view of its values when they are float32 already
-    and no row lacks a vector."""
+    """An Arrow list column (a Parquet source) checked with Arrow kernels, chunk by chunk,
+    without a Python object per row, and stored as fixed-size float32 lists: each chunk a view
+    of the source's when it is one already and no row lacks a vector, else one chunk's copy;
+    the column is never combined into one array."""
     data = pa.array(cells.array)
-    lists = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
-    lengths = pc.list_value_length(lists)
-    sizes = pc.value_counts(lengths.drop_null()).to_pylist()
-    if not sizes:
+    chunks = data.chunks if isinstance(data, pa.ChunkedArray) else [data]
+    dims = set()
+    for chunk in chunks:
+        lengths = pc.list_value_length(chunk).drop_null()
+        if len(lengths):
+            dims |= {pc.min(lengths).as_py(), pc.max(lengths).as_py()}
+    if not dims:
         raise DataError(f"{key}: column '{column}' holds no vectors (lists of numbers)")
-    if len(sizes) > 1:
+    if len(dims) > 1:
+        lengths = pc.list_value_length(pa.chunked_array(chunks, type=chunks[0].type))
+        sizes = pc.value_counts(lengths.drop_null()).to_pylist()
         shown = ", ".join(f"{s['counts']} rows of length {s['values']}" for s in sizes)
         raise DataError(f"{key}: vectors in column '{column}' differ in length: {shown}")
-    dim = int(sizes[0]["values"])
+    dim = dims.pop()
+    stored, invalid, start = [], np.zeros(len(cells), dtype=bool), 0
+    for chunk in chunks:
+        block, bad = _vector_block(chunk, dim, column, key)
+        invalid[start : start + len(chunk)] = bad
+        stored.append(block)
+        start += len(chunk)
+    kind = pa.list_(pa.float32(), dim)
+    series = pd.Series(
+        pd.arrays.ArrowExtensionArray(pa.chunked_array(stored, type=kind)),
+        index=cells.index,
+        name=column,
+    )
+    return series, invalid
+
+
+def _vector_block(
+    chunk: pa.Array, dim: int, column: str, key: str
+) -> tuple[pa.FixedSizeListArray, np.ndarray]:
+    """One chunk of a vector column as fixed-size float32 lists, and its invalid rows (no
+    vector, NaN or inf). A row without a vector gets a placeholder of zeros."""
     try:
-        values = pc.cast(pc.list_flatten(lists), pa.float32())
+        values = pc.cast(pc.list_flatten(chunk), pa.float32())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise DataError(f"{key}: column '{column}' holds lists of non-numbers") from None
     flat = values.to_numpy(zero_copy_only=False)
-    missing = lists.is_null().to_numpy(zero_copy_only=False)
+    missing = chunk.is_null().to_numpy(zero_copy_only=False)
     invalid = missing.copy()
-    bad = ~np.isfinite(flat)
-    if bad.any():
-        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        invalid[parents[bad]] = True
-    if missing.any():  # a placeholder vector for each row without one (it is invalid)
-        full = np.zeros((len(lists), dim), dtype=np.float32)
+    finite = np.isfinite(flat.reshape(-1, dim)).all(axis=1)
+    if not finite.all():
+        invalid[np.flatnonzero(~missing)[~finite]] = True
+    if missing.any():
+        full = np.zeros((len(chunk), dim), dtype=np.float32)
         full[~missing] = flat.reshape(-1, dim)
         flat = full.reshape(-1)
-    stored = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim)
-    series = pd.Series(pd.arrays.ArrowExtensionArray(stored), index=cells.index, name=column)
-    return series, invalid
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dim), invalid
 
 
 def normalize_modalities(frame: pd.DataFrame, data: DataConfig) -> tuple[pd.DataFrame, int]:

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from multitune.data.artifacts import arrow_lists
 from multitune.data.builtin import BUILTINS
-from multitune.data.features import streamed
+from multitune.data.features import STREAM_ROWS, streamed
 from multitune.errors import DataError
 
 BUILTIN_PREFIX = "builtin:"
@@ -31,7 +31,11 @@ def read_source(source: str, root: Path | None = None) -> pd.DataFrame:
     try:
         if path.suffix.lower() == ".csv":
             return pd.read_csv(path)
-        # Streamed through a small buffer; vector (list) columns stay Arrow data.
-        return streamed(path).read().to_pandas(types_mapper=arrow_lists)
+        # Read a batch at a time (a whole read decodes each row group's list columns with
+        # temporaries of several times their size); vector (list) columns stay Arrow data.
+        file = streamed(path)
+        batches = file.iter_batches(batch_size=STREAM_ROWS)
+        table = pa.Table.from_batches(batches, schema=file.schema_arrow)
+        return table.to_pandas(types_mapper=arrow_lists)
     except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"data.source: cannot read {path}: {err}") from None
