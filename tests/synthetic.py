@@ -174,8 +174,8 @@ def run_data_stages(params: Any, data_dir: Path) -> None:
     from multitune.embed.stage import embed
 
     result = ingest(params)
-    write_parquet(data_dir / "dataset.parquet", result.frame)
+    result.write(data_dir / "dataset.parquet")
     write_tasks(data_dir / "tasks.json", result.tasks)
     splits = split_rows(result.frame, params).frame
     write_parquet(data_dir / "splits.parquet", splits)
-    embed(result.frame, splits, params.data, data_dir / "features")
+    embed(data_dir / "dataset.parquet", splits, params.data, data_dir / "features")

@@ -25,16 +25,20 @@ def test_feature_files_and_loader(synthetic_data: tuple[Path, Any]) -> None:
         "rows": 300,
         "fitted_on": "train",
     }
-    table = pq.read_table(features / "audio.parquet")
+    table = pq.read_table(features / "text.parquet")
     vector_type = table.schema.field("vector").type
-    assert vector_type.list_size == 8 and str(vector_type.value_type) == "float"
+    assert vector_type.list_size == 16 and str(vector_type.value_type) == "float"
     ids = table.column("id").to_pylist()[::-1]
-    matrix = load_features(features, "audio", ids)
     rows = np.array(table.column("vector").to_pylist()[::-1], dtype=np.float32)
-    np.testing.assert_array_equal(matrix, rows)
-    # The stored audio vectors are the input vectors, row for row.
+    np.testing.assert_array_equal(load_features(features, "text", ids), rows)
+    # A precomputed modality's vectors are stored once, by ingest: meta.json names the
+    # dataset's column instead of a feature file holding a copy.
+    assert not (features / "audio.parquet").exists()
+    assert meta["audio"]["vectors"] == {"file": "../dataset.parquet", "column": "audio"}
     dataset = read_dataset(data_dir / "dataset.parquet").set_index("id")
-    np.testing.assert_allclose(matrix, np.stack(dataset.loc[ids, "audio"].to_list()))
+    matrix = load_features(features, "audio", ids)
+    assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
+    np.testing.assert_array_equal(matrix, np.stack(dataset.loc[ids, "audio"].to_list()))
 
 
 def test_saved_encoders_reproduce_the_vectors_on_raw_rows(

@@ -20,6 +20,11 @@ from multitune.registry import MethodConfig
 
 META = "meta.json"
 ENCODERS_DIR = "encoders"
+VECTORS = "vectors"
+"""meta.json key of a modality whose vectors are a column of another file (the dataset's
+column of a `precomputed` modality): `{"file": path relative to the features, "column": name}`.
+That modality has no `<modality>.parquet`: the vectors are stored once, by ingest, and every
+stage that reads them depends on `data/dataset.parquet`, so DVC sees each change."""
 
 
 STREAM_ROWS = 65_536
@@ -52,26 +57,51 @@ def features_table(ids: Sequence[str] | np.ndarray, vectors: np.ndarray) -> pa.T
     return pa.table({"id": pa.array(list(ids), type=pa.string()), "vector": column})
 
 
+def stored_vectors(
+    dataset: str | os.PathLike[str], column: str, features_dir: str | os.PathLike[str]
+) -> dict[str, str]:
+    """meta.json's `VECTORS` entry for vectors kept in `dataset`'s `column`."""
+    file = os.path.relpath(Path(dataset).resolve(), Path(features_dir).resolve())
+    return {"file": Path(file).as_posix(), "column": column}
+
+
+def vectors_source(features_dir: str | os.PathLike[str], modality: str) -> tuple[Path, str]:
+    """The file and column holding `modality`'s vectors (`<modality>.parquet`'s `vector`,
+    or the dataset column that meta.json names).
+
+    Raises:
+        DataError: neither exists.
+    """
+    path = feature_path(features_dir, modality)
+    if path.exists():
+        return path, "vector"
+    meta = Path(features_dir) / META
+    entry = json.loads(meta.read_text()).get(modality, {}) if meta.exists() else {}
+    if VECTORS in entry:
+        return Path(features_dir) / entry[VECTORS]["file"], str(entry[VECTORS]["column"])
+    raise DataError(f"{path}: no features for modality '{modality}'; run `dvc repro embed`")
+
+
 def load_features(
     features_dir: str | os.PathLike[str], modality: str, ids: Sequence[str] | np.ndarray
 ) -> np.ndarray:
     """One modality's vectors as a float32, C-contiguous `(len(ids), dim)` matrix.
 
     Row `i` is the vector of `ids[i]`. Peak memory is the matrix plus a batch of rows: the
-    file is streamed (`streamed`) and each batch copied into its rows of the matrix
-    (straight, when the file holds `ids` in their order, as the embed stage writes it; else
-    by an index lookup).
+    file (`vectors_source`) is streamed (`streamed`) and each batch copied into its rows of
+    the matrix (straight, when the file holds `ids` in their order, as the stages write
+    them; else by an index lookup).
 
     Raises:
-        DataError: the file is missing, or some of `ids` have no vector.
+        DataError: the vectors are missing, or some of `ids` have no vector.
     """
-    path = feature_path(features_dir, modality)
+    path, column = vectors_source(features_dir, modality)
     if not path.exists():
-        raise DataError(f"{path}: no features for modality '{modality}'; run `dvc repro embed`")
+        raise DataError(f"{path}: no vectors for modality '{modality}'; run `dvc repro`")
     file = streamed(path)
-    vector = file.schema_arrow.field("vector").type
+    vector = file.schema_arrow.field(column).type
     if not pa.types.is_fixed_size_list(vector):
-        raise DataError(f"{path}: column 'vector' is {vector}, not a fixed-size list")
+        raise DataError(f"{path}: column '{column}' is {vector}, not a fixed-size list")
     stored = file.read(columns=["id"]).column("id").combine_chunks()
     wanted = pa.array(np.asarray(ids, dtype=object), type=pa.string())
     aligned = stored.equals(wanted)
@@ -88,8 +118,8 @@ def load_features(
         rows = index.to_numpy(zero_copy_only=False)
     matrix = np.empty((len(wanted), vector.list_size), dtype=np.float32)
     start = 0
-    for batch in file.iter_batches(batch_size=STREAM_ROWS, columns=["vector"]):
-        block = _block(pa.Table.from_batches([batch]), vector.list_size)
+    for batch in file.iter_batches(batch_size=STREAM_ROWS, columns=[column]):
+        block = _block(pa.Table.from_batches([batch]).column(column), vector.list_size)
         stop = start + len(block)
         if rows is None:
             matrix[start:stop] = block
@@ -100,11 +130,10 @@ def load_features(
     return matrix
 
 
-def _block(table: pa.Table, dim: int) -> np.ndarray:
-    """A row group's vectors `(rows, dim)`, a view of Arrow's buffer where it can be."""
+def _block(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A batch's vectors `(rows, dim)`, a view of Arrow's buffer where it can be."""
     parts = [
-        chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        for chunk in table.column("vector").chunks
+        chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for chunk in column.chunks
     ]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 

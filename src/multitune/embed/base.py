@@ -32,6 +32,11 @@ class Encoder(ABC):
     fit_rows: ClassVar[int | None] = None
     """The train rows `fit` needs at most (None: all)."""
 
+    identity: ClassVar[bool] = False
+    """`transform` returns its one column's values unchanged: the vectors ingest stored in
+    `data/dataset.parquet` (checked, float32). The embed stage then writes no second copy
+    of them; meta.json names that column instead (see `multitune.data.features`)."""
+
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
 

@@ -107,6 +107,7 @@ class PrecomputedEncoder(Encoder):
 
     input_kind: ClassVar[str] = "vector"
     fit_rows: ClassVar[int | None] = 1
+    identity: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)

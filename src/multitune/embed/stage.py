@@ -23,9 +23,11 @@ from multitune.data.artifacts import arrow_lists as _arrow_lists
 from multitune.data.features import (
     META,
     STREAM_ROWS,
+    VECTORS,
     encoder_dir,
     feature_path,
     features_table,
+    stored_vectors,
     streamed,
 )
 from multitune.data.ids import ID
@@ -47,6 +49,7 @@ class _Rows:
     def __init__(self, source: pd.DataFrame | Path) -> None:
         self.frame = source if isinstance(source, pd.DataFrame) else None
         self.file = None if isinstance(source, pd.DataFrame) else streamed(source)
+        self.path = None if isinstance(source, pd.DataFrame) else Path(source)
         if self.frame is not None:
             self.ids = self.frame[ID].astype(str).to_numpy()
         else:
@@ -121,9 +124,17 @@ def embed(
             columns = list(modality.source_columns)
             encoder = ENCODERS.build(modality.encoder)
             encoder.fit(rows.take(columns, train[: encoder.fit_rows]))
-            _write_vectors(encoder, rows, columns, feature_path(tmp, name))
+            if encoder.identity and rows.path is not None:
+                # The dataset's column is the only copy: ingest stored it checked, float32.
+                meta[name] = {VECTORS: stored_vectors(rows.path, columns[0], out_dir)}
+            else:
+                _write_vectors(encoder, rows, columns, feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))
-            meta[name] = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"}
+            meta[name] = (
+                encoder.describe()
+                | {"rows": len(rows.ids), "fitted_on": "train"}
+                | meta.get(name, {})
+            )
             if getattr(modality.encoder, "cache_top_layers", 0):
                 out = cache_dir(tmp, name)
                 meta[name]["token_cache"] = encoder.write_token_cache(  # type: ignore[attr-defined]
