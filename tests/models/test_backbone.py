@@ -73,6 +73,19 @@ def test_cache_holds_float16_states_of_every_token_and_meta_reports_its_size(
     np.testing.assert_array_equal(np.diff(cache.offsets), lengths)  # one state per token
 
 
+def test_the_cache_in_its_own_order_is_mapped_not_read(
+    project: tuple[Path, dict[str, Any]],
+) -> None:
+    data_dir, _ = project
+    cache = TokenCache.read(cache_dir(data_dir / "features", "text"))
+    states, offsets, _ = cache.aligned(cache.ids)
+    assert isinstance(states, np.memmap)  # the file itself: pages load as batches touch them
+    reordered, new_offsets, _ = cache.aligned(cache.ids[::-1])  # packed anew, in memory
+    assert not isinstance(reordered, np.memmap)
+    last = states[offsets[-2] : offsets[-1]]
+    np.testing.assert_array_equal(reordered[new_offsets[0] : new_offsets[1]], last)
+
+
 @pytest.mark.parametrize("trained", [1, CACHED])
 def test_untrained_top_layers_give_the_frozen_encoder_vectors(
     project: tuple[Path, dict[str, Any]], trained: int

@@ -239,8 +239,12 @@ class TokenCache:
         return cls(states, offsets, words, ids, json.loads((directory / INFO).read_text()))
 
     def aligned(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`(states, offsets, words)` with rows in the order of `ids` (packed anew; states in
-        float16).
+        """`(states, offsets, words)` with rows in the order of `ids` (states in float16).
+
+        When `ids` are the cache's own rows in its order (as the embed stage writes it for
+        the dataset), the states are the memory-mapped file itself, read-only: pages load as
+        batches touch them and are shared by every process that maps the file. Otherwise
+        the rows are packed anew in memory.
 
         Raises:
             DataError: some of `ids` are not in the cache.
@@ -252,6 +256,8 @@ class TokenCache:
                 f"{index.null_count} row id(s) have no cached token states; run `dvc repro embed`"
             )
         rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
+        if np.array_equal(rows, np.arange(len(self.ids))):
+            return self.states, self.offsets, self.words
         lens = self.offsets[rows + 1] - self.offsets[rows]
         source = _destinations(self.offsets, rows, lens)  # where each wanted token lies
         offsets = _offsets(lens)

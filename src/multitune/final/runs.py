@@ -23,7 +23,7 @@ import torch
 from multitune.config import Params
 from multitune.final.scoring import SeedRun
 from multitune.tracking import RunHandle, start_child
-from multitune.training import TrainingData, TrainResult, predict, train
+from multitune.training import TrainingData, TrainResult, predict_rows, train
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
     assert data is not None, "fit() in a worker needs _init_worker first"
     tasks = list(job.tasks) if job.tasks is not None else None
     result = train(job.params, data, tasks=tasks, seed=job.seed, baseline=job.baseline)
-    feats = data.inputs(data.splits["test"], result.model.token_modalities)
-    test_pred = {k: np.asarray(v) for k, v in predict(result.model, feats).items()}
+    test = predict_rows(result.model, data, data.splits["test"])
+    test_pred = {k: v.cpu().numpy() for k, v in test.items()}
     result.model.cpu()  # a worker's CUDA tensors must not travel back to the driver
     return Fitted(result, test_pred)
 

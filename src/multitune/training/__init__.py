@@ -9,7 +9,7 @@ from multitune.training.checkpoint import Checkpoint
 from multitune.training.data import TrainingData
 from multitune.training.loop import train
 from multitune.training.metrics import delta_m, higher_is_better, joint_accuracy, primary_metric
-from multitune.training.predict import evaluate, predict
+from multitune.training.predict import evaluate, predict, predict_rows
 from multitune.training.result import EpochReport, TrainResult, load_model, save_model
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "joint_accuracy",
     "load_model",
     "predict",
+    "predict_rows",
     "primary_metric",
     "save_model",
     "train",

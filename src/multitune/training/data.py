@@ -3,8 +3,9 @@ label masks and split indices. Built once; the loop only slices it by index."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +132,14 @@ class TrainingData:
             labelled={t.name: self.labelled[t.name] for t in keep},
         )
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled with its tensors as NumPy arrays (on the CPU), rebuilt as tensors sharing
+        their memory: Ray's object store hands such arrays to every trial that reads the data
+        as views of one shared copy (pickle protocol 5 buffers), where pickled tensors would be
+        copied into each trial's memory."""
+        state = {f.name: _arrays(getattr(self, f.name)) for f in fields(self)}
+        return _rebuild, (state,)
+
     @classmethod
     def from_arrays(
         cls,
@@ -238,6 +247,43 @@ class TrainingData:
             tokens={m: t.to(data.device) for m, t in tokens.items()},
             token_caches=caches,
         )
+
+
+@dataclass(frozen=True)
+class _Array:
+    """A tensor's data while pickled (see `TrainingData.__reduce__`)."""
+
+    array: np.ndarray
+
+
+def _arrays(value: Any) -> Any:
+    """`value` with every tensor (in dicts and `PackedTokens`) as an `_Array` on the CPU."""
+    if isinstance(value, Tensor):
+        return _Array(value.detach().cpu().contiguous().numpy())
+    if isinstance(value, dict):
+        return {k: _arrays(v) for k, v in value.items()}
+    if isinstance(value, PackedTokens):
+        return replace(value, **{f.name: _arrays(getattr(value, f.name)) for f in fields(value)})
+    return value
+
+
+def _tensors(value: Any) -> Any:
+    """The inverse of `_arrays`: tensors sharing the arrays' memory (read-only when the arrays
+    are views of Ray's object store; training never writes its data)."""
+    if isinstance(value, _Array):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(value.array)
+    if isinstance(value, dict):
+        return {k: _tensors(v) for k, v in value.items()}
+    if isinstance(value, PackedTokens):
+        return replace(value, **{f.name: _tensors(getattr(value, f.name)) for f in fields(value)})
+    return value
+
+
+def _rebuild(state: dict[str, Any]) -> TrainingData:
+    """A `TrainingData` from its pickled state (`TrainingData.__reduce__`)."""
+    return TrainingData(**{k: _tensors(v) for k, v in state.items()})
 
 
 def _token_caches(

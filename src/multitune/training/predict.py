@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -19,14 +19,38 @@ def predict_tensors(
     model: MultiTaskModel, features: Mapping[str, Tensor | PackedTokens], batch_size: int = 4096
 ) -> dict[str, Tensor]:
     """Like `predict`, but tensors on the model's device (no copy to host)."""
+    n = len(next(iter(features.values())))
+    return _predict(
+        model,
+        n,
+        lambda a, b: {m: features[m][a:b] for m in model.modality_dims},
+        batch_size,
+    )
+
+
+@torch.no_grad()
+def predict_rows(
+    model: MultiTaskModel, data: TrainingData, idx: Tensor, batch_size: int = 4096
+) -> dict[str, Tensor]:
+    """`predict_tensors` of rows `idx` of `data`, gathered one batch at a time: never a copy
+    of a whole split's features (a million-row train split's would be most of the matrix)."""
+    tokens = model.token_modalities
+    return _predict(model, len(idx), lambda a, b: data.inputs(idx[a:b], tokens), batch_size)
+
+
+def _predict(
+    model: MultiTaskModel,
+    n: int,
+    batch: Callable[[int, int], Mapping[str, Tensor | PackedTokens]],
+    batch_size: int,
+) -> dict[str, Tensor]:
+    """Each task's predictions of rows `0..n`, `batch(start, stop)` giving their inputs."""
     was_training = model.training
     model.eval()
-    n = len(next(iter(features.values())))
     chunks: dict[str, list[Tensor]] = {t: [] for t in model.task_names}
     try:
         for start in range(0, max(n, 1), batch_size):  # an empty split still has shapes
-            batch = {m: features[m][start : start + batch_size] for m in model.modality_dims}
-            out = model(batch)
+            out = model(batch(start, start + batch_size))
             for t in model.task_names:
                 chunks[t].append(model.head(t).predict(out[t]))
     finally:
@@ -83,8 +107,7 @@ def evaluate(
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Metrics of `split`: ``({task: {metric: value}}, {group: {"joint_accuracy": v}})``."""
     idx = data.splits[split]
-    inputs = data.inputs(idx, model.token_modalities)
-    preds = predict_tensors(model, inputs, batch_size)
+    preds = predict_rows(model, data, idx, batch_size)
     metrics, rights, masks = {}, {}, {}
     for spec in data.tasks:
         p = preds[spec.name].cpu().numpy()

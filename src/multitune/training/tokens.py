@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,7 +35,10 @@ class PackedTokens:
         """All rows of packed arrays (as `multitune.embed.token_cache` writes them)."""
         offsets_t = torch.as_tensor(np.asarray(offsets, dtype=np.int64))
         rows = torch.arange(len(offsets_t) - 1)
-        return cls(torch.as_tensor(states), offsets_t, rows).to(device)
+        with warnings.catch_warnings():  # a read-only memory map is shared, never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            states_t = torch.as_tensor(states)
+        return cls(states_t, offsets_t, rows).to(device)
 
     def __len__(self) -> int:
         return len(self.rows)
