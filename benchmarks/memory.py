@@ -2,14 +2,19 @@
 
 Generates N rows (default 1,000,000) with one D-wide float32 vector column (default 384, as a
 sentence or audio embedding) and two tasks in a temporary folder, then runs the stages as DVC
-does (`python pipeline/<stage>.py`, then `multitune train`, 2 epochs), each in its own process.
+does (`python pipeline/<stage>.py`, then `multitune train`, 2 epochs), each in its own process,
+and then the baselines (one trial per task) and a sweep of 2 trials side by side, on Ray.
 For each: wall time and peak resident memory above the import baseline (a process that only
 imports the project's packages with torch, pandas and pyarrow), in units of the feature
-matrix (N x D x 4 bytes). Then the disk space of `data/`.
+matrix (N x D x 4 bytes); and the machine's memory in use at its peak above what it used
+before the step (MemTotal - MemAvailable, sampled every 0.2 s): what counts for Ray's steps,
+whose trials run in other processes and share the features through the object store. Then
+the disk space of `data/`.
 
 The peak is the kernel's high-water mark of that process (`wait4`'s `ru_maxrss`; the table
 is generated in a child process, so that this one stays small). Run:
-``python benchmarks/memory.py`` (``--rows``, ``--dim``, ``--keep`` to keep the folder).
+``python benchmarks/memory.py`` (``--rows``, ``--dim``, ``--keep`` to keep the folder,
+``--no-ray`` to stop after `multitune train`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,22 +77,48 @@ def params(source: Path) -> dict:
             {"name": "explicit", "type": "binary", "column": "explicit"},
         ],
         "train": {"epochs": 2, "patience": 2, "device": "cpu"},
+        "baselines": {"num_samples": 1, "scheduler": {"name": "none"}},
+        "sweep": {
+            "num_samples": 2,
+            "epochs": 2,
+            "scheduler": {"name": "none"},
+            "resources": {"cpu": 1, "gpu": 0},
+            "space": {"lr": {"dist": "loguniform", "low": 3e-4, "high": 3e-3}},
+        },
+        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "memory"},
     }
 
 
-def measured(argv: list[str], cwd: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one command, which must succeed."""
+def machine_used() -> int:
+    """Bytes of memory in use on the machine (MemTotal - MemAvailable)."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return (int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])) * 1024
+
+
+def measured(argv: list[str], cwd: Path) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS of the process and peak machine memory above its level at the
+    start (bytes) of one command, which must succeed."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    before, peak, done = machine_used(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], machine_used() - before)
+
+    sampler = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
         if os.waitstatus_to_exitcode(status) != 0:
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-3000:])
             raise SystemExit(f"{' '.join(argv)} failed (exit {os.waitstatus_to_exitcode(status)})")
-    return wall, usage.ru_maxrss * 1024  # Linux reports KiB
+    return wall, usage.ru_maxrss * 1024, peak[0]  # Linux reports KiB
 
 
 def disk_usage(directory: Path) -> int:
@@ -100,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--no-ray", action="store_true", help="skip the baselines and sweep")
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
@@ -115,7 +148,7 @@ def main() -> None:
         measured([*gen, "--dim", str(args.dim)], work)
         (work / "params.yaml").write_text(yaml.safe_dump(params(source), sort_keys=False))
         matrix = args.rows * args.dim * 4
-        _, base = measured([sys.executable, "-c", IMPORTS], work)
+        _, base, _ = measured([sys.executable, "-c", IMPORTS], work)
         py = sys.executable
         steps = [
             ("ingest", [py, str(ROOT / "pipeline" / "ingest.py")]),
@@ -123,15 +156,27 @@ def main() -> None:
             ("embed", [py, str(ROOT / "pipeline" / "embed.py")]),
             ("multitune train (2 epochs)", [str(BIN / "multitune"), "train", "--out", "run"]),
         ]
+        if not args.no_ray:
+            steps += [
+                ("baselines (1 trial a task)", [py, str(ROOT / "pipeline" / "baselines.py")]),
+                ("sweep (2 trials side by side)", [py, str(ROOT / "pipeline" / "sweep.py")]),
+            ]
         print(
             f"{args.rows:,} rows x {args.dim}-d float32: feature matrix "
             f"{matrix / 2**20:,.0f} MiB; import baseline {base / 2**20:,.0f} MiB peak RSS"
         )
-        print("| step | wall | peak RSS | above imports, in matrices |\n|---|---|---|---|")
+        print(
+            "| step | wall | peak RSS | above imports, in matrices | machine, in matrices |\n"
+            "|---|---|---|---|---|"
+        )
         for name, argv in steps:
-            wall, peak = measured(argv, work)
+            wall, peak, machine = measured(argv, work)
             above = (peak - base) / matrix
-            print(f"| {name} | {wall:.0f} s | {peak / 2**30:.2f} GiB | {above:.1f}x |", flush=True)
+            print(
+                f"| {name} | {wall:.0f} s | {peak / 2**30:.2f} GiB | {above:.1f}x "
+                f"| {machine / matrix:.1f}x |",
+                flush=True,
+            )
         print(
             f"data/: {disk_usage(work / 'data') / 2**20:,.0f} MiB on disk "
             f"(source table {source.stat().st_size / 2**20:,.0f} MiB)"
