@@ -47,3 +47,35 @@ def test_tasks_json_round_trip(tmp_path: Path) -> None:
     back = read_tasks(tmp_path / "tasks.json")
     assert back == tasks
     assert back[0].config.classes == ["a", "b"]
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_a_table_written_in_a_given_order_holds_those_rows(
+    tmp_path: Path, chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    from multitune.data import artifacts, read_dataset, write_parquet
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(50, 4)).astype(np.float32)
+    parts = np.array_split(np.arange(50), chunks)
+    column = pa.chunked_array(
+        [pa.FixedSizeListArray.from_arrays(pa.array(vectors[p].reshape(-1)), 4) for p in parts]
+    )
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i:02d}" for i in range(50)],
+            "vec": pd.arrays.ArrowExtensionArray(column),
+            "label": rng.choice(["a", "b", None], size=50),
+        }
+    )
+    order = rng.permutation(50)
+    monkeypatch.setattr(artifacts, "WRITE_ROWS", 8)
+    write_parquet(tmp_path / "t.parquet", frame, order=order)
+    back = read_dataset(tmp_path / "t.parquet")
+    assert back["id"].tolist() == [f"r{i:02d}" for i in order]
+    assert back["label"].tolist() == frame["label"].iloc[order].tolist()
+    np.testing.assert_array_equal(np.stack(back["vec"].to_list()), vectors[order])
+    assert pq.read_schema(tmp_path / "t.parquet").field("vec").type == pa.list_(pa.float32(), 4)
