@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from multitune.data.columns import describe_rows, require_column
 from multitune.errors import DataError
@@ -46,20 +48,41 @@ _BLOCK_ROWS = 65_536
 def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """A hex digest per row of the cells in `columns` (object array, frame order).
 
-    Cells become Python objects a block of rows at a time, so a vector column held as Arrow
-    data is never expanded into one array per row all at once.
+    Rows are hashed a block at a time. A vector column held as Arrow data (fixed-size or
+    plain lists of numbers) is read as a matrix of each block's rows, never as one Python
+    object per row; its cells hash as the same vectors held as arrays do.
     """
     out = np.empty(len(frame), dtype=object)
     for start in range(0, len(frame), _BLOCK_ROWS):
         block = frame.iloc[start : start + _BLOCK_ROWS]
-        cols = [block[c].to_numpy(dtype=object) for c in columns]
+        cols = [_cells(block[c]) for c in columns]
         for i in range(len(block)):
             h = hashlib.blake2b(digest_size=8)
             for col in cols:
-                h.update(_cell_bytes(col[i]))
+                h.update(col(i))
                 h.update(_SEP)
             out[start + i] = h.hexdigest()
     return out
+
+
+def _cells(column: pd.Series) -> Callable[[int], bytes]:
+    """Row `i`'s canonical bytes (`_cell_bytes`) of one block of a column."""
+    kind = column.dtype.pyarrow_dtype if isinstance(column.dtype, pd.ArrowDtype) else None
+    if kind is not None and pa.types.is_fixed_size_list(kind):
+        value = kind.value_type
+        if pa.types.is_floating(value) or pa.types.is_integer(value):
+            data = pa.array(column.array)
+            chunks = data.chunks if isinstance(data, pa.ChunkedArray) else [data]
+            missing = np.concatenate(
+                [c.is_null().to_numpy(zero_copy_only=False) for c in chunks] or [np.zeros(0, bool)]
+            )
+            matrix = np.zeros((len(column), kind.list_size), dtype=np.float64)
+            matrix[~missing] = np.concatenate(
+                [pc.list_flatten(c).to_numpy(zero_copy_only=False) for c in chunks]
+            ).reshape(-1, kind.list_size)
+            return lambda i: b"n" if missing[i] else b"v" + matrix[i].tobytes()
+    cells = column.to_numpy(dtype=object)
+    return lambda i: _cell_bytes(cells[i])
 
 
 def content_ids(frame: pd.DataFrame, content: Sequence[str]) -> np.ndarray:

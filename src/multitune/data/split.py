@@ -23,7 +23,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from multitune.config import Params
-from multitune.data.artifacts import SPLIT_NAMES
+from multitune.data.artifacts import SPLIT_NAMES, arrow_lists
 from multitune.data.columns import require_column
 from multitune.data.ids import ID, row_hashes
 from multitune.data.stratify import label_matrix
@@ -108,7 +108,7 @@ def split_file(path: str | Path, params: Params, batch_rows: int = 65_536) -> Sp
     frame = file.read(columns=[c for c in dict.fromkeys(wanted) if c in present]).to_pandas()
     inputs = _input_columns(params)
     hashes = [
-        row_hashes(batch.to_pandas(), inputs)
+        row_hashes(batch.to_pandas(types_mapper=arrow_lists), inputs)
         for batch in file.iter_batches(batch_size=batch_rows, columns=inputs)
     ]
     input_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=object)
