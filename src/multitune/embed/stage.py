@@ -110,7 +110,9 @@ def embed(
     `out_dir` (written whole, atomically).
 
     Each encoder is fitted on the train rows only, then transforms all rows, a batch at a
-    time. `out_dir` gets `<modality>.parquet` (`id`, `vector`, rows in the dataset's order),
+    time. `out_dir` gets `<modality>.parquet` (`id`, `vector`, rows in the dataset's order;
+    none for an `identity` encoder of the dataset file, whose meta.json entry names the
+    dataset's column instead),
     `encoders/<modality>/` (the fitted state), `<modality>.tokens/` for a text modality with
     `cache_top_layers` (see `multitune.embed.token_cache`) and `meta.json`, which is also
     returned.
@@ -124,17 +126,14 @@ def embed(
             columns = list(modality.source_columns)
             encoder = ENCODERS.build(modality.encoder)
             encoder.fit(rows.take(columns, train[: encoder.fit_rows]))
+            where: dict[str, Any] = {}
             if encoder.identity and rows.path is not None:
                 # The dataset's column is the only copy: ingest stored it checked, float32.
-                meta[name] = {VECTORS: stored_vectors(rows.path, columns[0], out_dir)}
+                where = {VECTORS: stored_vectors(rows.path, columns[0], out_dir)}
             else:
                 _write_vectors(encoder, rows, columns, feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))
-            meta[name] = (
-                encoder.describe()
-                | {"rows": len(rows.ids), "fitted_on": "train"}
-                | meta.get(name, {})
-            )
+            meta[name] = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"} | where
             if getattr(modality.encoder, "cache_top_layers", 0):
                 out = cache_dir(tmp, name)
                 meta[name]["token_cache"] = encoder.write_token_cache(  # type: ignore[attr-defined]
