@@ -16,7 +16,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,22 +92,13 @@ def ray_address(configured: str | None) -> str | None:
 
 @contextlib.contextmanager
 def ray_cluster(
-    address: str | None,
-    object_store_bytes: int | None = None,
-    preload: Sequence[str] = (),
+    address: str | None, object_store_bytes: int | None = None
 ) -> Iterator[ClusterInfo]:
     """Attach to `address` or start a local Ray (dashboard off); shut down what was started.
 
     `address` None (then RAY_ADDRESS, as `ray.init` reads it) or "local" starts a Ray that
     listens on 127.0.0.1 only. An already initialized Ray (a test's, a notebook's) is used
     as it is.
-
-    The worker processes a local Ray starts import the modules `preload` names before they
-    take work (Ray's `preload_python_modules`): Ray starts one per CPU with the node, so a
-    trainable's imports (torch) overlap the driver's set-up instead of delaying the first
-    trials. Seen in the raylet's log: when the first trials ask before those workers are
-    up, Ray starts new ones (which preload too), as it did without. A cluster's workers are
-    its own: `preload` does not reach them.
 
     Raises:
         UserError: the cluster at `address` cannot be reached, or a local Ray cannot start.
@@ -116,7 +107,7 @@ def ray_cluster(
     if not ray.is_initialized():
         address = ray_address(address)
         if address is None or address == "local":
-            _start_local(object_store_bytes, preload)
+            _start_local(object_store_bytes)
         else:
             _attach(address)
         started = True
@@ -127,7 +118,7 @@ def ray_cluster(
             ray.shutdown()
 
 
-def _start_local(object_store_bytes: int | None, preload: Sequence[str] = ()) -> None:
+def _start_local(object_store_bytes: int | None) -> None:
     """Start a one-node Ray whose every process listens on 127.0.0.1 only.
 
     Ray's gRPC servers (GCS, raylet, every worker) bind the loopback address when the node
@@ -141,8 +132,6 @@ def _start_local(object_store_bytes: int | None, preload: Sequence[str] = ()) ->
     kwargs = dict(_INIT_KWARGS)
     if object_store_bytes is not None:
         kwargs["object_store_memory"] = object_store_bytes
-    if preload:
-        kwargs["_system_config"] = {"preload_python_modules": list(preload)}
     clusters = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:

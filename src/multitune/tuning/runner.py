@@ -7,17 +7,14 @@ one record per trial.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.execution import class_cache
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -178,30 +175,8 @@ def run_search(
         )
     # Ray's reports of trials' user errors are kept quiet by the caller, `stage_session`
     # (`quiet_user_errors`), for as long as its Ray runs.
-    with _plain_trial_actors():
-        tuner.fit()
+    tuner.fit()
     return [_record(t, job.spec) for t in tune.ExperimentAnalysis(experiment).trials]
-
-
-@contextlib.contextmanager
-def _plain_trial_actors() -> Iterator[None]:
-    """Trial actors without the environment variable Tune gives every trainable actor.
-
-    Tune starts each trainable actor with `runtime_env={"env_vars": {"PL_DISABLE_FORK":
-    "1"}}`, a PyTorch Lightning workaround (ray-project/ray#28197; no Lightning here). Ray
-    hands an actor only a worker process of the same runtime env, so the workers a local
-    Ray starts with the node, which have imported the trainable meanwhile
-    (`ray_cluster(preload=...)`), were killed and trials waited on new processes importing
-    torch again. Without the variable, trials take those workers. Tune's other variables
-    (AWS credentials, Ray Train's) still pass when set: trials then start new workers, as
-    before.
-    """
-    saved = dict(class_cache.DEFAULT_ENV_VARS)
-    class_cache.DEFAULT_ENV_VARS.clear()
-    try:
-        yield
-    finally:
-        class_cache.DEFAULT_ENV_VARS.update(saved)
 
 
 def _searcher(job: SearchJob) -> Searcher:

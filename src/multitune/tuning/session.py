@@ -21,7 +21,6 @@ from multitune.config import Params
 from multitune.config.tuning import BaselinesConfig, SweepConfig
 from multitune.errors import UserError
 from multitune.training import TrainingData
-from multitune.tuning import trainable
 from multitune.tuning.callbacks import quiet_user_errors
 from multitune.tuning.cluster import (
     ClusterInfo,
@@ -156,11 +155,7 @@ def stage_session(
     # Ray may report a stopped trial's UserError late, while it shuts down: kept quiet too.
     with (
         quiet_user_errors(),
-        ray_cluster(
-            address,
-            object_store_size(data.nbytes, sweep_cfg.object_store_mb),
-            preload=(trainable.__name__,),
-        ) as cluster,
+        ray_cluster(address, object_store_size(data.nbytes, sweep_cfg.object_store_mb)) as cluster,
     ):
         check_resources(cluster, budget.resources, stage)
         check_multi_node(cluster, tracker.uri, storage)
