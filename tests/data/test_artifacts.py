@@ -72,7 +72,7 @@ def test_a_table_written_in_a_given_order_holds_those_rows(
         }
     )
     order = rng.permutation(50)
-    monkeypatch.setattr(artifacts, "WRITE_ROWS", 8)
+    monkeypatch.setattr(artifacts, "STREAM_ROWS", 8)
     write_parquet(tmp_path / "t.parquet", frame, order=order)
     back = read_dataset(tmp_path / "t.parquet")
     assert back["id"].tolist() == [f"r{i:02d}" for i in order]

@@ -197,7 +197,7 @@ def test_the_stage_writes_the_table_sorted_a_batch_at_a_time(
 
     shuffled = synthetic_frame().sample(frac=1.0, random_state=3)
     result = _ingest(tmp_path / "in", shuffled)
-    monkeypatch.setattr(artifacts, "WRITE_ROWS", 7)  # many batches, the last one short
+    monkeypatch.setattr(artifacts, "STREAM_ROWS", 7)  # many batches, the last one short
     result.write(tmp_path / "dataset.parquet")
     stored = read_dataset(tmp_path / "dataset.parquet")
     expected = result.frame

@@ -25,6 +25,8 @@ SPLITS = "splits.parquet"
 TASKS = "tasks.json"
 FEATURES = "features"
 SPLIT_NAMES = ("train", "val", "test")
+STREAM_ROWS = 65_536
+"""Rows per batch wherever a table is streamed: read, hashed or written in a given order."""
 
 _TASK_ADAPTER: TypeAdapter[Any] = TypeAdapter(TaskConfig)
 
@@ -135,10 +137,6 @@ def _plain_lists(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata({**schema.metadata, b"pandas": json.dumps(meta)})
 
 
-WRITE_ROWS = 65_536
-"""Rows per batch when a table is written in a given order."""
-
-
 def write_parquet(
     path: str | os.PathLike[str],
     frame: pd.DataFrame | pa.Table,
@@ -150,7 +148,7 @@ def write_parquet(
     Args:
         path: The file.
         frame: The table.
-        order: Write `frame`'s rows at these positions, in this order, `WRITE_ROWS` at a
+        order: Write `frame`'s rows at these positions, in this order, `STREAM_ROWS` at a
             time: peak memory is `frame` plus one batch, never a reordered copy of it.
     """
     table = (
@@ -163,8 +161,8 @@ def write_parquet(
         return
     rows = np.asarray(order, dtype=np.int64)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for start in range(0, len(rows), WRITE_ROWS):
-            batch = rows[start : start + WRITE_ROWS]
+        for start in range(0, len(rows), STREAM_ROWS):
+            batch = rows[start : start + STREAM_ROWS]
             writer.write_table(pa.table([_take(c, batch) for c in table.columns], schema=schema))
 
 

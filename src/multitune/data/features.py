@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from multitune.config.data import ModalityConfig
+from multitune.data.artifacts import STREAM_ROWS
 from multitune.embed import ENCODERS, Encoder
 from multitune.errors import DataError
 from multitune.registry import MethodConfig
@@ -25,10 +26,6 @@ VECTORS = "vectors"
 column of a `precomputed` modality): `{"file": path relative to the features, "column": name}`.
 That modality has no `<modality>.parquet`: the vectors are stored once, by ingest, and every
 stage that reads them depends on `data/dataset.parquet`, so DVC sees each change."""
-
-
-STREAM_ROWS = 65_536
-"""Rows per batch when a Parquet file is streamed."""
 
 
 def streamed(path: str | os.PathLike[str]) -> pq.ParquetFile:

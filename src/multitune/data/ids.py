@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from multitune.data.artifacts import STREAM_ROWS
 from multitune.data.columns import describe_rows, require_column
 from multitune.errors import DataError
 
@@ -42,9 +43,6 @@ def _cell_bytes(value: Any) -> bytes:
     return b"s" + str(value).encode()
 
 
-_BLOCK_ROWS = 65_536
-
-
 def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """A hex digest per row of the cells in `columns` (object array, frame order).
 
@@ -53,8 +51,8 @@ def row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     object per row; its cells hash as the same vectors held as arrays do.
     """
     out = np.empty(len(frame), dtype=object)
-    for start in range(0, len(frame), _BLOCK_ROWS):
-        block = frame.iloc[start : start + _BLOCK_ROWS]
+    for start in range(0, len(frame), STREAM_ROWS):
+        block = frame.iloc[start : start + STREAM_ROWS]
         cols = [_cells(block[c]) for c in columns]
         for i in range(len(block)):
             h = hashlib.blake2b(digest_size=8)

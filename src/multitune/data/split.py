@@ -23,7 +23,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from multitune.config import Params
-from multitune.data.artifacts import SPLIT_NAMES, arrow_lists
+from multitune.data.artifacts import SPLIT_NAMES, STREAM_ROWS, arrow_lists
 from multitune.data.columns import require_column
 from multitune.data.ids import ID, row_hashes
 from multitune.data.stratify import label_matrix
@@ -94,7 +94,7 @@ def _seeded_rank(keys: pd.Series, seed: int) -> np.ndarray:
     return np.argsort(np.argsort(np.array(digests), kind="stable"), kind="stable")
 
 
-def split_file(path: str | Path, params: Params, batch_rows: int = 65_536) -> SplitResult:
+def split_file(path: str | Path, params: Params, batch_rows: int = STREAM_ROWS) -> SplitResult:
     """`split_rows` of `data/dataset.parquet`, in memory bounded by its small columns.
 
     Only the ids, the target columns and the group column are read whole; the modality
