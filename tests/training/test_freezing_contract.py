@@ -11,7 +11,8 @@ import torch
 from multitune.errors import ConfigError
 from multitune.training import train
 from multitune.training.freezing import FREEZINGS
-from multitune.training.setup import build_model
+from multitune.training.setup import build_model, build_optimizer
+from multitune.training.weighting import WEIGHTINGS
 
 
 def _config(name: str, saved: Path) -> dict:
@@ -50,6 +51,21 @@ def test_lr_multiplier_zero_keeps_a_component(tiny_data, tiny_params) -> None:
     model = train(params, tiny_data).model
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), initial[n]) == n.startswith("encoders.")
+
+
+def test_components_at_one_learning_rate_share_a_param_group(tiny_data, tiny_params) -> None:
+    freezing = {"name": "none", "lr_multipliers": {"heads": 2.0}}
+    params = tiny_params(train={"epochs": 1, "freezing": freezing})
+    model = build_model(params.model, tiny_data)
+    policy = FREEZINGS.build(params.train.freezing, tiny_data.task_names)
+    balancer = WEIGHTINGS.build(params.train.weighting, tiny_data.task_names)
+    optimizer = build_optimizer(model, balancer, policy, params.train)
+    lr = params.train.lr
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert sorted(by_lr) == [lr, 2 * lr]  # one group per rate (the fused step runs per group)
+    heads = {id(p) for p in model.heads.parameters()}
+    assert by_lr[2 * lr] == heads
+    assert by_lr[lr] == {id(p) for p in model.parameters()} - heads
 
 
 def test_warm_start_loads_then_unfreezes(tiny_data, tiny_params, saved_single_task) -> None:
