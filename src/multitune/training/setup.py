@@ -68,18 +68,14 @@ def build_optimizer(
     Fewer groups, same update: the fused kernel runs once per group and step, and AdamW's
     arithmetic is per tensor, so grouping changes no result, only the per-step overhead.
     """
-    by_lr: dict[float, dict[str, Any]] = {}
+    by_lr: dict[float, list[nn.Parameter]] = {}
     for component in COMPONENTS:
-        params = list(getattr(model, component).parameters())
-        if params:
-            lr = cfg.lr * freezing.lr_multiplier(component)
-            group = by_lr.setdefault(lr, {"params": [], "lr": lr, "components": []})
-            group["params"] += params
-            group["components"].append(component)
-    groups = list(by_lr.values())
+        lr = cfg.lr * freezing.lr_multiplier(component)
+        by_lr.setdefault(lr, []).extend(getattr(model, component).parameters())
+    groups: list[dict[str, Any]] = [{"params": p, "lr": lr} for lr, p in by_lr.items() if p]
     extra = balancer.optimizer_parameters()
     if extra:
-        groups.append({"params": extra, "lr": cfg.lr, "weight_decay": 0.0, "components": []})
+        groups.append({"params": extra, "lr": cfg.lr, "weight_decay": 0.0})
     # The fused kernel (CPU and CUDA) does one pass per step instead of one op per tensor.
     fused = all(p.dtype == torch.float32 for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
