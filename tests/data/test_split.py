@@ -12,6 +12,7 @@ from multitune.config import Params, validate_params
 from multitune.data import write_parquet
 from multitune.data.ingest import ingest
 from multitune.data.split import SplitResult, split_file, split_rows
+from multitune.errors import DataError
 
 
 def _prepared(tmp_path: Any, frame: pd.DataFrame, **split: Any) -> tuple[pd.DataFrame, Params]:
@@ -103,3 +104,22 @@ def test_the_stage_reads_inputs_in_batches_and_splits_alike(
     batched = split_file(tmp_path / "dataset.parquet", params, batch_rows=97)
     pd.testing.assert_frame_equal(batched.frame, whole.frame)
     assert (batched.duplicate_rows, batched.duplicate_sets) == (80, 40)
+
+
+def test_each_row_names_its_unit_the_group_or_duplicate_set_it_moves_with(
+    big: tuple[pd.DataFrame, Params],
+) -> None:
+    frame, params = big
+    rows = _joined(frame, split_rows(frame, params))
+    grouped = rows.dropna(subset=["author"])
+    assert grouped.groupby("author")["unit"].nunique().max() == 1  # one unit per group
+    assert rows.groupby("unit")["split"].nunique().max() == 1  # a unit never straddles splits
+    assert rows["unit"].isin(rows["id"]).all()  # named by one of its rows' ids
+
+
+def test_a_group_column_with_one_group_is_a_clear_error(tmp_path: Any) -> None:
+    frame = synthetic_frame(n=120)
+    frame["author"] = "everyone"
+    prepared, params = _prepared(tmp_path, frame, group_column="author")
+    with pytest.raises(DataError, match=r"val and test got no rows: split.group_column 'author'"):
+        split_rows(prepared, params)

@@ -25,6 +25,8 @@ SPLITS = "splits.parquet"
 TASKS = "tasks.json"
 FEATURES = "features"
 SPLIT_NAMES = ("train", "val", "test")
+UNIT = "unit"
+"""The splits file's column naming each row's unit (rows the split keeps together)."""
 STREAM_ROWS = 65_536
 """Rows per batch wherever a table is streamed: read, hashed or written in a given order."""
 
@@ -107,8 +109,22 @@ def arrow_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
 
 
 def read_splits(path: str | os.PathLike[str] = DATA_DIR / SPLITS) -> pd.DataFrame:
-    """Read `data/splits.parquet`: columns `id` and `split` (train, val or test)."""
+    """Read `data/splits.parquet`: columns `id`, `split` (train, val or test) and `unit` (the
+    rows that must stay together: one group of `split.group_column` or one duplicate set,
+    named by its smallest id)."""
     return pq.read_table(_existing(path, "split")).to_pandas()
+
+
+def read_units(path: str | os.PathLike[str], ids: np.ndarray) -> np.ndarray:
+    """Each of `ids`' unit as an integer code (rows of one unit share it); a splits file
+    written before units were recorded gives every row a unit of its own."""
+    frame = read_splits(path)
+    key = frame["id"].astype(str)
+    units = frame[UNIT].astype(str) if UNIT in frame.columns else key
+    mapped = pd.Series(np.asarray(ids, dtype=str)).map(pd.Series(units.to_numpy(), index=key))
+    if mapped.isna().any():
+        raise DataError(f"{path}: {int(mapped.isna().sum())} row id(s) have no split")
+    return pd.factorize(mapped)[0].astype(np.int64)
 
 
 def read_tasks(path: str | os.PathLike[str] = DATA_DIR / TASKS) -> list[TaskInfo]:

@@ -6,7 +6,8 @@ assigned by iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011, "On t
 Stratification of Multi-label Data"), adapted to units and to "every class in every split":
 labels are taken rarest first; each unit holding the label goes to a split still lacking it,
 else to the split furthest below its share of that label. Unlabelled units then fill each
-split's size. Every choice is keyed on ids and seeded hashes, never on row order, so the same
+split's size. `data/splits.parquet` names each row's unit (column `unit`: the unit's smallest
+id). Every choice is keyed on ids and seeded hashes, never on row order, so the same
 seed and rows give the same split in any order.
 """
 
@@ -23,10 +24,11 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from multitune.config import Params
-from multitune.data.artifacts import SPLIT_NAMES, STREAM_ROWS, arrow_lists
+from multitune.data.artifacts import SPLIT_NAMES, STREAM_ROWS, UNIT, arrow_lists
 from multitune.data.columns import require_column
 from multitune.data.ids import ID, row_hashes
 from multitune.data.stratify import label_matrix
+from multitune.errors import DataError
 
 
 @dataclass
@@ -143,6 +145,7 @@ def split_rows(
     )
     unit_size = np.bincount(unit_of_row, minlength=n_units).astype(float)
     assignment = _assign(counts, unit_size, order, np.array(params.split.fractions))
+    _every_split_filled(assignment, params, n_units)
     split = np.array(SPLIT_NAMES, dtype=object)[assignment[unit_of_row]]
     have = np.stack([np.asarray(counts[assignment == s].sum(axis=0)).ravel() for s in range(3)])
     missing = [
@@ -152,9 +155,41 @@ def split_rows(
         for s in range(3)
         if have[s, c] == 0
     ]
-    out = pd.DataFrame({ID: pd.array(ids, dtype="string"), "split": pd.array(split, "string")})
+    # Each row's unit, named by the unit's smallest id (independent of row order): what the
+    # final stage's bootstrap and cross-validation resample and keep together.
+    unit = unit_key.to_numpy()[unit_of_row]
+    out = pd.DataFrame(
+        {
+            ID: pd.array(ids, dtype="string"),
+            "split": pd.array(split, "string"),
+            UNIT: pd.array(unit.astype(str), dtype="string"),
+        }
+    )
     out = out.sort_values(ID, kind="stable").reset_index(drop=True)
     return SplitResult(out, dup_rows, dup_sets, missing)
+
+
+def _every_split_filled(assignment: np.ndarray, params: Params, n_units: int) -> None:
+    """Every split with a positive fraction got rows; else a clear error naming the cause.
+
+    Raises:
+        DataError: a split is empty (too few groups or rows for three splits).
+    """
+    empty = [
+        name
+        for s, name in enumerate(SPLIT_NAMES)
+        if params.split.fractions[s] > 0 and not (assignment == s).any()
+    ]
+    if not empty:
+        return
+    group = params.split.group_column
+    cause = (
+        f"split.group_column {group!r} leaves {n_units} group(s) of rows that must stay "
+        "together; use a column with more groups, or group_column: null"
+        if group is not None
+        else f"the table has only {n_units} distinct row(s) once duplicates are merged"
+    )
+    raise DataError(f"split: {' and '.join(empty)} got no rows: {cause}")
 
 
 def _assign(
