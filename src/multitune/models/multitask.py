@@ -13,6 +13,7 @@ from multitune.models.encoders import ModalityEncoder
 from multitune.models.fusion import FUSIONS
 from multitune.models.heads import TaskHead, TaskSpec, build_head
 from multitune.models.sharing import SHARINGS
+from multitune.models.standardize import Standardize
 
 if TYPE_CHECKING:
     from multitune.config.model import ModelConfig
@@ -31,9 +32,11 @@ class ModelOutput:
 class MultiTaskModel(nn.Module):
     """modality vectors -> per-modality encoder -> fusion -> sharing -> task heads.
 
-    With `config.backbone` `top_k`, a text modality's input is its cached token states, run
-    through the top transformer layers (`backbone`) before its encoder. Token tasks read the
-    token states those layers give (frozen layers when the backbone is frozen), not the trunk.
+    With `config.standardize`, each vector modality is first standardized with statistics
+    of the train rows (`fit_inputs`). With `config.backbone` `top_k`, a text modality's input
+    is its cached token states, run through the top transformer layers (`backbone`) before
+    its encoder. Token tasks read the token states those layers give (frozen layers when the
+    backbone is frozen), not the trunk.
 
     Args:
         config: the `model:` section.
@@ -62,6 +65,15 @@ class MultiTaskModel(nn.Module):
             config, caches, list(modality_dims), set(self.token_tasks.values())
         )
         self.token_caches = {m: caches[m] for m in self.backbone}
+        # Vector inputs are standardized inside the network (a fine-tuned backbone's pooled
+        # output changes as it trains, so token-state modalities are not).
+        self.standardize = nn.ModuleDict(
+            {
+                m: Standardize(d)
+                for m, d in modality_dims.items()
+                if config.standardize and m not in self.backbone
+            }
+        )
         enc = config.encoder
         self.encoders = nn.ModuleDict(
             {
@@ -85,6 +97,11 @@ class MultiTaskModel(nn.Module):
                 for t in tasks
             }
         )
+
+    def fit_inputs(self, features: Mapping[str, Tensor], train: Tensor) -> None:
+        """Fit each standardized modality's statistics on the `train` rows of `features`."""
+        for m, scaler in self.standardize.items():
+            cast(Standardize, scaler).fit(features[m], train)
 
     @property
     def task_names(self) -> list[str]:
@@ -120,6 +137,8 @@ class MultiTaskModel(nn.Module):
             if m in self.backbone:
                 layers = cast(TextLayers, self.backbone[m])
                 tokens[m], x = layers.encode(*cast(TokenInput, x).padded())
+            elif m in self.standardize:
+                x = self.standardize[m](x)
             encoded[m] = self.encoders[m](x)
         outputs: dict[str, Tensor] = {}
         shared_features: list[Tensor] = []

@@ -121,8 +121,10 @@ def load_model(directory: str | Path, device: str | None = None) -> MultiTaskMod
         TaskSpec(adapter.validate_python(t["config"]), t["classes"], t["n_labelled"])
         for t in spec["tasks"]
     ]
+    # Models saved before input standardization existed took raw vectors.
+    model_config = {"standardize": False, **spec["model_config"]}
     model = MultiTaskModel(
-        ModelConfig.model_validate(spec["model_config"]),
+        ModelConfig.model_validate(model_config),
         spec["modality_dims"],
         tasks,
         spec.get("token_caches"),
