@@ -6,7 +6,9 @@ each is ``{name: <method>, ...}`` with the method's own typed options.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator
 
@@ -70,6 +72,13 @@ class ModelConfig(StrictModel):
         default_factory=HardConfig,
         description="How tasks share the trunk: {name: hard|mmoe|cgc, hidden: [...], ...}.",
     )
+    standardize: bool = Field(
+        default=True,
+        description="Standardize each vector modality's input with the mean and standard "
+        "deviation of its train rows, inside the network (saved with it, applied to raw input "
+        "when served); a constant feature is centred only. false: the raw vectors, as the "
+        "embed stage wrote them.",
+    )
     backbone: BackboneConfig = Field(
         default_factory=FrozenConfig,
         description="The text encoder: {name: frozen} (pooled vectors) or {name: top_k, "
@@ -79,6 +88,13 @@ class ModelConfig(StrictModel):
     _fusion_name = field_validator("fusion", mode="before")(_default_name("concat"))
     _sharing_name = field_validator("sharing", mode="before")(_default_name("hard"))
     _backbone_name = field_validator("backbone", mode="before")(_default_name("frozen"))
+
+
+ClassWeighting = Literal["none", "balanced"]
+"""How one task's classes are weighted in its loss."""
+
+WEIGHTED_TASK_TYPES = ("classification", "binary")
+"""Task types `train.class_weighting` applies to."""
 
 
 class TrainConfig(StrictModel):
@@ -119,11 +135,12 @@ class TrainConfig(StrictModel):
     warmup: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Fraction of steps with linear LR warm-up."
     )
-    class_weighting: Literal["none", "balanced"] = Field(
+    class_weighting: ClassWeighting | dict[str, ClassWeighting] = Field(
         default="none",
-        description="Loss weighting of classes for every classification and binary task that "
-        "sets none itself: balanced = inverse train frequency (class_weights / pos_weight "
-        "'balanced'). Searchable: it matters for macro-F1 on skewed classes.",
+        description="Loss weighting of classes for the classification and binary tasks that "
+        "set none themselves: balanced = inverse train frequency (class_weights / pos_weight "
+        "'balanced'). One value for every such task, or per task: {task: none|balanced} "
+        "(tasks left out: none). Searchable: it matters for macro-F1 on skewed classes.",
     )
     eval_batch_size: int = Field(default=4096, ge=1, description="Rows per evaluation chunk.")
     weighting: WeightingMethod = Field(  # type: ignore[valid-type]
@@ -149,3 +166,51 @@ class TrainConfig(StrictModel):
     _weighting_name = field_validator("weighting", mode="before")(_default_name("static"))
     _freezing_name = field_validator("freezing", mode="before")(_default_name("none"))
     _sampling_name = field_validator("sampling", mode="before")(_default_name("proportional"))
+
+    @field_validator("class_weighting", mode="before")
+    @classmethod
+    def _one_line_class_weighting(cls, value: Any) -> Any:
+        # One message instead of one per member of the union.
+        options = get_args(ClassWeighting)
+        if isinstance(value, dict):
+            for task, setting in value.items():
+                if setting not in options:
+                    raise ValueError(f"task '{task}': expected none or balanced (got {setting!r})")
+        elif value not in options:
+            raise ValueError(
+                "expected none or balanced (every classification and binary task), or per "
+                "task {task: none|balanced}"
+            )
+        return value
+
+    def class_weighting_of(self, task: str) -> ClassWeighting:
+        """`class_weighting` for one task (``none`` for a task a mapping leaves out)."""
+        if isinstance(self.class_weighting, dict):
+            return self.class_weighting.get(task, "none")
+        return self.class_weighting
+
+    def check_class_weighting(self, task_types: Mapping[str, str]) -> None:
+        """Every task a per-task `class_weighting` names is a classification or binary task.
+
+        Args:
+            task_types: The tasks' types by name (`params.tasks`).
+
+        Raises:
+            ValueError: one line naming the task and the valid names.
+        """
+        if not isinstance(self.class_weighting, dict):
+            return
+        valid = [t for t, kind in task_types.items() if kind in WEIGHTED_TASK_TYPES]
+        for task in self.class_weighting:
+            if task in valid:
+                continue
+            if task in task_types:
+                problem = f"'{task}' is a {task_types[task]} task, which has no classes to weigh"
+            else:
+                close = difflib.get_close_matches(task, list(task_types), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problem = f"'{task}' is not a task{hint}"
+            raise ValueError(
+                f"train.class_weighting: {problem}; per-task class weighting takes "
+                f"{', '.join(valid) or 'no task here (no classification or binary task)'}"
+            )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from multitune.config._base import StrictModel
@@ -70,7 +71,13 @@ class SearchSpace(StrictModel):
     )
     lr: Knob | None = Field(default=None, description="train.lr.")
     weight_decay: Knob | None = Field(default=None, description="train.weight_decay.")
-    batch_size: Knob | None = Field(default=None, description="train.batch_size.")
+    batch_size: Knob | None = Field(
+        default=None,
+        description="train.batch_size. Left out: both sides search the batch sizes fit for "
+        "the labelled train rows of each run (a task's for its baseline, those labelled for "
+        "any task for the multi-task model; see multitune.tuning.space.batch_size_choices). "
+        "Set (a list, a range or a value): the same for both sides.",
+    )
     trunk: Knob | None = Field(
         default=None, description="model.sharing.hidden (trunk layer widths), any method."
     )
@@ -83,8 +90,11 @@ class SearchSpace(StrictModel):
     class_weighting: Knob | None = Field(
         default=None,
         description="train.class_weighting: e.g. {choice: [none, balanced]} (macro-F1 on "
-        "skewed classes).",
+        "skewed classes). Sampled once per classification and binary task, like static loss "
+        "weights: per task in the multi-task sweep, for its task in a baseline.",
     )
+
+    _class_weighting_tasks: tuple[str, ...] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_targets(self) -> SearchSpace:
@@ -118,6 +128,25 @@ class SearchSpace(StrictModel):
     def without(self, names: tuple[str, ...]) -> SearchSpace:
         """This space with the named knobs left out."""
         return self.model_copy(update=dict.fromkeys(names))
+
+    @property
+    def class_weighting_tasks(self) -> tuple[str, ...] | None:
+        """The tasks `class_weighting` is sampled for one by one (see
+        `per_task_class_weighting`), or None: one value for the whole run."""
+        return self._class_weighting_tasks
+
+    def per_task_class_weighting(self, tasks: Sequence[str]) -> SearchSpace:
+        """This space with `class_weighting` sampled once per task of `tasks` (a multi-task
+        search's classification and binary tasks), so a trial's ``train.class_weighting`` is
+        ``{task: value}``. A fixed knob, or one whose choices are not all single values,
+        stays one value for the run."""
+        out = self.model_copy()
+        knob = self.class_weighting
+        per_task = not isinstance(knob, Fixed) and all(
+            isinstance(c, str) for c in getattr(knob, "choice", [])
+        )
+        out._class_weighting_tasks = tuple(tasks) if per_task else None
+        return out
 
 
 def target_field(path: tuple[str, ...]) -> FieldInfo:
@@ -232,16 +261,24 @@ class BaselinesConfig(_SearchBudget):
         "and try it first, so a tuned baseline is never worse than the linear model it could "
         "have been.",
     )
-    scale_batch_size: bool = Field(
-        default=True,
-        description="Search batch sizes fit for each task's labelled train rows (powers of "
-        "two giving 16 to 512 steps per pass) instead of sweep.space.batch_size.",
-    )
     class_weighting: bool = Field(
         default=True,
-        description="Search train.class_weighting (none | balanced) for classification and "
-        "binary tasks when sweep.space does not set it.",
+        description="Search train.class_weighting (none | balanced) for each classification "
+        "and binary task's baseline when sweep.space does not set it (when it does, both "
+        "sides search it per task).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "scale_batch_size" in value:
+            raise ValueError(
+                "scale_batch_size is gone: one batch-size rule now serves both sides. Leave "
+                "sweep.space.batch_size out for batch sizes fit to each run's labelled train "
+                "rows (what scale_batch_size: true did for the baselines), or set it for the "
+                "same batch sizes on both sides"
+            )
+        return value
 
     def trials_per_task(self, sweep: SweepConfig) -> int:
         """`num_samples`, or the sweep's when null."""
@@ -249,7 +286,8 @@ class BaselinesConfig(_SearchBudget):
 
 
 class SweepConfig(_SearchBudget):
-    """The multi-task Ray Tune sweep. Objective: Delta-m on validation against baselines."""
+    """The multi-task Ray Tune sweep. Objective: Delta-m over every validation metric against
+    the baselines (`multitune.training.metrics.objective`, also its trials' early stopping)."""
 
     num_samples: int = Field(default=16, ge=1, description="Trials in the sweep.")
     space: SearchSpace = Field(default_factory=SearchSpace, description="The search space.")

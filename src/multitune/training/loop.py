@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,6 +48,18 @@ def _losses(
     )
 
 
+def labelled_train_rows(data: TrainingData, tasks: Sequence[str] | None = None) -> int:
+    """Train rows labelled for at least one of `tasks` (all of `data`'s when None): the rows
+    a run of those tasks trains on. They size its epochs when ``train.epoch_steps`` is null,
+    and both sides' searched batch sizes (`multitune.tuning.space.batch_size_choices`)."""
+    names = list(tasks) if tasks is not None else data.task_names
+    train_idx = data.splits["train"].cpu()
+    if not names:
+        return 0
+    labelled = torch.stack([data.labelled[t].cpu()[train_idx] for t in names]).any(0)
+    return int(labelled.sum())
+
+
 def train(
     params: Params,
     data: TrainingData,
@@ -69,15 +81,20 @@ def train(
         callback: called after every epoch with an `EpochReport`.
         resume: a `Checkpoint` from an earlier run of the same config: continue after it.
         device: overrides ``train.device`` (auto = CUDA when available).
-        baseline: single-task validation metrics ``{task: {metric: value}}``; when given the
-            early-stopping objective is Δm over primary metrics instead of the mean
-            normalized primary metric (see `multitune.training.metrics.objective`).
+        baseline: single-task validation metrics ``{task: {metric: value}}`` (a multi-task
+            run): early stopping then maximizes Δm over every metric against them, the
+            sweep's trial score and the final stage's gate; without, the (mean) normalized
+            primary metric (see `multitune.training.metrics.objective`).
 
     Returns:
         A `TrainResult` holding the best epoch's weights and its metrics on every split.
     """
     cfg = params.train
     seed = cfg.seed if seed is None else seed
+    try:
+        cfg.check_class_weighting({t.name: t.type for t in params.tasks})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     data = data.select(tasks).to(resolve_device(device if device is not None else cfg.device))
     data = with_class_weighting(data, cfg.class_weighting)
     names = data.task_names
@@ -97,7 +114,7 @@ def train(
     optimizer = build_optimizer(model, balancer, freezing, cfg)
     train_idx = data.splits["train"].cpu()
     rows = [train_idx[data.labelled[t].cpu()[train_idx]] for t in names]
-    n_rows = len(torch.unique(torch.cat(rows))) if rows else 0
+    n_rows = labelled_train_rows(data, names)
     if n_rows == 0:
         raise ValueError("no train row is labelled for any of the tasks")
     steps = cfg.epoch_steps or math.ceil(n_rows / cfg.batch_size)

@@ -233,28 +233,45 @@ def objective(
     task_types: Mapping[str, str],
     baseline: Mapping[str, Mapping[str, float]] | None = None,
 ) -> float:
-    """The validation objective (higher is better) over all tasks.
+    """The validation objective (higher is better) of a run of the tasks in `task_types`.
 
-    Without `baseline`: the mean over tasks of the normalized primary metric. With a
-    `baseline` (single-task validation metrics): the mean over tasks of the sign-corrected
-    relative difference of the primary metric, i.e. Δm restricted to primary metrics
-    (a fraction). Tasks without the metric (no labelled rows) are skipped; NaN if none left.
+    One objective for each side, used everywhere that side is chosen: early stopping
+    (`multitune.training.train`), a search trial's score and the final stage's pick.
+
+    - With `baseline` (single-task validation metrics ``{task: {metric: value}}``: a
+      multi-task run): Δm over every metric, as `delta_m` and the report compute it (each
+      metric both sides report, sign-corrected relative change; a metric whose single-task
+      value is not finite or below `MIN_BASELINE` in magnitude is left out; each task weighs
+      the same), over the tasks with such a metric. A task with none (no labelled validation
+      rows, or no usable single-task value) is left out. A fraction, like `delta_m`.
+    - Without: the mean over tasks of the normalized primary metric (`normalized_score`); for
+      a single-task run, its task's primary metric (`primary_metric`).
+
+    NaN when no task is left, or when a value entering it is NaN (a diverged model never
+    scores better by losing a metric).
     """
+    if baseline is not None:
+        mt: dict[str, dict[str, float]] = {}
+        st: dict[str, dict[str, float]] = {}
+        for task in task_types:
+            values, base = metrics.get(task) or {}, baseline.get(task) or {}
+            usable = [m for m in values if m in base and _usable_baseline(base[m])]
+            if usable:
+                mt[task] = {m: values[m] for m in usable}
+                st[task] = {m: base[m] for m in usable}
+        return delta_m(mt, st) if mt else float("nan")
     scores = []
     for task, kind in task_types.items():
         metric = primary_metric(kind)
         value = metrics.get(task, {}).get(metric)
-        if value is None:
-            continue
-        if baseline is not None:
-            base = baseline.get(task, {}).get(metric)
-            if base is None or base == 0:
-                continue
-            sign = 1.0 if higher_is_better(metric) else -1.0
-            scores.append(sign * (value - base) / abs(base))
-        else:
+        if value is not None:
             scores.append(normalized_score(metric, value))
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def _usable_baseline(value: float) -> bool:
+    """Whether a single-task value can be divided by (finite, at least `MIN_BASELINE`)."""
+    return math.isfinite(value) and abs(value) >= MIN_BASELINE
 
 
 MIN_BASELINE = 1e-3

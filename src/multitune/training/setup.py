@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +31,30 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return resolved
 
 
-def with_class_weighting(data: TrainingData, setting: str) -> TrainingData:
-    """`data` whose classification and binary tasks use `setting` (``train.class_weighting``)
-    unless their own config sets class weights; ``none`` leaves `data` as it is."""
-    if setting == "none":
-        return data
+def with_class_weighting(data: TrainingData, setting: str | Mapping[str, str]) -> TrainingData:
+    """`data` whose classification and binary tasks use `setting` (``train.class_weighting``:
+    one value for every such task, or one per task, a task left out getting ``none``) unless
+    their own config sets class weights; ``none`` leaves a task as it is."""
     tasks = []
     for spec in data.tasks:
+        own = setting.get(spec.name, "none") if isinstance(setting, Mapping) else setting
         key = {"classification": "class_weights", "binary": "pos_weight"}.get(spec.type)
-        if key is not None and getattr(spec.config, key) is None:
-            spec = replace(spec, config=spec.config.model_copy(update={key: setting}))
+        if own != "none" and key is not None and getattr(spec.config, key) is None:
+            spec = replace(spec, config=spec.config.model_copy(update={key: own}))
         tasks.append(spec)
-    return replace(data, tasks=tasks)
+    changed = any(new is not old for new, old in zip(tasks, data.tasks, strict=True))
+    return replace(data, tasks=tasks) if changed else data
 
 
 def build_model(config: ModelConfig, data: TrainingData) -> MultiTaskModel:
-    """The network for `data`'s modalities and tasks, with loss statistics from train rows."""
+    """The network for `data`'s modalities and tasks, with input and loss statistics fitted
+    on train rows."""
     model = MultiTaskModel(config, data.modality_dims, data.tasks, data.token_caches)
     for m, layers in model.backbone.items():  # fine-tuning starts from the pretrained layers
         layers.load_pretrained(data.token_caches[m]["model"])  # type: ignore[operator]
     model = model.to(data.device)
     train = data.splits["train"]
+    model.fit_inputs(data.features, train)
     for spec in data.tasks:
         model.head(spec.name).fit_statistics(
             data.targets[spec.name][train], data.labelled[spec.name][train]

@@ -3,8 +3,9 @@
 Each task gets its own search over `sweep.space` without the multi-task-only knobs
 (weighting, sampling, sharing method, freezing), on a plain trunk, with as many trials as the
 sweep by default (equal search effort) and the same early stopping. The space is made fit for
-one task (`baseline_space`): batch sizes scaled to the task's labelled train rows, class
-weighting none / balanced, and a linear model (no hidden layer) offered and tried first.
+one task (`baseline_space`): batch sizes by the rule the sweep follows too, from the task's
+labelled train rows (`multitune.tuning.space.batch_size_choices`), class weighting none /
+balanced, and a linear model (no hidden layer) offered and tried first.
 Written to `results/baselines/`: `baselines.json` (per task: best config file, its
 validation metrics, the metric searched), `<task>.yaml` (a full params file of that model)
 and `trials.parquet` (every trial, with a `task` column). When the sweep may warm-start from
@@ -14,7 +15,6 @@ the single-task models, also `models/<task>/` (see `multitune.tuning.warm`).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,20 +22,29 @@ from typing import Any
 import pandas as pd
 
 from multitune.config import Params
+from multitune.config.model import WEIGHTED_TASK_TYPES
 from multitune.config.space import Choice, Fixed, MethodKnob, knob_label
 from multitune.config.tasks import TaskConfig
 from multitune.config.tuning import MULTITASK_ONLY, BaselinesConfig, SearchSpace
 from multitune.errors import UserError
 from multitune.io import atomic_path, write_json
 from multitune.training import higher_is_better, primary_metric
-from multitune.tuning.outputs import best_record, write_params
-from multitune.tuning.runner import SearchJob
+from multitune.training.loop import labelled_train_rows
+from multitune.tuning.outputs import (
+    FINALISTS,
+    best_record,
+    ranked,
+    write_finalists,
+    write_params,
+)
+from multitune.tuning.runner import SearchJob, TrialRecord
 from multitune.tuning.session import stage_session
+from multitune.tuning.space import with_batch_sizes
 from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
 from multitune.tuning.warm import default_task, save_sources, searched_tasks, source_params
 
 SUMMARY = "baselines.json"
-CATEGORICAL = ("classification", "binary")
+CATEGORICAL = WEIGHTED_TASK_TYPES
 
 
 @dataclass(frozen=True)
@@ -60,18 +69,6 @@ def baseline_base(params: Params, sharing: str) -> dict[str, Any]:
     return base
 
 
-BATCH_SIZES = (16, 32, 64, 128, 256, 512)
-STEPS_PER_PASS = (16, 512)
-"""Scaled batch sizes give a pass over the task's train rows between these many steps."""
-
-
-def task_batch_sizes(rows: int) -> list[int]:
-    """Batch sizes fit for a task with `rows` labelled train rows (see `STEPS_PER_PASS`)."""
-    low, high = STEPS_PER_PASS
-    fit = [b for b in BATCH_SIZES if low <= rows / b <= high]
-    return fit or [min(BATCH_SIZES, key=lambda b: abs(math.log(max(rows, 1) / b / low)))]
-
-
 def baseline_space(
     params: Params, task: TaskConfig, rows: int, cfg: BaselinesConfig
 ) -> tuple[SearchSpace, list[dict[str, Any]]]:
@@ -81,17 +78,17 @@ def baseline_space(
     Args:
         params: The validated params (`sweep.space` is the starting point).
         task: The task.
-        rows: Its labelled train rows.
+        rows: Its labelled train rows (they decide the batch sizes, unless the space does).
         cfg: The baselines section.
 
     Returns:
         The space, and the Optuna parameter values of the points to try first.
     """
-    space = params.sweep.space.without(MULTITASK_ONLY)
+    space = with_batch_sizes(params.sweep.space.without(MULTITASK_ONLY), rows)
     update: dict[str, Any] = {}
-    if cfg.scale_batch_size:
-        update["batch_size"] = Choice(choice=list(task_batch_sizes(rows)))
-    if cfg.class_weighting and space.class_weighting is None and task.type in CATEGORICAL:
+    if task.type not in CATEGORICAL:
+        update["class_weighting"] = None  # no classes to weigh
+    elif cfg.class_weighting and space.class_weighting is None:
         update["class_weighting"] = Choice(choice=["none", "balanced"])
     points: list[dict[str, Any]] = []
     if cfg.linear_option:
@@ -152,7 +149,7 @@ def run_baselines(
         "baselines", params, cfg, data_dir=data_dir, project_root=project_root
     ) as session:
         spaces = {
-            t.name: baseline_space(params, t, session.data.train_rows(t.name), cfg)
+            t.name: baseline_space(params, t, labelled_train_rows(session.data, [t.name]), cfg)
             for t in params.tasks
         }
         spec = TrialSpec(
@@ -182,6 +179,7 @@ def run_baselines(
         run_ids = dict(zip(frame["trial_id"], frame["mlflow_run_id"], strict=True))
         summary: dict[str, Any] = {}
         winners: dict[str, tuple[Params, str]] = {}
+        finalists: dict[str, list[tuple[Params, TrialRecord]]] = {}
         best_values: dict[str, float] = {}
         for task in params.tasks:
             metric = primary_metric(task.type)
@@ -200,6 +198,9 @@ def run_baselines(
                 "converged": bool(best.result.get("converged", 0)),
             }
             winners[task.name] = (spec.params(best.config), best.trial_id)
+            finalists[task.name] = [
+                (spec.params(r.config), r) for r in ranked(mine, SCORE, "max")[:FINALISTS]
+            ]
             best_values[task.name] = val.get(metric, float("nan"))
             session.parent.log_metrics({f"best/{task.name}/{metric}": best_values[task.name]})
         warm_tasks = searched_tasks(params)
@@ -217,6 +218,10 @@ def run_baselines(
             if warm:
                 document["warm_start"] = {"default": default, "models": warm}
             _write_outputs(tmp, out_dir, document, winners, frame)
+            for name, ranked_configs in finalists.items():
+                write_finalists(
+                    tmp / "finalists" / name, ranked_configs, SCORE, f"task {name}'s baselines"
+                )
     return BaselinesOutcome(best=best_values, trials=len(records), resumed=session.resumed)
 
 

@@ -111,12 +111,14 @@ def trials_frame(
     return pd.DataFrame(rows)
 
 
-def best_record(records: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord:
-    """The trial with the best `metric` among those that did not fail.
+FINALISTS = 5
+"""Best configs of a search saved as params files (`finalists/<rank>.yaml`): the final stage
+re-scores the first `final.selection.finalists` of them by cross-validation for small tasks."""
 
-    Raises:
-        UserError: every trial failed (the message shows the first error).
-    """
+
+def ranked(records: Sequence[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
+    """The trials that did not fail and report a finite `metric`, best first (completed
+    trials first among equals: they trained to their end)."""
     ok = [
         r
         for r in records
@@ -124,16 +126,37 @@ def best_record(records: Sequence[TrialRecord], metric: str, mode: str) -> Trial
         and isinstance(r.result.get(metric), int | float)
         and math.isfinite(r.result[metric])
     ]
+    sign = 1.0 if mode == "max" else -1.0
+    return sorted(
+        ok, key=lambda r: (sign * r.result[metric], r.status == "completed"), reverse=True
+    )
+
+
+def best_record(records: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord:
+    """The trial with the best `metric` among those that did not fail (`ranked`'s first).
+
+    Raises:
+        UserError: every trial failed (the message shows the first error).
+    """
+    ok = ranked(records, metric, mode)
     if not ok:
         first = next((r.error for r in records if r.error), "no result reported")
         raise UserError(f"all {len(records)} trial(s) failed; the first error:\n{first}")
-    # Completed trials first among equals: they trained to their end.
-    key = (
-        (lambda r: (r.result[metric], r.status == "completed"))
-        if mode == "max"
-        else (lambda r: (-r.result[metric], r.status == "completed"))
-    )
-    return max(ok, key=key)
+    return ok[0]
+
+
+def write_finalists(
+    directory: Path, finalists: Sequence[tuple[Params, TrialRecord]], metric: str, what: str
+) -> None:
+    """Write each finalist as `directory/<rank>.yaml` (1 = best), a full params file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for rank, (params, record) in enumerate(finalists, start=1):
+        write_params(
+            directory / f"{rank}.yaml",
+            params,
+            f"Finalist {rank} of {what}: trial {record.trial_id}, validation {metric} "
+            f"{record.result[metric]:.6g}.",
+        )
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:

@@ -3,12 +3,17 @@
 Method knobs are sampled first; a method's own options are sampled only when it is chosen,
 so conditional parameters (the temperature of temperature sampling) appear only in the
 trials that use them. Parameter names are dotted: `sampling`, `sampling.temperature.
-temperature`, `weighting.static.weights.<task>`, `lr`.
+temperature`, `weighting.static.weights.<task>`, `class_weighting.<task>` (a multi-task
+search: see `SearchSpace.per_task_class_weighting`), `lr`.
+
+Batch sizes follow one rule on both sides (`batch_size_choices`): unless the space sets
+`batch_size`, a search tries the batch sizes fit for the labelled train rows of the run.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +35,40 @@ if TYPE_CHECKING:
 
 Knob = Distribution | Choice | Fixed
 
+BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+STEPS_PER_PASS = (16, 512)
+"""The searched batch sizes give a pass over the run's labelled train rows between these
+many steps."""
+
+
+def batch_size_choices(rows: int) -> list[int]:
+    """The batch sizes a search tries for a run with `rows` labelled train rows: those of
+    `BATCH_SIZES` giving `STEPS_PER_PASS` steps a pass, else the one closest to the fewest.
+
+    The same rule for both sides: `rows` is a baseline's task's labelled train rows, or the
+    rows labelled for at least one task for the multi-task model
+    (`multitune.training.loop.labelled_train_rows`).
+    """
+    low, high = STEPS_PER_PASS
+    fit = [b for b in BATCH_SIZES if low <= rows / b <= high]
+    return fit or [min(BATCH_SIZES, key=lambda b: abs(math.log(max(rows, 1) / b / low)))]
+
+
+def with_batch_sizes(space: SearchSpace, rows: int) -> SearchSpace:
+    """`space` searching `batch_size_choices(rows)`, unless it sets `batch_size` itself."""
+    if space.batch_size is not None:
+        return space
+    return space.model_copy(update={"batch_size": Choice(choice=batch_size_choices(rows))})
+
 
 def suggest(space: SearchSpace, trial: optuna.Trial, tasks: list[str]) -> None:
     """Sample every knob of `space` on an Optuna trial (the define-by-run function body)."""
     for name, knob in space.knobs().items():
         if isinstance(knob, MethodKnob):
             _suggest_method(name, knob, trial, tasks)
+        elif (per_task := _per_task(space, name, tasks)) is not None:
+            for task in per_task:
+                _suggest_value(f"{name}.{task}", knob, trial)
         else:
             _suggest_value(name, knob, trial)
 
@@ -61,9 +94,23 @@ def apply(
         if isinstance(knob, MethodKnob):
             _set(out, METHOD_TARGETS[name], _method_value(name, knob, values, out, tasks))
     for name, knob in knobs.items():
-        if not isinstance(knob, MethodKnob):
-            _set(out, VALUE_TARGETS[name], _value(name, knob, values))
+        if isinstance(knob, MethodKnob):
+            continue
+        per_task = _per_task(space, name, tasks)
+        value = (
+            _value(name, knob, values)
+            if per_task is None
+            else {task: _value(f"{name}.{task}", knob, values) for task in per_task}
+        )
+        _set(out, VALUE_TARGETS[name], value)
     return out
+
+
+def _per_task(space: SearchSpace, name: str, tasks: list[str]) -> list[str] | None:
+    """The tasks a value knob is sampled for one by one, or None: once for the run."""
+    if name != "class_weighting" or space.class_weighting_tasks is None:
+        return None
+    return [t for t in tasks if t in space.class_weighting_tasks]
 
 
 def _suggest_method(name: str, knob: MethodKnob, trial: optuna.Trial, tasks: list[str]) -> None:

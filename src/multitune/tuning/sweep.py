@@ -15,10 +15,18 @@ from multitune.config import Params
 from multitune.errors import UserError
 from multitune.io import atomic_path
 from multitune.training import higher_is_better, primary_metric
+from multitune.training.loop import labelled_train_rows
 from multitune.tuning.baselines import SUMMARY, read_baselines
-from multitune.tuning.outputs import best_record, write_params
+from multitune.tuning.outputs import (
+    FINALISTS,
+    best_record,
+    ranked,
+    write_finalists,
+    write_params,
+)
 from multitune.tuning.runner import SearchJob
 from multitune.tuning.session import stage_session
+from multitune.tuning.space import with_batch_sizes
 from multitune.tuning.trial import TrialSpec, WarmSource, trial_base
 from multitune.tuning.warm import load_sources, searched_tasks
 
@@ -83,7 +91,8 @@ def run_sweep(
     ) as session:
         spec = TrialSpec(
             base=base,
-            space=cfg.space,
+            # The batch-size rule of the baselines, on the rows labelled for any task.
+            space=with_batch_sizes(cfg.space, labelled_train_rows(session.data)),
             tasks=names,
             baseline={t: baseline[t] for t in names},
             device=session.device(cfg),
@@ -110,6 +119,10 @@ def run_sweep(
         with atomic_path(out_dir) as tmp:
             tmp.mkdir(parents=True)
             frame.to_parquet(tmp / "trials.parquet", index=False)
+            top = ranked(records, METRIC, "max")[:FINALISTS]
+            write_finalists(
+                tmp / "finalists", [(spec.params(r.config), r) for r in top], METRIC, "the sweep"
+            )
             write_params(
                 tmp / "best.yaml",
                 best_params,

@@ -1,15 +1,18 @@
 """The Ray Tune trainable: validate the sampled config, train, report every epoch.
 
-Each epoch reports the validation metrics (`val/<task>/<metric>`), the objective and
-Delta-m to Tune; every `checkpoint_every` epochs with a checkpoint of the trainer's state, so
-a crashed or interrupted trial resumes from its last checkpointed epoch. The features arrive
-through Ray's object store (`tune.with_parameters`), put there once by the driver.
+Each epoch reports the validation metrics (`val/<task>/<metric>`) and the score to Tune: the
+objective the trial's early stopping maximizes (Delta-m over every metric against the
+baselines in the sweep, also reported as `delta_m`; the task's primary metric in a baseline);
+every `checkpoint_every` epochs with a checkpoint of the trainer's state, so a crashed or
+interrupted trial resumes from its last checkpointed epoch. The features arrive through Ray's
+object store (`tune.with_parameters`), put there once by the driver.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,7 @@ import torch
 from ray import tune
 
 from multitune.config import Params
-from multitune.training import (
-    Checkpoint,
-    EpochReport,
-    TrainingData,
-    delta_m,
-    higher_is_better,
-    primary_metric,
-    train,
-)
+from multitune.training import Checkpoint, EpochReport, TrainingData, train
 from multitune.training.freezing.warm_start import WarmStartConfig
 from multitune.tuning.trial import (
     FAILED_SCORE,
@@ -33,6 +28,7 @@ from multitune.tuning.trial import (
     TrialSpec,
     clean_metrics,
     flat_metrics,
+    trial_score,
 )
 
 STATE_DIR = "state"
@@ -49,12 +45,11 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
     torch.set_num_threads(max(1, spec.threads))
     params = spec.params(config)  # validated first thing: a bad combination fails here
     tasks = spec.trial_tasks(config)
-    primary = {t.name: primary_metric(t.type) for t in params.tasks}
+    types = {t.name: t.type for t in params.tasks}
     resume = _restored()
 
     def report(epoch: EpochReport) -> None:
-        metrics = _epoch_metrics(epoch, spec)
-        metrics[SCORE] = _score(metrics, tasks, primary)
+        metrics = _epoch_metrics(epoch, spec, types)
         # A checkpoint costs a state copy, a write and Tune's bookkeeping (it snapshots the
         # experiment as old ones are deleted): every few epochs, not every epoch.
         if (epoch.epoch + 1) % spec.checkpoint_every:
@@ -76,9 +71,11 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
             baseline=spec.baseline,
         )
     val = clean_metrics(result.metrics["val"])
+    score = trial_score(result.metrics["val"], types, spec.baseline)
     final = {
         **flat_metrics("val", val),
-        "delta_m": _delta_m(val, spec),
+        SCORE: score,
+        "delta_m": score if spec.baseline else 0.0,
         "objective": _finite(result.history[result.best_epoch]["objective"])
         if 0 <= result.best_epoch < len(result.history)
         else FAILED_SCORE,
@@ -90,7 +87,6 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
         "converged": int(result.converged),
         "final": 1,
     }
-    final[SCORE] = _score(final, tasks, primary)
     tune.report(final)
 
 
@@ -116,37 +112,21 @@ def _restored() -> Checkpoint | None:
         return Checkpoint.load(Path(directory) / STATE_DIR)
 
 
-def _epoch_metrics(epoch: EpochReport, spec: TrialSpec) -> dict[str, float]:
+def _epoch_metrics(
+    epoch: EpochReport, spec: TrialSpec, types: Mapping[str, str]
+) -> dict[str, float]:
     val = clean_metrics(epoch.metrics)
+    score = trial_score(epoch.metrics, types, spec.baseline)  # = epoch.objective, or failed
     metrics = {
         **flat_metrics("val", val),
         **{f"train_loss/{t}": float(v) for t, v in epoch.train_loss.items()},
         "objective": _finite(epoch.objective),
-        "delta_m": _delta_m(val, spec),
+        SCORE: score,
+        "delta_m": score if spec.baseline else 0.0,
         "epoch": epoch.epoch + 1,
         "final": 0,
     }
     return metrics
-
-
-def _score(metrics: dict[str, float], tasks: list[str], primary: dict[str, str]) -> float:
-    """Delta-m with several tasks; one task's primary metric, higher-is-better, alone."""
-    if len(tasks) > 1:
-        return metrics["delta_m"]
-    (task,) = tasks
-    value = metrics.get(f"val/{task}/{primary[task]}")
-    if value is None:
-        return FAILED_SCORE
-    return value if higher_is_better(primary[task]) else -value
-
-
-def _delta_m(val: dict[str, dict[str, float]], spec: TrialSpec) -> float:
-    if not spec.baseline:
-        return 0.0
-    try:
-        return _finite(delta_m(val, spec.baseline))
-    except ValueError:
-        return FAILED_SCORE
 
 
 def _finite(value: Any) -> float:

@@ -13,19 +13,22 @@ from typing import Any
 
 from multitune.config import Params, validate_params
 from multitune.config.loader import params_problems
+from multitune.config.model import WEIGHTED_TASK_TYPES
 from multitune.config.space import MethodKnob, knob_label
 from multitune.config.tuning import METHOD_TARGETS, VALUE_TARGETS, SearchSpace
+from multitune.training.metrics import objective
 from multitune.tuning.space import Knob, apply
 
 TASK_KEY = "task"
 """Config key naming a baseline trial's task."""
 
 SCORE = "score"
-"""What every trial reports for the search to maximize: Delta-m in the sweep, the task's
-primary validation metric (sign-corrected: higher is better) for a baseline."""
+"""What every trial reports for the search to maximize (`trial_score`): the validation
+objective its training stopped on, Delta-m over every metric in the sweep, the task's primary
+validation metric for a baseline."""
 
 FAILED_SCORE = -1e6
-"""Objective reported when Delta-m cannot be computed (no shared metric): ranks last."""
+"""Objective reported when it cannot be computed (no metric to score): ranks last."""
 
 WARM_START = "warm_start"
 """The freezing policy that starts from a saved (single-task) model."""
@@ -57,7 +60,9 @@ class TrialSpec:
 
     Attributes:
         base: The full params as a mapping; sampled values are put into it.
-        space: The search space.
+        space: The search space. With several `tasks`, its `class_weighting` knob is sampled
+            once per classification and binary task of `base` (as the baselines search it
+            once for their task).
         tasks: The tasks trained, unless a trial's config names its `task` (baselines).
         baseline: Single-task validation metrics `{task: {metric: value}}` (the sweep's
             Delta-m reference), or None (baselines).
@@ -85,6 +90,13 @@ class TrialSpec:
     checkpoint_every: int = 1
     warm_sources: dict[str, WarmSource] = field(default_factory=dict)
     warm_default: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.tasks) > 1 and self.space.class_weighting_tasks is None:
+            weighted = [
+                t["name"] for t in self.base.get("tasks", []) if t["type"] in WEIGHTED_TASK_TYPES
+            ]
+            object.__setattr__(self, "space", self.space.per_task_class_weighting(weighted))
 
     def space_for(self, task: str | None) -> SearchSpace:
         """The space of a baseline `task` (its own when given), else the shared one."""
@@ -132,6 +144,11 @@ class TrialSpec:
             raw["task_groups"] = {
                 g: m for g, m in raw.get("task_groups", {}).items() if set(m) <= set(tasks)
             }
+            weighting = raw.get("train", {}).get("class_weighting")
+            if isinstance(weighting, dict):  # a per-task setting names only the run's tasks
+                raw["train"]["class_weighting"] = {
+                    t: w for t, w in weighting.items() if t in tasks
+                }
         return raw
 
 
@@ -153,6 +170,18 @@ def _sampled(name: str, knob: Knob | MethodKnob, values: Mapping[str, Any]) -> s
     return ", ".join(
         f"sweep.space.{k}={f'{v:.6g}' if isinstance(v, float) else v}" for k, v in own.items()
     )
+
+
+def trial_score(
+    val: Mapping[str, Mapping[str, float]],
+    task_types: Mapping[str, str],
+    baseline: Mapping[str, Mapping[str, float]] | None,
+) -> float:
+    """A trial's score from its validation metrics: the objective its training stops on
+    (`multitune.training.metrics.objective`, with the sweep's `baseline` Delta-m over every
+    metric, without it a baseline task's primary metric), `FAILED_SCORE` when undefined."""
+    value = objective(val, task_types, baseline)
+    return value if math.isfinite(value) else FAILED_SCORE
 
 
 def trial_base(params: Params, epochs: int | None) -> dict[str, Any]:
