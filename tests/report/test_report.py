@@ -142,8 +142,10 @@ def test_render_writes_an_offline_html_and_metrics_that_match(tmp_path: Path):
     paths = render(inputs, tmp_path)
     page = paths["html"].read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']https?://""", page)
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
     md = paths["markdown"].read_text()
+    figs = re.findall(r"\(figures/(\w+)\.png\)", md)
+    assert figs[0] == "forest" and (paths["figures"] / "forest.png").exists()
     row = inputs.comparison.rows[0]
     assert f"{row.multi_mean:.4f} ± {row.multi_std:.4f}" in md
     assert "(figures/bars.png)" in md and (paths["figures"] / "bars.png").exists()
@@ -236,3 +238,54 @@ def test_curves_csv_average_seeds(tmp_path: Path):
     table = pd.read_csv(out / "t.csv")
     assert list(table.columns) == ["epoch", "multi", "single"]
     assert table["multi"].tolist() == pytest.approx([0.5, 0.6, 0.65])
+
+
+def test_the_report_states_clusters_adjustment_and_the_chosen_side(tmp_path: Path):
+    rng = np.random.default_rng(7)
+    n = 600
+    linear = (rng.random(n) < 0.8).astype(float)
+
+    def lin(idx: np.ndarray) -> float:
+        return float(linear[idx].mean())
+
+    rows = [
+        Scored(
+            "speaker",
+            "accuracy",
+            True,
+            _accuracy_fns((rng.random((3, n)) < 0.82).astype(float)),
+            [lin] * 3,
+            reference=lin,
+            network=_accuracy_fns((rng.random((3, n)) < 0.6).astype(float)),
+            single_kind="linear",
+        ),
+        _rows(n, 0.8, 0.7, seed=8),
+    ]
+    inputs = _inputs()
+    inputs.comparison = compare(
+        rows, n, _mean_dm, samples=200, groups=np.repeat(np.arange(150), 4)
+    )
+    inputs.reference = {}
+    paths = render(inputs, tmp_path)
+    md = paths["markdown"].read_text()
+    method = md.split("## Method\n\n")[1].split("\n\n")[0]
+    assert "150 clusters" in method and "whole clusters" in method
+    assert "family-wise" in method and "The family: speaker, t." in method
+    assert "| raw 95% CI | family-wise 95% CI |" in md
+    speaker = inputs.comparison.rows[0]
+    line = next(ln for ln in md.splitlines() if ln.startswith("| speaker |"))
+    assert "| linear |" in line and f"| {speaker.network_mean:.4f} ± " in line
+    assert f"[{speaker.adj_low:+.4f}, {speaker.adj_high:+.4f}]" in line
+    assert "network below linear (diagnostic; linear chosen)" in line
+    assert "**Overall: not trustworthy" not in md
+    metrics = json.loads(paths["metrics"].read_text())
+    entry = metrics["tasks"]["speaker"]["accuracy"]
+    assert entry["single_network"] == pytest.approx(speaker.network_mean, abs=1e-6)
+    assert entry["single"] == pytest.approx(float(linear.mean()), abs=1e-6)
+    assert entry["adjusted_ci"] == pytest.approx([speaker.adj_low, speaker.adj_high], abs=1e-6)
+    assert (entry["single_kind"], entry["below_floor"], entry["chosen_below_floor"]) == (
+        "linear",
+        True,
+        False,
+    )
+    assert metrics["n_groups"] == 150 and metrics["family"] == ["speaker", "t"]

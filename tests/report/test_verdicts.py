@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from multitune.report import Comparison, Scored, compare, overall_verdict, task_verdicts
+from multitune.report.verdicts import fmt
 
 N = 2000
 
@@ -122,3 +123,18 @@ def test_delta_m_without_a_usable_baseline_says_so():
     word, text = overall_verdict(comparison, task_verdicts(comparison))
     assert word == "no clear difference"
     assert "Δm could not be computed" in text
+
+
+def test_a_gain_that_only_the_raw_interval_shows_is_not_claimed():
+    # One small gain among five tasks: its raw interval excludes zero, the family-wise one
+    # (which holds for all five together) does not, and the reason says both.
+    others = [_row(f"x{k}", 0.7, 0.7, seed=100 + k) for k in range(4)]
+    comparison = _compare(_row("speaker", 0.73, 0.7, seed=6), *others)
+    row = comparison.rows[0]
+    assert (row.raw_verdict, row.verdict) == ("improves", "no clear difference")
+    assert row.adj_low < 0 < row.ci_low
+    v = task_verdicts(comparison)["speaker"]
+    assert v.verdict == "no clear difference"
+    adjusted = f"family-wise 95% CI [{fmt(row.adj_low, True)}, {fmt(row.adj_high, True)}]"
+    assert f"{adjusted} over 5 verdicts" in v.reason
+    assert "the raw interval alone would read 'improves'" in v.reason

@@ -1,5 +1,5 @@
-"""What the report is made of: its inputs, its prose and tables, and the numbers it exports
-(`reports/metrics.json`)."""
+"""What the report is made of: its inputs, its prose, and the numbers it exports
+(`reports/metrics.json`). Its tables are in `tables`."""
 
 from __future__ import annotations
 
@@ -18,11 +18,6 @@ from multitune.report.verdicts import (
     overall_verdict,
     task_verdicts,
 )
-
-TRANSFER_LABEL = "trained with (A) \\ scored (B)"
-"""Header of the transfer table's first column: the source task of each row."""
-
-NOT_CONVERGED = "no — hit its cap while improving"
 
 _ORDER = ("improves", "hurts", "no clear difference", "not trustworthy")
 
@@ -181,11 +176,17 @@ def delta_m_statement(c: Comparison) -> str:
     if c.dm_excluded:
         left = "; ".join(f"`{t}/{m}` ({why})" for t, m, why in c.dm_excluded)
         first += f" Left out: {left}."
+    where = (
+        "single-task validation value"
+        if c.dm_chosen_on == "validation"
+        else "single-task value on the full test split"
+    )
     policy = (
-        f"A metric whose single-task value is below {c.min_baseline:g} in magnitude is left "
-        "out of Δm (a relative change against a value near zero is unstable or undefined), "
-        "and a replicate in which a chosen metric's single-task value falls below it has no "
-        "Δm."
+        f"The metrics in Δm were fixed on {c.dm_chosen_on}: a metric whose {where} is below "
+        f"{c.min_baseline:g} in magnitude is left out (a relative change against a value near "
+        "zero is unstable or undefined), and a replicate in which a chosen metric's "
+        "single-task value falls below it has no Δm. Δm's verdict is one test, not adjusted "
+        "for the per-task verdicts."
     )
     return "\n\n".join([first, policy, _nonfinite_text(c)])
 
@@ -197,7 +198,7 @@ def _nonfinite_text(c: Comparison) -> str:
         if r.nonfinite:
             counts.append((f"{r.name}/{r.metric}", r.nonfinite))
         if r.floor_nonfinite:
-            counts.append((f"{r.name}/{r.metric} single - linear", r.floor_nonfinite))
+            counts.append((f"{r.name}/{r.metric} network - linear", r.floor_nonfinite))
     if not counts:
         return f"Every one of the {n} replicates had a finite value for every interval."
     listed = "; ".join(f"{label}: {k} of {n}" for label, k in counts)
@@ -209,25 +210,51 @@ def _nonfinite_text(c: Comparison) -> str:
 
 
 def method_text(inputs: ReportInputs) -> str:
-    """How the numbers were made: split, seeds, bootstrap, verdict rule, linear reference."""
+    """How the numbers were made: split, seeds, bootstrap (clusters), family-wise adjustment,
+    verdict rule, linear reference."""
     c = inputs.comparison
     n_multi = len(c.rows[0].multi_values) if c.rows else 0
     n_single = len(c.rows[0].single_values) if c.rows else 0
-    return (
-        f"Test split: {c.n_test} rows, never seen by the sweep, the baselines or the linear "
-        f"reference's selection. {n_multi} multi-task seeds; {n_single} single-task seeds per "
-        f"task. Mean ± std over seeds; delta = multi - single. {_pct(c)} intervals: "
-        f"{c.method}; {c.bootstrap_samples} replicates. A verdict is read off the interval: "
-        "improves / hurts when it excludes zero, otherwise no clear difference. `linear` is "
-        "the tuned linear reference (logistic regression; ridge for regression tasks) on the "
-        "same features and split, its regularization and class weighting chosen on "
-        "validation; where the single-task network trails it by more than "
-        f"{c.floor_tolerance:g} beyond the interval of single - linear, the task's verdict is "
-        "not trustworthy."
+    if c.resample_unit == "groups":
+        unit = (
+            " The clusters are the split's groups (the rows of one group, duplicate sets), so "
+            "rows that are not independent do not count as independent evidence."
+        )
+    elif c.groups_fallback:
+        unit = ""  # the method line says why the groups were not resampled
+    else:
+        unit = " No groups were given: every test row counts as independent."
+    if any(r.single_kind != "network" for r in c.rows):
+        side = (
+            "The single-task side of each task is the model chosen on validation among the "
+            "baseline candidates, the tuned linear model included (its kind is in the table)."
+        )
+    else:
+        side = "The single-task side of each task is its single-task network."
+    family = ", ".join(c.family) or "none"
+    return " ".join(
+        [
+            f"Test split: {c.n_test} rows, never seen by the sweep, the baselines or the "
+            f"linear reference's selection. {n_multi} multi-task seeds; {n_single} "
+            "single-task seeds per task. Mean ± std over seeds; delta = multi - single.",
+            f"{pct(c)} intervals: {c.method}; {c.bootstrap_samples} replicates.{unit}",
+            f"Verdicts hold a family-wise error rate: {c.adjustment}. The family: {family}. "
+            "The table shows each row's raw interval beside the family-wise one; a verdict "
+            "(improves / hurts when the interval excludes zero, otherwise no clear "
+            "difference) is read off the family-wise one. Other metrics keep their raw "
+            "interval and verdict.",
+            f"{side} `linear` is the tuned linear reference (logistic regression; ridge for "
+            "regression tasks) on the same features and split, its regularization and class "
+            "weighting chosen on validation; where the chosen single-task side trails it by "
+            f"more than {c.floor_tolerance:g} beyond the interval, the task's verdict is not "
+            "trustworthy; a single-task network that trails it while another model is the "
+            "chosen side is reported as a diagnostic.",
+        ]
     )
 
 
-def _pct(c: Comparison) -> str:
+def pct(c: Comparison) -> str:
+    """The intervals' level as a percentage, e.g. \"95%\"."""
     return f"{round(c.confidence * 100):d}%"
 
 
@@ -235,7 +262,7 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
-def _linear(r: RowResult, inputs: ReportInputs) -> float | None:
+def linear_score(r: RowResult, inputs: ReportInputs) -> float | None:
     """The reference's test score: the stage's table first, else the comparison's."""
     ref = inputs.reference.get(r.name, {}).get(r.metric)
     if ref is None and math.isfinite(r.reference):
@@ -249,10 +276,15 @@ def _row_json(r: RowResult, linear: float | None) -> dict[str, Any]:
         "multi_std": _num(r.multi_std),
         "single": _num(r.single_mean),
         "single_std": _num(r.single_std),
+        "single_kind": r.single_kind,
+        "single_network": _num(r.network_mean),
         "delta": _num(r.delta),
         "ci_low": _num(r.ci_low),
         "ci_high": _num(r.ci_high),
+        "adjusted_ci": [_num(r.adj_low), _num(r.adj_high)],
         "verdict": r.verdict,
+        "raw_verdict": r.raw_verdict,
+        "in_family": r.in_family,
         "nonfinite": r.nonfinite,
     }
     if linear is not None:
@@ -261,6 +293,7 @@ def _row_json(r: RowResult, linear: float | None) -> dict[str, Any]:
             "floor_low": _num(r.floor_low),
             "floor_high": _num(r.floor_high),
             "below_floor": r.below_floor,
+            "chosen_below_floor": r.chosen_below_floor,
             "multi_below_floor": r.multi_below_floor,
         }
     return out
@@ -269,16 +302,18 @@ def _row_json(r: RowResult, linear: float | None) -> dict[str, Any]:
 def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
     """The report's numbers, nested for `dvc metrics show` / `dvc metrics diff`.
 
-    `tasks.<task>.<metric>` (and `groups.<group>.<metric>`) hold the row's numbers, its
-    interval verdict and the linear reference's floor; `task_verdicts.<task>` (and
-    `group_verdicts.<group>`) the task's verdict; `verdict` is Δm's and `overall` the
-    overall verdict (which can be "not trustworthy").
+    `tasks.<task>.<metric>` (and `groups.<group>.<metric>`) hold the row's numbers (the
+    chosen single-task side as `single`, the single-task network as `single_network`), its
+    raw interval (`ci_low`, `ci_high`) and family-wise one (`adjusted_ci`), its verdict
+    (adjusted for the family; `raw_verdict` off the raw interval) and the linear reference's
+    floor; `task_verdicts.<task>` (and `group_verdicts.<group>`) the task's verdict;
+    `verdict` is Δm's and `overall` the overall verdict (which can be "not trustworthy").
     """
     c = inputs.comparison
     verdicts = task_verdicts(c)
     tables: dict[str, dict[str, dict[str, Any]]] = {"task": {}, "group": {}}
     for r in c.rows:
-        tables[r.kind].setdefault(r.name, {})[r.metric] = _row_json(r, _linear(r, inputs))
+        tables[r.kind].setdefault(r.name, {})[r.metric] = _row_json(r, linear_score(r, inputs))
     out: dict[str, Any] = {
         "delta_m": _num(c.delta_m),
         "delta_m_ci_low": _num(c.delta_m_low),
@@ -289,6 +324,11 @@ def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
         "confidence": c.confidence,
         "bootstrap_samples": c.bootstrap_samples,
         "n_test": c.n_test,
+        "n_groups": c.n_groups,
+        "resample_unit": c.resample_unit,
+        "family": list(c.family),
+        "adjustment": c.adjustment,
+        "dm_chosen_on": c.dm_chosen_on,
         "tasks": tables["task"],
         "task_verdicts": {v.name: v.verdict for v in verdicts.values() if v.kind == "task"},
     }
@@ -309,85 +349,3 @@ def _runs_json(runs: list[RunRecord]) -> dict[str, Any]:
     if reference:
         out["reference"] = reference[0]
     return out
-
-
-def comparison_frame(inputs: ReportInputs) -> pd.DataFrame:
-    """The comparison table as a DataFrame of formatted strings, one row per metric."""
-    c = inputs.comparison
-    pct = _pct(c)
-    records = []
-    for r in c.rows:
-        linear = _linear(r, inputs)
-        records.append(
-            {
-                "task": r.name if r.kind == "task" else f"{r.name} (group)",
-                "metric": f"{r.metric} {'↑' if r.higher_is_better else '↓'}",
-                "single-task": f"{r.single_mean:.4f} ± {r.single_std:.4f}",
-                "multi-task": f"{r.multi_mean:.4f} ± {r.multi_std:.4f}",
-                "delta": f"{r.delta:+.4f}",
-                f"{pct} CI": _ci(r.ci_low, r.ci_high),
-                "verdict": r.verdict,
-                "linear": "" if linear is None else f"{linear:.4f}",
-                f"single - linear {pct} CI": _floor_cell(r) if linear is not None else "",
-            }
-        )
-    return pd.DataFrame.from_records(records)
-
-
-def _ci(low: float, high: float) -> str:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "not reported"
-    return f"[{low:+.4f}, {high:+.4f}]"
-
-
-def _floor_cell(r: RowResult) -> str:
-    cell = _ci(r.floor_low, r.floor_high)
-    if r.below_floor:
-        cell += " ⚠ below linear"
-    if r.multi_below_floor:
-        cell += " (multi-task also below linear)" if r.below_floor else " ⚠ multi below linear"
-    return cell
-
-
-def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
-    """The run list: kind, tasks, seed, run id, epochs, steps, best step, converged."""
-    converged = {True: "yes", False: NOT_CONVERGED, None: ""}
-    frame = pd.DataFrame(
-        [
-            {
-                "kind": r.kind,
-                "tasks": ", ".join(r.tasks),
-                "seed": r.seed,
-                "run id": r.run_id,
-                "epochs": r.epochs_run,
-                "steps": r.steps,
-                "best step": r.best_step,
-                "converged": converged[r.converged],
-            }
-            for r in runs
-        ],
-        columns=["kind", "tasks", "seed", "run id", "epochs", "steps", "best step", "converged"],
-    )
-    return frame.astype({c: "Int64" for c in ("seed", "epochs", "steps", "best step")})
-
-
-def key_value_frame(values: dict[str, Any]) -> pd.DataFrame:
-    """A two-column table (setting, value) of a free-form mapping."""
-    return pd.DataFrame({"setting": list(values), "value": [str(v) for v in values.values()]})
-
-
-def reference_frame(chosen: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per task: the linear reference's chosen setting, one column per key."""
-    keys = list(dict.fromkeys(k for setting in chosen.values() for k in setting))
-    return pd.DataFrame(
-        [{"task": t, **{k: str(s.get(k, "")) for k in keys}} for t, s in chosen.items()],
-        columns=["task", *keys],
-    )
-
-
-def transfer_frame(transfer: pd.DataFrame) -> pd.DataFrame:
-    """The transfer matrix with its row labels (the source tasks) as the first column."""
-    table = transfer.round(4)
-    table.columns = [str(col) for col in table.columns]
-    table.insert(0, TRANSFER_LABEL, [str(i) for i in table.index])
-    return table.reset_index(drop=True)

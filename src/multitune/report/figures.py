@@ -23,6 +23,73 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def forest(rows: Sequence[RowResult], confidence: float = 0.95) -> bytes:
+    """The verdicts at a glance: per task/group row, multi minus single with its intervals.
+
+    Each delta is sign-corrected (negated for a lower-is-better metric), so right of zero is
+    always "multi-task better". The thick bar is the raw interval, the thin line with caps
+    the family-wise adjusted one that the verdict is read off.
+
+    Args:
+        rows: The family's rows (one per task and group), top to bottom.
+        confidence: The level of the intervals, for the legend.
+    """
+    pct = f"{round(confidence * 100):d}%"
+    fig = Figure(figsize=(6.4, 0.55 * len(rows) + 1.6))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    shown: set[str] = set()
+
+    def once(label: str) -> str:
+        # One legend entry per kind of mark, whichever row draws it first.
+        if label in shown:
+            return "_nolegend_"
+        shown.add(label)
+        return label
+
+    for yj, r in zip(y, rows, strict=True):
+        sign = 1.0 if r.higher_is_better else -1.0
+        adj = sorted((sign * r.adj_low, sign * r.adj_high))
+        raw = sorted((sign * r.ci_low, sign * r.ci_high))
+        if np.isfinite(adj).all():
+            ax.errorbar(
+                (adj[0] + adj[1]) / 2,
+                yj,
+                xerr=(adj[1] - adj[0]) / 2,
+                fmt="none",
+                ecolor=_REF,
+                elinewidth=1.2,
+                capsize=4,
+                label=once(f"family-wise {pct} interval (verdict)"),
+            )
+        if np.isfinite(raw).all():
+            ax.hlines(
+                yj,
+                raw[0],
+                raw[1],
+                color=_MULTI,
+                linewidth=7,
+                alpha=0.45,
+                label=once(f"raw {pct} interval"),
+            )
+        ax.plot(sign * r.delta, yj, "D", color="black", ms=5, label=once("delta (full split)"))
+    ax.axvline(0.0, color="#aa0000", linewidth=1, linestyle="--")
+    labels = [
+        f"{r.name}{' (group)' if r.kind == 'group' else ''}"
+        f"{'' if r.single_kind == 'network' else f' vs {r.single_kind}'}\n{r.metric}"
+        f"{'' if r.higher_is_better else ' (lower better, negated)'}"
+        for r in rows
+    ]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+    ax.set_xlabel("multi - single, sign-corrected (right of 0: multi-task better)")
+    ax.text(0.99, 1.01, "multi-task better →", transform=ax.transAxes, ha="right", fontsize=8)
+    ax.text(0.01, 1.01, "← single-task better", transform=ax.transAxes, ha="left", fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
 def bars(rows: Sequence[RowResult], reference: Mapping[str, Mapping[str, float]]) -> bytes:
     """Single vs multi per row (mean, error bar = std over seeds), reference as a marker."""
     labels = [f"{r.name}\n{r.metric}" for r in rows]

@@ -15,18 +15,20 @@ import pandas as pd
 from multitune.io import atomic_path
 from multitune.report import figures
 from multitune.report.content import (
-    NOT_CONVERGED,
     ReportInputs,
-    comparison_frame,
     delta_m_statement,
-    key_value_frame,
     method_text,
     metrics_json,
     opening_paragraph,
+    verdict_lines,
+)
+from multitune.report.tables import (
+    NOT_CONVERGED,
+    comparison_frame,
+    key_value_frame,
     reference_frame,
     runs_frame,
     transfer_frame,
-    verdict_lines,
 )
 from multitune.report.verdicts import task_verdicts
 
@@ -63,7 +65,17 @@ def summary_text(inputs: ReportInputs) -> str:
 def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
     """Figure file stem -> (caption, PNG bytes), only for the parts that have data."""
     out: dict[str, tuple[str, bytes]] = {}
-    task_rows = list(inputs.comparison.rows)
+    c = inputs.comparison
+    family = [r for r in c.rows if r.in_family]
+    if family:
+        pct = f"{round(c.confidence * 100):d}%"
+        out["forest"] = (
+            f"Multi - single per task and group (right of zero: multi-task better); thick: raw "
+            f"{pct} interval, thin: family-wise {pct} interval over {len(family)} verdicts "
+            "(the verdict's)",
+            figures.forest(family, c.confidence),
+        )
+    task_rows = list(c.rows)
     out["bars"] = ("Test scores, single- vs multi-task", figures.bars(task_rows, inputs.reference))
     if not inputs.curves.empty:
         out["curves"] = ("Validation curves of the final runs", figures.curves(inputs.curves))

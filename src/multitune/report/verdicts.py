@@ -1,11 +1,14 @@
 """What the reader should conclude: one verdict per task and group, and one overall.
 
 A task's verdict is its primary metric's (the first row of that name; rows come primary-first):
-the interval verdict of multi minus single, unless the single-task network scores below the
-tuned linear reference beyond the interval (`RowResult.below_floor`). Then the baseline is
-broken, multi-task learning cannot be credited against it, and the verdict is "not
-trustworthy". The overall verdict is Δm's, unless some task is not trustworthy: then it is
-"not trustworthy" and names those tasks.
+the family-wise adjusted interval verdict of multi minus single (`RowResult.verdict`; the
+raw interval's is reported beside it), unless the CHOSEN single-task side scores below the
+tuned linear reference beyond the interval (`RowResult.chosen_below_floor`). Then the
+baseline is broken, multi-task learning cannot be credited against it, and the verdict is
+"not trustworthy". A single-task network below the reference while another model (the
+linear one) is the chosen side is said in the reason, as a diagnostic. The overall verdict
+is Δm's, unless some task is not trustworthy: then it is "not trustworthy" and names those
+tasks.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ class TaskVerdict:
         name: The task (or group) name.
         kind: "task" or "group".
         metric: The primary metric (the first row of that name).
-        verdict: The interval verdict, or "not trustworthy" when the single-task network is
-            below the linear reference beyond the interval.
+        verdict: The adjusted interval verdict, or "not trustworthy" when the chosen
+            single-task side is below the linear reference beyond the interval.
         reason: One sentence with the numbers behind the verdict.
         row: The primary metric's row.
     """
@@ -53,10 +56,9 @@ def task_verdicts(comparison: Comparison) -> dict[str, TaskVerdict]:
         Name -> verdict, read off the first (primary) row of each name.
     """
     out: dict[str, TaskVerdict] = {}
-    pct = _pct(comparison.confidence)
     for row in comparison.rows:
         if row.name not in out:
-            out[row.name] = _verdict_of(row, pct, comparison.bootstrap_samples)
+            out[row.name] = _verdict_of(row, comparison)
     return out
 
 
@@ -105,8 +107,13 @@ def delta_m_text(comparison: Comparison) -> str:
         The phrase; it says why when Δm or its interval is missing.
     """
     c = comparison
-    if not math.isfinite(c.delta_m):
+    if not math.isfinite(c.delta_m) and not c.dm_metrics:
         return "Δm could not be computed (no task metric has a usable single-task value)"
+    if not math.isfinite(c.delta_m):
+        return (
+            "Δm could not be computed (a chosen metric's single-task test value is below "
+            f"{c.min_baseline:g} in magnitude, or Δm is undefined on the full test split)"
+        )
     if math.isfinite(c.delta_m_low) and math.isfinite(c.delta_m_high):
         ci = f"{_pct(c.confidence)} CI [{c.delta_m_low:+.2f}%, {c.delta_m_high:+.2f}%]"
     else:
@@ -131,23 +138,26 @@ def fmt(x: float, signed: bool = False) -> str:
     return f"{x:{sign}{spec}}"
 
 
-def _verdict_of(row: RowResult, pct: str, samples: int) -> TaskVerdict:
-    measured = _measured(row, pct, samples)
-    if row.below_floor:
-        floor = (
-            f"the single-task network ({fmt(row.single_mean)}) is weaker than a linear model "
-            f"({fmt(row.reference)}; single - linear {pct} CI "
-            f"[{fmt(row.floor_low, True)}, {fmt(row.floor_high, True)}])"
-        )
+def _verdict_of(row: RowResult, c: Comparison) -> TaskVerdict:
+    pct = _pct(c.confidence)
+    measured = _measured(row, c)
+    if row.chosen_below_floor:
         reason = (
-            f"{floor}: this verdict is not trustworthy; as measured, {measured} would read "
-            f"'{row.verdict}'"
+            f"{_chosen_floor(row, pct)}: this verdict is not trustworthy; as measured, "
+            f"{measured} would read '{row.verdict}'"
         )
         word: TaskVerdictWord = NOT_TRUSTWORTHY
     else:
         reason, word = measured, row.verdict
+    if row.below_floor and not _chosen_is_network(row):
+        reason += (
+            f"; diagnostic: the single-task network ({fmt(row.network_mean)}) is weaker than "
+            f"a linear model ({fmt(row.reference)}; network - linear {pct} CI "
+            f"[{fmt(row.floor_low, True)}, {fmt(row.floor_high, True)}]), but the chosen "
+            f"single-task side is the {row.single_kind} model"
+        )
     if row.multi_below_floor:
-        also = " also" if row.below_floor else ""
+        also = " also" if row.chosen_below_floor else ""
         reason += (
             f"; the multi-task network ({fmt(row.multi_mean)}) is{also} weaker than a linear "
             f"model ({fmt(row.reference)})"
@@ -155,16 +165,43 @@ def _verdict_of(row: RowResult, pct: str, samples: int) -> TaskVerdict:
     return TaskVerdict(row.name, row.kind, row.metric, word, reason, row)
 
 
-def _measured(row: RowResult, pct: str, samples: int) -> str:
+def _chosen_is_network(row: RowResult) -> bool:
+    return row.single_kind == "network"
+
+
+def _chosen_floor(row: RowResult, pct: str) -> str:
+    if _chosen_is_network(row):
+        return (
+            f"the single-task network ({fmt(row.single_mean)}) is weaker than a linear model "
+            f"({fmt(row.reference)}; single - linear {pct} CI "
+            f"[{fmt(row.floor_low, True)}, {fmt(row.floor_high, True)}])"
+        )
+    return (
+        f"the chosen single-task side ({row.single_kind}, {fmt(row.single_mean)}) is weaker "
+        f"than a linear model ({fmt(row.reference)})"
+    )
+
+
+def _measured(row: RowResult, c: Comparison) -> str:
+    pct, samples = _pct(c.confidence), c.bootstrap_samples
     if math.isfinite(row.ci_low) and math.isfinite(row.ci_high):
-        ci = f"{pct} CI [{fmt(row.ci_low, True)}, {fmt(row.ci_high, True)}]"
+        ci = f"raw {pct} CI [{fmt(row.ci_low, True)}, {fmt(row.ci_high, True)}]"
+        if row.in_family and math.isfinite(row.adj_low) and math.isfinite(row.adj_high):
+            ci += (
+                f", family-wise {pct} CI [{fmt(row.adj_low, True)}, "
+                f"{fmt(row.adj_high, True)}] over {len(c.family)} verdicts"
+            )
     else:
         ci = _no_ci(pct, row.nonfinite, samples)
     lower = "" if row.higher_is_better else "; lower is better"
-    return (
-        f"multi-task {fmt(row.multi_mean)} vs single-task {fmt(row.single_mean)} "
+    side = "single-task" if row.single_kind == "network" else f"single-task {row.single_kind}"
+    text = (
+        f"multi-task {fmt(row.multi_mean)} vs {side} {fmt(row.single_mean)} "
         f"(delta {fmt(row.delta, True)}, {ci}{lower})"
     )
+    if row.raw_verdict != row.verdict:
+        text += f"; the raw interval alone would read '{row.raw_verdict}'"
+    return text
 
 
 def _no_ci(pct: str, nonfinite: int, samples: int) -> str:
