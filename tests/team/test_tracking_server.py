@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from multitune.config import validate_params
 from multitune.tracking import connect, stage_run
-from multitune.tracking.registry import register
+from multitune.tracking.registry import Evidence, register
 from multitune.tracking.server import ServerSpec, prepare
 
 from .servers import MULTITUNE, mlflow_server, postgres
@@ -100,8 +100,24 @@ def test_postgres_server_logs_registers_and_loads_over_http(tmp_path: Path) -> N
             info = mlflow.pyfunc.log_model(
                 python_model=Doubler(), name="model", pip_requirements=["pandas"]
             )
-        first = register(info.model_uri, "team-model", "champion", delta_m=1.0, fp="a", tags={})
-        second = register(info.model_uri, "team-model", "champion", delta_m=0.5, fp="b", tags={})
+        first = register(
+            info.model_uri,
+            "team-model",
+            "champion",
+            evidence=Evidence({"t": {"accuracy": 0.6}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
+            fp="a",
+            tags={},
+        )
+        second = register(
+            info.model_uri,
+            "team-model",
+            "champion",
+            evidence=Evidence(
+                {"t": {"accuracy": 0.55}}, {"t": {"accuracy": 0.5}}, "h", "improves"
+            ),
+            fp="b",
+            tags={},
+        )
         assert (first.outcome, second.outcome) == ("alias moved", "challenger")
         served = mlflow.pyfunc.load_model("models:/team-model@champion")
         assert served.predict(pd.DataFrame({"x": [1.0, 2.0]})).tolist() == [2.0, 4.0]

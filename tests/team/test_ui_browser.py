@@ -21,7 +21,7 @@ import yaml
 
 from multitune.config import validate_params
 from multitune.tracking import connect, stage_run, start_child
-from multitune.tracking.registry import register
+from multitune.tracking.registry import Evidence, register
 
 from .servers import mlflow_server
 
@@ -99,7 +99,14 @@ def _store(root: Path) -> tuple[str, str]:
         info = mlflow.pyfunc.log_model(
             python_model=Doubler(), name="model", pip_requirements=["pandas"]
         )
-    register(info.model_uri, MODEL, ALIAS, delta_m=2.0, fp="ui-test", tags={})
+    register(
+        info.model_uri,
+        MODEL,
+        ALIAS,
+        evidence=Evidence({"t": {"accuracy": 0.7}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
+        fp="ui-test",
+        tags={},
+    )
     mlflow.set_tracking_uri(None)
     return tracking.experiment_id, parent.run_id
 

@@ -24,3 +24,9 @@ class RegistryConfig(StrictModel):
     alias: str = Field(
         default="champion", min_length=1, description="Alias that moves to a better version."
     )
+    allow_hurts: bool = Field(
+        default=False,
+        description="Let a version whose overall verdict is 'hurts' take the alias when it "
+        "beats the holder on validation Δm (off: such a version is registered as a "
+        "challenger only).",
+    )

@@ -1,4 +1,10 @@
-"""Log the shipped multi-task model as a pyfunc and register it, gated on validation Δm."""
+"""Log the shipped multi-task model as a pyfunc and register it, gated on validation Δm.
+
+The gate (`multitune.tracking.gate.decide`) scores the new model and the alias's holder
+against this run's single-task validation metrics; the version carries its absolute
+validation metrics and the hash of the rows they were measured on, so a later run can rescore
+it. The input example is a few *train* rows: no test row ships with the model.
+"""
 
 from __future__ import annotations
 
@@ -15,26 +21,40 @@ from multitune.data import read_dataset, read_splits, read_tasks
 from multitune.final.paths import FinalPaths
 from multitune.final.scoring import SeedRun
 from multitune.report import Comparison
-from multitune.tracking import resumed
+from multitune.tracking import data_hash, resumed
 from multitune.tracking.pyfunc import build_spec, input_columns, log_pyfunc, stage_artifacts
 from multitune.tracking.registry import (
+    Evidence,
+    Metrics,
     Registration,
+    Verdict,
     code_hash,
     existing_version,
     fingerprint,
     register,
+    unchanged,
 )
 
 EXAMPLE_ROWS = 5
+EXAMPLE_SPLIT = "train"
+EVAL_FILES = ("dataset.parquet", "splits.parquet", "tasks.json")
+"""What validation metrics depend on besides the model: the rows, their split and labels, and
+the task definitions. Not the features: a registered model carries its own encoders."""
 
 
 def raw_example(data_dir: Path, columns: list[str], n: int = EXAMPLE_ROWS) -> pd.DataFrame:
-    """A few raw test rows, only the columns the model reads (the input example)."""
+    """A few raw train rows, only the columns the model reads (the input example, from which
+    the signature is inferred). Train rows only: no test (or validation) row ships."""
     frame = read_dataset(data_dir / "dataset.parquet", ["id", *columns])
     splits = read_splits(data_dir / "splits.parquet")
-    test_ids = set(splits.loc[splits["split"] == "test", "id"].astype(str))
-    rows = frame[frame["id"].astype(str).isin(test_ids)].head(n)[columns].reset_index(drop=True)
-    return rows.apply(_widen)
+    train_ids = set(splits.loc[splits["split"] == EXAMPLE_SPLIT, "id"].astype(str))
+    rows = frame[frame["id"].astype(str).isin(train_ids)].head(n)[columns]
+    return rows.reset_index(drop=True).apply(_widen)
+
+
+def eval_data_hash(data_dir: Path) -> str:
+    """The hash two versions' validation metrics must share to be compared (`EVAL_FILES`)."""
+    return data_hash([data_dir / name for name in EVAL_FILES])
 
 
 def _widen(column: pd.Series) -> pd.Series:
@@ -52,8 +72,9 @@ def publish(
     paths: FinalPaths,
     model_dir: Path,
     chosen: SeedRun,
-    chosen_dm: float,
     *,
+    baseline_val: Metrics,
+    verdict: Verdict,
     phash: str,
     dhash: str,
     tags: Mapping[str, str],
@@ -65,25 +86,28 @@ def publish(
     links to that run's params, curves and datasets.
 
     Args:
-        params: The validated params.
+        params: The validated params (`registry`: name, alias, `allow_hurts`).
         paths: `FinalPaths` (data directory, root).
         model_dir: The shipped run's saved model.
-        chosen: The shipped run.
-        chosen_dm: Its validation Δm in percent (the gate; test never chooses).
+        chosen: The shipped run; its `val_metrics` are what the gate scores.
+        baseline_val: This run's single-task validation metrics per task (mean over seeds):
+            the baseline both the new model and the alias's holder are scored against.
+        verdict: The comparison's overall verdict word; "hurts" keeps the model from the
+            alias unless `registry.allow_hurts`.
         phash: Params hash.
-        dhash: Data hash.
-        tags: The stage's tags (git commit...) and the comparison's (`verdict`, `delta_m`,
+        dhash: Data hash (dataset, splits, features): the fingerprint's data part.
+        tags: The stage's tags (git commit...) and the comparison's (`delta_m`,
             `delta_m_ci`, `test_delta_m`), which the version carries.
         description: The version's description (`version_description`).
 
     Returns:
-        The registration outcome.
+        The registration outcome (`gate`: one line saying why the alias moved or stayed).
     """
     reg = params.registry
     fp = fingerprint(phash, dhash, code_hash(Path(multitune.__file__).parent))
     found = existing_version(reg.model_name, fp)
     if found is not None:
-        return register("", reg.model_name, reg.alias, delta_m=chosen_dm, fp=fp, tags={})
+        return unchanged(reg.model_name, reg.alias, found)
     data_dir = paths.data
     spec = build_spec(params, read_tasks(data_dir / "tasks.json"))
     example = raw_example(data_dir, input_columns(spec))
@@ -95,12 +119,18 @@ def publish(
         "seed": chosen.seed,
     }
     # Reported with the version, never compared (the gate is validation Δm).
-    for key in ("test_delta_m", "verdict", "delta_m", "delta_m_ci"):
+    for key in ("test_delta_m", "delta_m", "delta_m_ci"):
         if key in tags:
             version_tags[key] = tags[key]
     for task, metrics in chosen.test_metrics.items():
         for metric, value in metrics.items():
             version_tags[f"test.{task}.{metric}"] = f"{value:.6g}"
+    evidence = Evidence(
+        val_metrics=chosen.val_metrics,
+        baseline_val=baseline_val,
+        eval_data_hash=eval_data_hash(data_dir),
+        verdict=verdict,
+    )
     with (
         tempfile.TemporaryDirectory(prefix="multitune-model-") as tmp,
         resumed(chosen.run_id),
@@ -111,9 +141,10 @@ def publish(
         info.model_uri,
         reg.model_name,
         reg.alias,
-        delta_m=chosen_dm,
+        evidence=evidence,
         fp=fp,
         tags=version_tags,
+        allow_hurts=reg.allow_hurts,
         description=description,
     )
 

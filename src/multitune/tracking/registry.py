@@ -1,18 +1,18 @@
 """Model registry: a new version per changed run; the alias moves only to a better model.
 
-Gating: the alias (`registry.alias`, default `champion`) moves to the new version when its
-*validation* Δm beats the current holder's (or nothing holds the alias, or the holder has no
-validation Δm); otherwise the new version is tagged `challenger`. The test split never chooses:
-its figures are reported (version tags `test.*`), not compared. A version carries a
-`fingerprint` tag (a hash of params, data and code); registering again with an unchanged
-fingerprint returns the existing version and registers nothing.
+Gating: see `multitune.tracking.gate` (both versions scored against this run's single-task
+validation metrics; a "hurts" verdict is not eligible by default; a holder measured on other
+data is not comparable). Every new version says what happened in its `gate` tag (one line)
+and is tagged `challenger` when it does not hold the alias. The test split never chooses:
+its figures are reported (version tags `test.*`). A version carries a `fingerprint` tag (a
+hash of params, data and code); registering again with an unchanged fingerprint returns the
+existing version and registers nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +23,47 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from multitune.tracking.gate import (
+    DELTA_M,
+    EVAL_DATA_HASH,
+    GATE,
+    VAL_PREFIX,
+    VERDICT,
+    Decision,
+    Evidence,
+    Holder,
+    Metrics,
+    Verdict,
+    decide,
+    gate_tags,
+)
+
+__all__ = [
+    "CHALLENGER",
+    "DELTA_M",
+    "EVAL_DATA_HASH",
+    "FINGERPRINT",
+    "GATE",
+    "VAL_PREFIX",
+    "VERDICT",
+    "Decision",
+    "Evidence",
+    "Holder",
+    "Metrics",
+    "Outcome",
+    "Registration",
+    "Verdict",
+    "code_hash",
+    "decide",
+    "existing_version",
+    "fingerprint",
+    "register",
+    "unchanged",
+]
+
 logger = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint"
-DELTA_M = "val_delta_m"
-"""The version tag the gate compares: validation Δm in percent. (Versions registered before
-it carry only a test `delta_m` tag, which is not used: such a holder counts as unscored.)"""
 CHALLENGER = "challenger"
 
 Outcome = Literal["alias moved", "challenger", "unchanged"]
@@ -43,9 +78,12 @@ class Registration:
         version: The version this run corresponds to (new, or the unchanged existing one).
         outcome: "alias moved", "challenger" or "unchanged" (nothing registered).
         alias: The alias gated.
-        holder_version: Who holds the alias afterwards.
+        holder_version: Who holds the alias afterwards (None when nobody does).
         previous_version: Who held it before (None when nobody did).
-        previous_delta_m: The previous holder's Δm.
+        previous_delta_m: The previous holder's validation Δm (percent) against this run's
+            baselines, recomputed from its stored metrics; None when not comparable.
+        delta_m: The new version's validation Δm (percent) against the same baselines.
+        gate: One line saying why the alias moved or stayed (also the version's `gate` tag).
     """
 
     name: str
@@ -55,6 +93,8 @@ class Registration:
     holder_version: str | None
     previous_version: str | None = None
     previous_delta_m: float | None = None
+    delta_m: float | None = None
+    gate: str = ""
 
 
 def code_hash(package_dir: Path) -> str:
@@ -69,17 +109,6 @@ def code_hash(package_dir: Path) -> str:
 def fingerprint(params_hash: str, data_hash: str, code: str) -> str:
     """The identity of a registration: same params, data and code -> same fingerprint."""
     return hashlib.sha256(f"{params_hash}:{data_hash}:{code}".encode()).hexdigest()[:16]
-
-
-def beats(new_delta_m: float, holder_delta_m: float | None) -> bool:
-    """Whether a model with `new_delta_m` takes the alias from a holder with `holder_delta_m`.
-
-    A missing or non-finite holder score loses to any finite new score; a non-finite new score
-    never takes an alias that is held.
-    """
-    if holder_delta_m is None or not math.isfinite(holder_delta_m):
-        return math.isfinite(new_delta_m) or holder_delta_m is None
-    return math.isfinite(new_delta_m) and new_delta_m > holder_delta_m
 
 
 def _client() -> MlflowClient:
@@ -110,13 +139,19 @@ def _holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
         return None
 
 
-def _delta_m(version: ModelVersion | None) -> float | None:
-    if version is None or DELTA_M not in version.tags:
-        return None
-    try:
-        return float(version.tags[DELTA_M])
-    except ValueError:
-        return None
+def unchanged(
+    name: str, alias: str, version: str, client: MlflowClient | None = None
+) -> Registration:
+    """The registration of a run whose fingerprint is registered already: nothing changes."""
+    holder = _holder(client or _client(), name, alias)
+    return Registration(
+        name,
+        version,
+        "unchanged",
+        alias,
+        str(holder.version) if holder else None,
+        gate=f"unchanged: v{version} has this fingerprint; nothing registered",
+    )
 
 
 def register(
@@ -124,22 +159,26 @@ def register(
     name: str,
     alias: str,
     *,
-    delta_m: float,
+    evidence: Evidence,
     fp: str,
     tags: Mapping[str, Any],
+    allow_hurts: bool = False,
     description: str = "",
     client: MlflowClient | None = None,
 ) -> Registration:
-    """Register `model_uri` as a new version of `name` and gate `alias` on Δm.
+    """Register `model_uri` as a new version of `name` and gate `alias` (see `decide`).
 
     Args:
         model_uri: The logged model (`ModelInfo.model_uri`).
         name: Registered model name.
         alias: The serving alias.
-        delta_m: The new model's validation Δm (percent; higher is better).
+        evidence: The new model's validation metrics, this run's single-task validation
+            metrics, the eval data hash and the verdict.
         fp: Its fingerprint (see `fingerprint`); an existing version with it is returned
             as "unchanged" and nothing is registered.
         tags: Extra version tags (git commit, params hash, per-task test metrics...).
+        allow_hurts: Let a version whose verdict is "hurts" take the alias
+            (`registry.allow_hurts`).
         description: The new version's description.
         client: Registry client (default: the current tracking/registry URI).
 
@@ -147,33 +186,39 @@ def register(
         What happened.
     """
     client = client or _client()
-    holder = _holder(client, name, alias)
     found = existing_version(name, fp, client)
     if found is not None:
-        return Registration(
-            name, found, "unchanged", alias, str(holder.version) if holder else None
-        )
-    all_tags = {k: str(v) for k, v in tags.items()}
-    all_tags.update({FINGERPRINT: fp, DELTA_M: repr(float(delta_m))})
+        return unchanged(name, alias, found, client)
+    before = _holder(client, name, alias)
+    holder = (
+        Holder.from_tags(str(before.version), dict(before.tags or {}))
+        if before is not None
+        else None
+    )
+    decision = decide(evidence, holder, alias=alias, allow_hurts=allow_hurts)
+    all_tags = {str(k): str(v) for k, v in tags.items()}
+    all_tags.update(gate_tags(evidence, decision))
+    all_tags[FINGERPRINT] = fp
     version = mlflow.register_model(model_uri, name, tags=all_tags)
     if description:
         client.update_model_version(name, version.version, description=description)
-    previous = _delta_m(holder)
-    if beats(delta_m, previous if holder is not None else None):
+    if decision.takes:
         client.set_registered_model_alias(name, alias, version.version)
         outcome: Outcome = "alias moved"
         now_holder = str(version.version)
     else:
         client.set_model_version_tag(name, version.version, CHALLENGER, "true")
         outcome = "challenger"
-        now_holder = str(holder.version) if holder else ""
-    logger.info("registered %s version %s: %s", name, version.version, outcome)
+        now_holder = holder.version if holder else ""
+    logger.info("registered %s version %s: %s (%s)", name, version.version, outcome, decision.line)
     return Registration(
         name,
         str(version.version),
         outcome,
         alias,
         now_holder or None,
-        previous_version=str(holder.version) if holder else None,
-        previous_delta_m=previous,
+        previous_version=holder.version if holder else None,
+        previous_delta_m=decision.holder_delta_m,
+        delta_m=decision.delta_m,
+        gate=decision.line,
     )
