@@ -38,7 +38,9 @@ def tiny_raw(source: Path, **final: Any) -> dict[str, Any]:
         **final,
     }
     raw["mlflow"] = {"tracking_uri": "sqlite:///mlflow.db", "experiment": "final-tests"}
-    raw["registry"] = {"model_name": MODEL_NAME, "alias": "champion"}
+    # A few epochs on a few hundred rows may well "hurt": these tests serve the model whatever
+    # its verdict (tests/tracking covers the gate's refusal).
+    raw["registry"] = {"model_name": MODEL_NAME, "alias": "champion", "allow_hurts": True}
     return raw
 
 

@@ -6,6 +6,13 @@ verdict rules on planted tables.
   single-task network must reach the tuned linear reference.
 * Transfer: one modality whose hidden direction drives both tasks; the large task teaches the
   shared trunk what the small task (few labels) needs. The verdict must be "improves".
+* Small grouped null: rows in groups of 4 sharing a feature offset and a label effect, split
+  by group, the small task labelled on 200 train, 152 val and 300 test rows. The final stage's
+  own choice (cross-validation for the small task, the linear reference a candidate) and its
+  group bootstrap with family-wise adjusted verdicts must not claim a difference, and the
+  chosen single-task side must reach the linear reference.
+
+`benchmarks/calibration.py` measures the same rules' error rates over many tables.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import pytest
 
 from multitune.config import Params, validate_params
 from multitune.config.final import ReferenceConfig
+from multitune.final.protocol import compare_sides, delta_m_percent, train_sides
 from multitune.final.reference import fit_reference
 from multitune.final.runs import RunJob, fit
 from multitune.final.scoring import SeedRun, SplitTargets, task_rows
-from multitune.final.stage import delta_m_percent
+from multitune.final.selection import select
 from multitune.models.heads import TaskSpec
 from multitune.report import compare
 from multitune.report.verdicts import task_verdicts
@@ -31,7 +39,7 @@ SMALL_LABELS = 100  # train rows labelled for the small task
 DIM = 16
 
 
-def _params(modalities: list[str]) -> Params:
+def _params(modalities: list[str], final: dict | None = None) -> Params:
     return validate_params(
         {
             "data": {
@@ -54,6 +62,7 @@ def _params(modalities: list[str]) -> Params:
                 "device": "cpu",
                 "sampling": {"name": "uniform"},
             },
+            "final": final or {},
         }
     )
 
@@ -93,10 +102,16 @@ def _linear(params: Params) -> Params:
     return params.model_copy(update={"model": model})
 
 
-def _runs(params: Params, data: TrainingData, kind: str, tasks: tuple[str, ...] | None) -> list:
+def _runs(
+    params: Params,
+    data: TrainingData,
+    kind: str,
+    tasks: tuple[str, ...] | None,
+    baseline: dict | None = None,
+) -> list:
     runs = []
     for s in SEEDS:
-        fitted = fit(RunJob((kind, s), params, kind, tasks, s), data)
+        fitted = fit(RunJob((kind, s), params, kind, tasks, s, baseline), data)
         runs.append(
             SeedRun(
                 run_id=f"{kind}-{s}",
@@ -157,3 +172,74 @@ def test_null_control_never_improves_and_its_baseline_reaches_the_linear_model(
 def test_transfer_control_improves(seed: int) -> None:
     verdict, _, single, reference = _verdict(seed, transfer=True)
     assert verdict == "improves", (single, reference)
+
+
+GROUP_ROWS = 4
+GROUPS = {"train": 375, "val": 75, "test": 100}  # 1500 / 300 / 400 rows
+SMALL_GROUPS = {"train": 50, "val": 38, "test": 75}  # 200 / 152 / 300 rows labelled "small"
+
+
+def _grouped_null(seed: int) -> tuple[TrainingData, np.ndarray, Params]:
+    """The small grouped null: `big` reads modality a, `small` modality b (module doc)."""
+    rng = np.random.default_rng(seed)
+    n_groups = sum(GROUPS.values())
+    group = np.repeat(np.arange(n_groups), GROUP_ROWS)
+    n = len(group)
+    a, b = (
+        (rng.normal(size=(n_groups, DIM))[group] + rng.normal(size=(n, DIM))).astype(np.float32)
+        for _ in range(2)
+    )
+    u = a @ rng.normal(size=DIM)
+    big = np.array(["lo", "mid", "hi"], dtype=object)[
+        np.digitize(u / u.std() + 0.2 * rng.normal(size=n), [-0.5, 0.5])
+    ]
+    v = b @ rng.normal(size=DIM)
+    effect = 0.6 * rng.normal(size=n_groups)[group]  # shared by a group's rows
+    small = np.where(v / v.std() + effect + 0.6 * rng.normal(size=n) > 0, "yes", "no")
+    small = small.astype(object)
+    order, split_of, labelled, start = rng.permutation(n_groups), {}, set(), 0
+    for split, count in GROUPS.items():
+        members = order[start : start + count]
+        start += count
+        split_of |= dict.fromkeys(members.tolist(), split)
+        labelled |= set(rng.choice(members, SMALL_GROUPS[split], replace=False).tolist())
+    split = np.array([split_of[g] for g in group], dtype=object)
+    small[~np.isin(group, list(labelled))] = None
+    final = {"seeds": len(SEEDS), "selection": {"max_val_rows": 300, "finalists": 2, "folds": 3}}
+    params = _params(["a", "b"], final)
+    # The calibration benchmark's budgets: a few seconds per run.
+    train = params.train.model_copy(update={"epochs": 60, "epoch_steps": 15, "patience": 5})
+    params = params.model_copy(update={"train": train})
+    specs = [TaskSpec(t, None) for t in params.tasks]
+    data = TrainingData.from_arrays({"a": a, "b": b}, specs, {"big": big, "small": small}, split)
+    return data, group.astype(np.int64), params
+
+
+@pytest.mark.parametrize("seed", DATA_SEEDS[:2])
+def test_small_grouped_null_claims_nothing_and_its_side_reaches_the_linear_model(
+    seed: int,
+) -> None:
+    data, units, params = _grouped_null(seed)
+    assert int(data.labelled["small"][data.splits["val"]].sum()) == 152
+    reference = fit_reference(data, params.final.reference)
+    # The final stage's choice: `small` is cross-validated between the network, the linear
+    # network and the reference; `big`, chosen on validation, is the reference here (its
+    # validation record stands in for the search's, and a tie goes to the linear model).
+    sel = select(
+        params,
+        data,
+        units,
+        singles={t: [params, _linear(params)] for t in ("big", "small")},
+        single_val=reference.val,
+        multis=[params, _linear(params)],
+        reference=reference,
+        workers=1,
+    )
+    assert sel.small == ["small"]
+    trained = train_sides(params, data, sel, reference, list(SEEDS))
+    comparison = compare_sides(params, data, units, trained, reference)
+    assert comparison.resample_unit == "groups"
+    verdict = task_verdicts(comparison)["small"]
+    print(f"grouped null data seed {seed}: side {trained.sides['small'].side}; {verdict.reason}")
+    assert verdict.verdict == "no clear difference", verdict.reason
+    assert not verdict.row.chosen_below_floor, verdict.reason

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 
 from multitune.data import load_features, read_dataset, read_splits
 from multitune.final import FinalPaths, run_final
-from multitune.tracking.registry import register
+from multitune.tracking.registry import Evidence, register
 from multitune.training import load_model, predict
 
 from .project import MODEL_NAME, write_project
@@ -67,7 +67,11 @@ def test_report_and_metrics_json_are_the_mlflow_runs(project: dict[str, Any]):
             assert row["multi"] == pytest.approx(np.mean(multi), abs=1e-5)
             reference = client.get_run(runs["reference"]).data.metrics[key]
             assert row["logreg"] == pytest.approx(reference, abs=1e-5)
-            assert row["single"] == pytest.approx(np.mean(single), abs=1e-5)
+            # The single-task side is the network or the linear model, chosen without test;
+            # the network's own value is kept beside it either way.
+            assert row["single_network"] == pytest.approx(np.mean(single), abs=1e-5)
+            side = reference if row["single_kind"] == "linear" else np.mean(single)
+            assert row["single"] == pytest.approx(side, abs=1e-5)
             assert row["ci_low"] <= row["ci_high"]
             assert f"{row['multi']:.4f} ± " in md
     assert "labels" in metrics["groups"]  # the task group's joint accuracy
@@ -76,6 +80,8 @@ def test_report_and_metrics_json_are_the_mlflow_runs(project: dict[str, Any]):
     html = (root / "reports" / "comparison.html").read_text()
     assert "data:image/png;base64," in html and "http://" not in html.split("<body>")[1]
     assert sorted(p.name for p in (root / "reports" / "curves").iterdir())[0].endswith(".csv")
+    kinds = {row["single_kind"] for rows in metrics["tasks"].values() for row in rows.values()}
+    assert kinds <= {"network", "linear"}
     stage_run = client.get_run(project["outcome"].run_id)
     assert stage_run.data.metrics["delta_m"] == pytest.approx(metrics["delta_m"], abs=1e-5)
 
@@ -206,16 +212,44 @@ def test_alias_moves_only_to_a_better_model_and_reruns_register_nothing(project:
     source = client.get_model_version_by_alias(MODEL_NAME, "champion")
     uri = f"models:/{MODEL_NAME}/{source.version}"
     name = "gating"
-    first = register(uri, name, "champion", delta_m=1.0, fp="one", tags={})
+    first = register(
+        uri,
+        name,
+        "champion",
+        evidence=Evidence({"t": {"accuracy": 0.6}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
+        fp="one",
+        tags={},
+    )
     assert first.outcome == "alias moved"
-    worse = register(uri, name, "champion", delta_m=0.5, fp="two", tags={})
+    worse = register(
+        uri,
+        name,
+        "champion",
+        evidence=Evidence({"t": {"accuracy": 0.55}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
+        fp="two",
+        tags={},
+    )
     assert worse.outcome == "challenger"
     assert str(client.get_model_version_by_alias(name, "champion").version) == first.version
     assert client.get_model_version(name, worse.version).tags["challenger"] == "true"
-    better = register(uri, name, "champion", delta_m=2.0, fp="three", tags={})
+    better = register(
+        uri,
+        name,
+        "champion",
+        evidence=Evidence({"t": {"accuracy": 0.7}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
+        fp="three",
+        tags={},
+    )
     assert better.outcome == "alias moved"
     assert str(client.get_model_version_by_alias(name, "champion").version) == better.version
-    again = register(uri, name, "champion", delta_m=2.0, fp="three", tags={})
+    again = register(
+        uri,
+        name,
+        "champion",
+        evidence=Evidence({"t": {"accuracy": 0.7}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
+        fp="three",
+        tags={},
+    )
     assert again.outcome == "unchanged" and again.version == better.version
     assert len(client.search_model_versions(f"name = '{name}'")) == 3
 

@@ -71,6 +71,45 @@ class ReferenceConfig(StrictModel):
     )
 
 
+class SelectionConfig(StrictModel):
+    """How the final stage chooses configs for small tasks: cross-validation, not one split.
+
+    A task with fewer labelled validation rows than `max_val_rows` is *small*: a validation
+    split that size cannot rank close configs. For each small task the single-task side is
+    chosen among the baselines' best `finalists` configs and the linear reference by their
+    mean held-out primary metric over `folds` group-aware, stratified folds of train+val (each
+    fold trains on the rest, stopping early on the next fold, as the pipeline trains on train
+    and stops on val). When some task is small, the multi-task config is chosen the same way
+    among the sweep's best `finalists`, on mean held-out Δm. Other tasks choose on
+    validation, the linear reference included.
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="Re-score small tasks' finalists by cross-validation (false: choose on "
+        "the validation split alone).",
+    )
+    max_val_rows: int = Field(
+        default=1000,
+        ge=0,
+        description="A task with fewer labelled val rows than this is small (0: none is).",
+    )
+    finalists: int = Field(
+        default=3,
+        ge=1,
+        le=5,
+        description="Best configs of each search re-scored (the stages save the best 5).",
+    )
+    folds: int = Field(
+        default=5,
+        ge=3,
+        le=20,
+        description="Cross-validation folds over train+val (each run trains on folds - 2, "
+        "stops early on one and is scored on one).",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the fold assignment.")
+
+
 class FinalConfig(StrictModel):
     """The final stage: retrain the best configs over seeds, compare, register."""
 
@@ -86,6 +125,7 @@ class FinalConfig(StrictModel):
     )
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     top_trials: int = Field(default=10, ge=1, description="Sweep trials shown in the report.")
     importance: Literal["fanova", "mean_decrease_impurity", "ped_anova"] = Field(
         default="fanova", description="Optuna importance evaluator over the sweep's trials."

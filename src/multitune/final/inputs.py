@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,27 @@ def best_single(params: Params, baselines_dir: Path, task: str) -> Params:
     """The tuned single-task config of `task`: `<task>.yaml`'s model/train sections."""
     path = baselines_dir / f"{task}.yaml"
     return with_sections(params, _read_yaml(path), str(path))
+
+
+def finalists(params: Params, directory: Path, best: Params) -> list[Params]:
+    """A search's saved finalists (`<directory>/<rank>.yaml`, best first); `[best]` when the
+    stage saved none (outputs of an older version)."""
+    ranked = (
+        sorted(directory.glob("*.yaml"), key=lambda p: int(p.stem)) if directory.is_dir() else []
+    )
+    found = [with_sections(params, _read_yaml(p), str(p)) for p in ranked]
+    return found or [best]
+
+
+def baseline_val(baselines_dir: Path) -> dict[str, dict[str, float]]:
+    """Each task's best baseline's validation metrics, as the search recorded them; empty
+    when the baselines stage wrote no summary (its configs alone, written by hand)."""
+    path = baselines_dir / "baselines.json"
+    if not path.exists():
+        logger.info("%s is missing: no recorded baseline validation metrics", path)
+        return {}
+    tasks = json.loads(path.read_text())["tasks"]
+    return {task: {k: float(v) for k, v in entry["val"].items()} for task, entry in tasks.items()}
 
 
 def read_trials(sweep_dir: Path) -> pd.DataFrame | None:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,12 +59,27 @@ class ReferenceResult:
         val: task -> validation metrics of the kept setting (empty without labelled val rows).
         chosen: task -> the kept setting and how it was chosen, e.g. ``{"model": "logistic",
             "c": 0.1, "class_weight": "balanced", "selected_on": "val auroc"}``.
+        predictors: task -> the kept fit, on standardized features (see `predict`).
+        scaler: The standardization fitted on train rows.
+        modalities: The modalities concatenated, in order.
     """
 
     test_pred: dict[str, np.ndarray]
     test: dict[str, dict[str, float]]
     val: dict[str, dict[str, float]]
     chosen: dict[str, dict[str, Any]]
+    predictors: dict[str, Predictor] = field(default_factory=dict)
+    scaler: StandardScaler | None = None
+    modalities: tuple[str, ...] = ()
+
+    def predict(self, task: str, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The kept setting's predictions for new rows (raw features per modality, as
+        `TrainingData.features`), in the networks' format: the same scaler and fit that
+        predicted the test split."""
+        if self.scaler is None or task not in self.predictors:
+            raise KeyError(f"no linear reference was fitted for task {task!r}")
+        x = np.concatenate([np.asarray(features[m]) for m in self.modalities], axis=1)
+        return self.predictors[task](self.scaler.transform(x).astype(np.float64))
 
 
 def _constant(value: np.ndarray) -> Predictor:
@@ -212,7 +227,7 @@ def fit_reference(data: TrainingData, cfg: ReferenceConfig) -> ReferenceResult:
         split = {s: data.splits[s].cpu().numpy() for s in ("train", "val", "test")}
         scaler = StandardScaler().fit(feats[split["train"]])
         x = {s: scaler.transform(feats[i]).astype(np.float64) for s, i in split.items()}
-        out = ReferenceResult({}, {}, {}, {})
+        out = ReferenceResult({}, {}, {}, {}, {}, scaler, tuple(data.features))
         for spec in data.tasks:
             if spec.type == "token_classification":
                 continue  # a per-sentence linear model has no per-token reference to give
@@ -250,6 +265,7 @@ def _fit_task(
     else:
         chosen |= {"c": c, "class_weight": weighting}
     pred = grid[setting](x["test"])
+    out.predictors[spec.name] = grid[setting]
     out.test_pred[spec.name] = pred
     out.test[spec.name] = task_metrics(spec, pred, y["test"], labelled["test"])
     out.val[spec.name] = val_metrics

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class RunJob:
         tasks: Tasks to train (None: all).
         seed: The seed.
         baseline: Single-task val metrics for the Δm early-stopping objective.
+        splits: Row indices to use as train/val/test instead of the data's own (a
+            cross-validation fold); None: the data's split.
     """
 
     key: tuple[Any, ...]
@@ -47,6 +49,7 @@ class RunJob:
     tasks: tuple[str, ...] | None
     seed: int
     baseline: Mapping[str, Mapping[str, float]] | None = None
+    splits: Mapping[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
     """Train `job` and predict the test split (runs in a worker or in-process)."""
     data = data if data is not None else _DATA
     assert data is not None, "fit() in a worker needs _init_worker first"
+    if job.splits is not None:
+        data = replace(data, splits={k: v.to(data.device) for k, v in job.splits.items()})
     tasks = list(job.tasks) if job.tasks is not None else None
     result = train(job.params, data, tasks=tasks, seed=job.seed, baseline=job.baseline)
     test = predict_rows(result.model, data, data.splits["test"])

@@ -88,15 +88,21 @@ def task_rows(
     multi: Sequence[SeedRun],
     single: Mapping[str, Sequence[SeedRun]],
     reference: Mapping[str, np.ndarray] | None = None,
+    network: Mapping[str, Sequence[SeedRun]] | None = None,
+    sides: Mapping[str, str] | None = None,
 ) -> list[Scored]:
     """One row per task and metric that the full test split defines (primary metric first).
 
     Args:
         targets: Each task's test-split targets.
         multi: The multi-task runs, one per seed.
-        single: Each task's single-task runs, one per seed.
+        single: Each task's single-task side, one run per seed (the linear reference's
+            predictions repeated, where it is the side).
         reference: The linear reference's test predictions per task (as a run's `test_pred`);
             a task without one gets no reference on its rows.
+        network: Each task's single-task network runs, where the side is not the network
+            (the floor check's diagnostic); None or a missing task: the side is the network.
+        sides: Each task's kind of single-task side ("network" or "linear"; default network).
 
     Returns:
         The rows, each scoring its runs (and the reference) with the training library's
@@ -106,7 +112,15 @@ def task_rows(
     everything = np.arange(len(next(iter(targets.values())).target))
     for name, t in targets.items():
         m_scorers = [_TaskScorer(r.test_pred[name], t) for r in multi]
-        s_scorers = [_TaskScorer(r.test_pred[name], t) for r in single[name]]
+        # A deterministic side (the linear reference, repeated per seed) is scored once.
+        by_pred: dict[int, _TaskScorer] = {}
+        s_scorers = [
+            by_pred.setdefault(id(r.test_pred[name]), _TaskScorer(r.test_pred[name], t))
+            for r in single[name]
+        ]
+        side = (sides or {}).get(name, "network")
+        n_runs = (network or {}).get(name) if side != "network" else None
+        n_scorers = [_TaskScorer(r.test_pred[name], t) for r in n_runs] if n_runs else None
         ref_pred = None if reference is None else reference.get(name)
         ref_scorer = None if ref_pred is None else _TaskScorer(ref_pred, t)
         metrics = list(m_scorers[0].metrics(everything))
@@ -123,6 +137,8 @@ def task_rows(
                     multi=[s.score(metric) for s in m_scorers],
                     single=[s.score(metric) for s in s_scorers],
                     reference=None if ref_scorer is None else ref_scorer.score(metric),
+                    network=None if n_scorers is None else [s.score(metric) for s in n_scorers],
+                    single_kind=side,
                 )
             )
     return rows

@@ -18,34 +18,30 @@ import multitune
 from multitune.config import Params
 from multitune.config.final import FinalConfig
 from multitune.console import console
+from multitune.data.artifacts import read_units
 from multitune.final import inputs
 from multitune.final.paths import FinalPaths
+from multitune.final.protocol import Trained, compare_sides, delta_m_percent, train_sides
 from multitune.final.reference import ReferenceResult, fit_reference
-from multitune.final.runs import Fitted, RunJob, fit_all, log_run, mean_metrics, run_name
-from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
+from multitune.final.runs import Fitted, RunJob, log_run, mean_metrics, run_name
+from multitune.final.scoring import SeedRun
+from multitune.final.selection import Selection, select
 from multitune.final.sweep_view import sweep_view
-from multitune.final.transfer import transfer_jobs, transfer_matrix
+from multitune.final.transfer import transfer_matrix
 from multitune.report import (
+    Comparison,
     ReportInputs,
     RunRecord,
-    compare,
     overall_verdict,
     render,
     summary_text,
     task_verdicts,
     write_curves,
 )
-from multitune.tracking import (
-    base_tags,
-    connect,
-    data_hash,
-    params_hash,
-    stage_run,
-    start_child,
-)
+from multitune.tracking import base_tags, connect, data_hash, params_hash, stage_run, start_child
 from multitune.tracking.lineage import log_inputs, split_inputs
 from multitune.training import TrainingData
-from multitune.training.metrics import delta_m, objective, primary_metric
+from multitune.training.metrics import objective, primary_metric
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +54,6 @@ class FinalOutcome:
     delta_m: float
     registration: Any | None
     run_id: str
-
-
-def delta_m_percent(mt: Any, st: Any) -> float:
-    """The training library's Δm (a fraction) in percent, as the report shows it."""
-    return 100.0 * delta_m(mt, st)
 
 
 def _safe_delta_m(mt: dict[str, dict[str, float]], st: dict[str, dict[str, float]]) -> float:
@@ -96,17 +87,9 @@ def _curves(records: list[SeedRun], types: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "metric", "kind", "seed", "epoch", "value"])
 
 
-def _targets(data: TrainingData) -> dict[str, SplitTargets]:
-    te = data.splits["test"]
-    return {
-        t.name: SplitTargets(
-            t, data.targets[t.name][te].cpu().numpy(), data.labelled[t.name][te].cpu().numpy()
-        )
-        for t in data.tasks
-    }
-
-
-def _budgets(params: Params, multi: list[SeedRun], single: dict[str, list[SeedRun]]) -> dict:
+def _budgets(
+    params: Params, multi: list[SeedRun], single: dict[str, list[SeedRun]], sel: Selection
+) -> dict:
     """The search and training effort of each side, as the report states it."""
     b, sw = params.baselines, params.sweep
 
@@ -130,6 +113,13 @@ def _budgets(params: Params, multi: list[SeedRun], single: dict[str, list[SeedRu
         "patience": f"{params.train.patience} epochs without a better validation score",
         "final steps trained (multi-task)": steps(multi),
         "final steps trained (single-task)": steps([r for rs in single.values() for r in rs]),
+        "choice for small tasks": (
+            f"{sel.folds}-fold CV over train+val for {', '.join(sel.small)}: "
+            f"{sel.cv_runs} network runs and the linear fits, {sel.cv_seconds:.0f} s"
+            if sel.small
+            else "on validation (no task has fewer labelled val rows than "
+            f"{params.final.selection.max_val_rows})"
+        ),
     }
 
 
@@ -139,8 +129,51 @@ def _workers(cfg: FinalConfig) -> int:
     return max(1, (os.cpu_count() or 1) // (cfg.threads or 1))
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """What every phase reads: the params, data, seeds and the stage's MLflow run."""
+
+    params: Params
+    paths: FinalPaths
+    data: TrainingData
+    units: np.ndarray
+    seeds: list[int]
+    tags: dict[str, str]
+    dhash: str
+    workers: int
+    run: Any
+    tmp: Path
+
+    @property
+    def names(self) -> list[str]:
+        return self.data.task_names
+
+    @property
+    def types(self) -> dict[str, str]:
+        return {t.name: t.type for t in self.data.tasks}
+
+    def log(self, job: RunJob, fitted: Fitted) -> SeedRun:
+        """Log a finished run as a child run; a multi-task run's model is saved to publish."""
+        save_to = self.tmp / f"model-{job.seed}" if job.kind == "multi" else None
+        return log_run(job, fitted, parent_run_id=self.run.run_id, tags=self.tags, save_to=save_to)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """Phase `choose`: the linear reference and each side's config."""
+
+    reference: ReferenceResult | None
+    reference_runs: list[RunRecord]
+    selection: Selection
+
+
 def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> FinalOutcome:
     """Run the final stage and write `paths.reports` (see DESIGN.md, stage `final`).
+
+    The protocol, one phase each: `_choose` (the linear reference; each side's config, by
+    cross-validation for small tasks), `_train` (each side's config over seeds), `_compare`
+    (the test split, read once: bootstrap intervals and verdicts), `_publish` (log and
+    register the shipped model) and `_report`.
 
     Args:
         params: The validated params.
@@ -155,213 +188,256 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         torch.set_num_threads(cfg.threads)
     tracking = connect(params.mlflow, paths.root)
     data = TrainingData.from_files(paths.data, params, device)
-    names = data.task_names
-    types = {t.name: t.type for t in data.tasks}
-    multi_params = inputs.best_multitask(params, paths.sweep)
-    single_params = {t: inputs.best_single(params, paths.baselines, t) for t in names}
-    seeds = [cfg.seed_base + i for i in range(cfg.seeds)]
     data_files = [
         paths.data / "dataset.parquet",
         paths.data / "splits.parquet",
         paths.data / "features",
     ]
     dhash = data_hash(data_files)
-    tags = base_tags("final", params, project_root=paths.root, data_hash=dhash)
-    workers = _workers(cfg)
-    with_transfer = cfg.transfer.method == "pairwise" and 2 <= len(names) <= cfg.transfer.max_tasks
-
     with (
         stage_run("final", params, project_root=paths.root, data_paths=data_files) as run,
         tempfile.TemporaryDirectory(prefix="multitune-final-") as tmp,
     ):
-
-        def log(job: RunJob, fitted: Fitted, save: bool = False) -> SeedRun:
-            save_to = Path(tmp) / f"model-{job.seed}" if save else None
-            return log_run(job, fitted, parent_run_id=run.run_id, tags=tags, save_to=save_to)
-
-        # Single-task runs (and the transfer runs, which need nothing else) first: the
-        # multi-task runs stop early on Δm against the single-task validation scores.
-        first = [
-            RunJob(("single", t, s), single_params[t], "single", (t,), s)
-            for t in names
-            for s in seeds
-        ]
-        if with_transfer:
-            first += transfer_jobs(multi_params, names, cfg.transfer, seeds[0])
-        single: dict[str, list[SeedRun]] = {t: [] for t in names}
-        transfer_runs: dict[tuple[str, ...], SeedRun] = {}
-        with console.status(f"final: {len(first)} single-task and transfer runs") as status:
-            for job, fitted in fit_all(first, data, workers=workers, threads=cfg.threads):
-                status.update(f"final: done {run_name(job, job.tasks or ())}")
-                rec = log(job, fitted)
-                if job.kind == "single":
-                    single[job.key[1]].append(rec)
-                else:
-                    transfer_runs[tuple(job.tasks or ())] = rec
-        for t in names:  # seed order, whatever order the workers finished in
-            single[t].sort(key=lambda r: r.seed)
-        baseline_val = {t: mean_metrics(single[t], t, "val") for t in names}
-
-        multi_jobs = [
-            RunJob(("multi", s), multi_params, "multi", None, s, baseline_val) for s in seeds
-        ]
-        multi: list[SeedRun] = []
-        with console.status(f"final: {len(multi_jobs)} multi-task runs"):
-            for job, fitted in fit_all(multi_jobs, data, workers=workers, threads=cfg.threads):
-                multi.append(log(job, fitted, save=True))
-        multi.sort(key=lambda r: r.seed)
-        scores = [objective(r.val_metrics, types, baseline_val) for r in multi]
-        transfer = transfer_matrix(transfer_runs, names, types) if with_transfer else None
-
-        ref: ReferenceResult | None = None
-        reference_runs: list[RunRecord] = []
-        if cfg.reference.enabled:
-            with console.status("final: linear reference (tuned on validation)"):
-                ref = fit_reference(data, cfg.reference)
-            ref_run = start_child(run.run_id, "reference-linear", {**tags, "kind": "reference"})
-            ref_run.log_params(
-                {"grid": cfg.reference.model_dump(mode="json"), "chosen": ref.chosen}
-            )
-            ref_run.log_metrics({"val": ref.val, "test": ref.test})
-            ref_run.end()
-            reference_runs.append(RunRecord(ref_run.run_id, "reference", tuple(names), None))
-
-        targets = _targets(data)
-        rows = task_rows(targets, multi, single, reference=ref.test_pred if ref else None)
-        rows += group_rows(params.task_groups, targets, multi, single)
-        comparison = compare(
-            rows,
-            len(data.splits["test"]),
-            delta_m_percent,
-            samples=cfg.bootstrap_samples,
-            confidence=cfg.confidence,
-            seed=cfg.seed_base,
-            floor_tolerance=cfg.reference.tolerance,
+        stage = _Stage(
+            params=params,
+            paths=paths,
+            data=data,
+            units=read_units(paths.data / "splits.parquet", data.ids),
+            seeds=[cfg.seed_base + i for i in range(cfg.seeds)],
+            tags=base_tags("final", params, project_root=paths.root, data_hash=dhash),
+            dhash=dhash,
+            workers=_workers(cfg),
+            run=run,
+            tmp=Path(tmp),
         )
-
-        # The model to ship: the multi-task seed with the best validation objective. The
-        # registry's gate is its validation Δm too: the test split never chooses.
-        best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
-        chosen = multi[best]
-        chosen_val_dm = _safe_delta_m(chosen.val_metrics, baseline_val)
-        single_test = {t: mean_metrics(single[t], t, "test") for t in names}
-        chosen_test_dm = _safe_delta_m(chosen.test_metrics, single_test)
-        not_converged = [
-            r.run_id for r in [*multi, *single_run_list(single, names)] if r.converged is False
-        ]
-        run.log_metrics(
-            {
-                "delta_m": comparison.delta_m,
-                "delta_m_ci_low": comparison.delta_m_low,
-                "delta_m_ci_high": comparison.delta_m_high,
-                "registered_val_delta_m": chosen_val_dm,
-                "registered_test_delta_m": chosen_test_dm,
-                "not_converged_runs": len(not_converged),
-            }
-        )
-        # Every run of the stage names the data it trained on and was scored on.
-        log_inputs(
-            [run.run_id, *(r.run_id for r in _all_runs(multi, single, names, transfer_runs))]
-            + [r.run_id for r in reference_runs],
-            split_inputs(
-                paths.data / "dataset.parquet",
-                paths.data / "splits.parquet",
-                {split: len(index) for split, index in data.splits.items()},
-                _data_name(params.data.source),
-            ),
-        )
-        word, _ = overall_verdict(comparison, task_verdicts(comparison))
-        registration = None
-        if cfg.register_model:
-            from multitune.final.publish import publish, version_description
-
-            registration = publish(
-                params,
-                paths,
-                Path(tmp) / f"model-{chosen.seed}",
-                chosen,
-                chosen_val_dm,
-                phash=params_hash(params),
-                dhash=dhash,
-                tags={
-                    **tags,
-                    "test_delta_m": f"{chosen_test_dm:.6g}",
-                    "verdict": word,
-                    "delta_m": f"{comparison.delta_m:.6g}",
-                    "delta_m_ci": f"[{comparison.delta_m_low:.6g}, {comparison.delta_m_high:.6g}]",
-                },
-                description=version_description(
-                    chosen, chosen_val_dm, chosen_test_dm, word, comparison, dhash, tags
-                ),
-            )
-
-        sweep = sweep_view(inputs.read_trials(paths.sweep), names, types, cfg)
-        meta: dict[str, Any] = {
-            "final stage run": run.run_id,
-            "tracking": tracking.uri,
-            "experiment": tracking.experiment_name,
-            "git commit": tags.get("git_commit", ""),
-            "params hash": params_hash(params),
-            "data hash": dhash,
-            "multitune": multitune.__version__,
-            "shipped multi-task run": f"{chosen.run_id} (seed {chosen.seed}, chosen on "
-            f"validation: val Δm {chosen_val_dm:+.2f}%; test Δm {chosen_test_dm:+.2f}%)",
-        }
-        if registration is not None:
-            meta["registered model"] = (
-                f"{registration.name} v{registration.version} ({registration.outcome} on "
-                f"validation Δm; {registration.alias} -> v{registration.holder_version})"
-            )
-        all_runs = _all_runs(multi, single, names, transfer_runs)
-        report = ReportInputs(
-            comparison=comparison,
-            reference=ref.test if ref else {},
-            runs=[
-                RunRecord(
-                    r.run_id,
-                    r.kind,
-                    r.tasks,
-                    r.seed,
-                    r.epochs_run,
-                    steps=r.steps,
-                    best_step=r.best_step,
-                    converged=r.converged,
-                )
-                for r in all_runs
-            ]
-            + reference_runs,
-            curves=_curves([*multi, *single_run_list(single, names)], types),
-            trials=sweep.trials,
-            objective=sweep.objective,
-            top_trials=sweep.top,
-            importance=sweep.importance,
-            importance_evaluator=cfg.importance,
-            pareto_points=sweep.pareto,
-            transfer=transfer,
-            transfer_method=cfg.transfer.method if transfer is not None else "none",
-            meta=meta,
-            budgets=_budgets(params, multi, single),
-            reference_chosen=ref.chosen if ref else {},
-        )
-        render(report, paths.reports)
-        write_curves(report.curves, paths.reports / "curves")
-        # The stage's run carries what it read and wrote: the report (figures inside), the
-        # sweep's trials and its best config.
-        run.log_artifacts(paths.reports, "reports")
-        for name in ("trials.parquet", "best.yaml"):
-            if (paths.sweep / name).exists():
-                run.log_artifacts(paths.sweep / name, "sweep")
+        chosen = _choose(stage)
+        trained = _train(stage, chosen)
+        comparison = _compare(stage, chosen, trained)
+        shipped, registration = _publish(stage, trained, comparison)
+        report = _report(stage, chosen, trained, comparison, shipped, registration, tracking)
     summary = summary_text(report)
     return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
 
 
-def _all_runs(
-    multi: list[SeedRun],
-    single: dict[str, list[SeedRun]],
-    names: list[str],
-    transfer: dict[tuple[str, ...], SeedRun],
-) -> list[SeedRun]:
-    return [*multi, *single_run_list(single, names), *transfer.values()]
+def _choose(stage: _Stage) -> _Chosen:
+    """The linear reference (tuned on validation), then each side's config (`selection`)."""
+    params, paths, cfg = stage.params, stage.paths, stage.params.final
+    ref: ReferenceResult | None = None
+    reference_runs: list[RunRecord] = []
+    if cfg.reference.enabled:
+        with console.status("final: linear reference (tuned on validation)"):
+            ref = fit_reference(stage.data, cfg.reference)
+        ref_run = start_child(
+            stage.run.run_id, "reference-linear", {**stage.tags, "kind": "reference"}
+        )
+        ref_run.log_params({"grid": cfg.reference.model_dump(mode="json"), "chosen": ref.chosen})
+        ref_run.log_metrics({"val": ref.val, "test": ref.test})
+        ref_run.end()
+        reference_runs.append(RunRecord(ref_run.run_id, "reference", tuple(stage.names), None))
+    best_multi = inputs.best_multitask(params, paths.sweep)
+    singles = {
+        t: inputs.finalists(
+            params,
+            paths.baselines / "finalists" / t,
+            inputs.best_single(params, paths.baselines, t),
+        )
+        for t in stage.names
+    }
+    with console.status("final: choosing each side's config (CV for small tasks)"):
+        selection = select(
+            params,
+            stage.data,
+            stage.units,
+            singles=singles,
+            single_val=inputs.baseline_val(paths.baselines),
+            multis=inputs.finalists(params, paths.sweep / "finalists", best_multi),
+            reference=ref,
+            workers=stage.workers,
+        )
+    stage.run.log_params(
+        {
+            "single_side": {t: c.side for t, c in selection.single.items()},
+            "small_tasks": selection.small,
+        }
+    )
+    stage.run.log_metrics(
+        {"selection_cv_runs": selection.cv_runs, "selection_cv_seconds": selection.cv_seconds}
+    )
+    return _Chosen(ref, reference_runs, selection)
+
+
+def _train(stage: _Stage, chosen: _Chosen) -> Trained:
+    """Each side's config over seeds, every run logged as a child run of the stage's."""
+    n = len(stage.names) * len(stage.seeds)
+    with console.status(f"final: {n} single-task runs, then the multi-task runs") as status:
+        return train_sides(
+            stage.params,
+            stage.data,
+            chosen.selection,
+            chosen.reference,
+            stage.seeds,
+            record=stage.log,
+            reference_run_id=chosen.reference_runs[0].run_id if chosen.reference_runs else "",
+            workers=stage.workers,
+            on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
+        )
+
+
+def _compare(stage: _Stage, chosen: _Chosen, trained: Trained) -> Comparison:
+    """The test split, read once (`compare_sides`)."""
+    return compare_sides(stage.params, stage.data, stage.units, trained, chosen.reference)
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    run: SeedRun
+    val_dm: float
+    test_dm: float
+    verdict: str
+
+
+def _publish(
+    stage: _Stage, trained: Trained, comparison: Comparison
+) -> tuple[_Shipped, Any | None]:
+    """The multi-task seed with the best validation objective is shipped; the registry's
+    gate reads validation too: the test split never chooses."""
+    params, names, multi = stage.params, stage.names, trained.multi
+    scores = [objective(r.val_metrics, stage.types, trained.baseline_val) for r in multi]
+    best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
+    chosen = multi[best]
+    val_dm = _safe_delta_m(chosen.val_metrics, trained.baseline_val)
+    single_test = {t: mean_metrics(trained.single[t], t, "test") for t in names}
+    test_dm = _safe_delta_m(chosen.test_metrics, single_test)
+    word, _ = overall_verdict(comparison, task_verdicts(comparison))
+    not_converged = [r.run_id for r in trained.all_runs() if r.converged is False]
+    stage.run.log_metrics(
+        {
+            "delta_m": comparison.delta_m,
+            "delta_m_ci_low": comparison.delta_m_low,
+            "delta_m_ci_high": comparison.delta_m_high,
+            "registered_val_delta_m": val_dm,
+            "registered_test_delta_m": test_dm,
+            "not_converged_runs": len(not_converged),
+        }
+    )
+    shipped = _Shipped(chosen, val_dm, test_dm, word)
+    if not params.final.register_model:
+        return shipped, None
+    from multitune.final.publish import publish, version_description
+
+    registration = publish(
+        params,
+        stage.paths,
+        stage.tmp / f"model-{chosen.seed}",
+        chosen,
+        baseline_val=trained.baseline_val,
+        verdict=word,
+        phash=params_hash(params),
+        dhash=stage.dhash,
+        tags={
+            **stage.tags,
+            "test_delta_m": f"{test_dm:.6g}",
+            "delta_m": f"{comparison.delta_m:.6g}",
+            "delta_m_ci": f"[{comparison.delta_m_low:.6g}, {comparison.delta_m_high:.6g}]",
+        },
+        description=version_description(
+            chosen, val_dm, test_dm, word, comparison, stage.dhash, stage.tags
+        ),
+    )
+    return shipped, registration
+
+
+def _report(
+    stage: _Stage,
+    chosen: _Chosen,
+    trained: Trained,
+    comparison: Comparison,
+    shipped: _Shipped,
+    registration: Any | None,
+    tracking: Any,
+) -> ReportInputs:
+    """Write `reports/` and log it, with the sweep's outputs, on the stage's run."""
+    params, paths, cfg, names = stage.params, stage.paths, stage.params.final, stage.names
+    ref, sel = chosen.reference, chosen.selection
+    all_runs = trained.all_runs()
+    # Every run of the stage names the data it trained on and was scored on.
+    log_inputs(
+        [stage.run.run_id, *(r.run_id for r in all_runs)]
+        + [r.run_id for r in chosen.reference_runs],
+        split_inputs(
+            paths.data / "dataset.parquet",
+            paths.data / "splits.parquet",
+            {split: len(index) for split, index in stage.data.splits.items()},
+            _data_name(params.data.source),
+        ),
+    )
+    sweep = sweep_view(inputs.read_trials(paths.sweep), names, stage.types, cfg)
+    run = shipped.run
+    meta: dict[str, Any] = {
+        "final stage run": stage.run.run_id,
+        "tracking": tracking.uri,
+        "experiment": tracking.experiment_name,
+        "git commit": stage.tags.get("git_commit", ""),
+        "params hash": params_hash(params),
+        "data hash": stage.dhash,
+        "multitune": multitune.__version__,
+        "shipped multi-task run": f"{run.run_id} (seed {run.seed}, chosen on "
+        f"validation: val Δm {shipped.val_dm:+.2f}%; test Δm {shipped.test_dm:+.2f}%)",
+        "multi-task config chosen by": sel.multi_how,
+    }
+    for t, c in trained.sides.items():
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in c.scores.items())
+        meta[f"single-task side of {t}"] = f"{c.side} (by {c.how}: {scores})"
+    for note in sel.notes:
+        meta.setdefault("selection notes", "")
+        meta["selection notes"] = (meta["selection notes"] + " " + note).strip()
+    if registration is not None:
+        meta["registered model"] = (
+            f"{registration.name} v{registration.version} ({registration.outcome} on "
+            f"validation Δm; {registration.alias} -> v{registration.holder_version})"
+        )
+    networks = [r for t in names for r in trained.network[t]]
+    report = ReportInputs(
+        comparison=comparison,
+        reference=ref.test if ref else {},
+        runs=[
+            RunRecord(
+                r.run_id,
+                r.kind,
+                r.tasks,
+                r.seed,
+                r.epochs_run,
+                steps=r.steps,
+                best_step=r.best_step,
+                converged=r.converged,
+            )
+            for r in all_runs
+        ]
+        + chosen.reference_runs,
+        curves=_curves([*trained.multi, *networks], stage.types),
+        trials=sweep.trials,
+        objective=sweep.objective,
+        top_trials=sweep.top,
+        importance=sweep.importance,
+        importance_evaluator=cfg.importance,
+        pareto_points=sweep.pareto,
+        transfer=transfer_matrix(trained.transfer, names, stage.types)
+        if trained.transfer
+        else None,
+        transfer_method=cfg.transfer.method if trained.transfer else "none",
+        meta=meta,
+        budgets=_budgets(params, trained.multi, trained.network, sel),
+        reference_chosen=ref.chosen if ref else {},
+    )
+    render(report, paths.reports)
+    write_curves(report.curves, paths.reports / "curves")
+    # The stage's run carries what it read and wrote: the report (figures inside), the
+    # sweep's trials and its best config.
+    stage.run.log_artifacts(paths.reports, "reports")
+    for name in ("trials.parquet", "best.yaml"):
+        if (paths.sweep / name).exists():
+            stage.run.log_artifacts(paths.sweep / name, "sweep")
+    return report
 
 
 def _data_name(source: str) -> str:
