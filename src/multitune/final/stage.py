@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-import multitune
 from multitune.config import Params
 from multitune.config.final import FinalConfig
 from multitune.console import console
@@ -23,6 +21,7 @@ from multitune.final import inputs
 from multitune.final.paths import FinalPaths
 from multitune.final.protocol import Trained, compare_sides, delta_m_percent, train_sides
 from multitune.final.reference import ReferenceResult, fit_reference
+from multitune.final.report_inputs import budgets, curves, provenance
 from multitune.final.runs import Fitted, RunJob, log_run, mean_metrics, run_name
 from multitune.final.scoring import SeedRun
 from multitune.final.selection import Selection, select
@@ -41,7 +40,7 @@ from multitune.report import (
 from multitune.tracking import base_tags, connect, data_hash, params_hash, stage_run, start_child
 from multitune.tracking.lineage import log_inputs, split_inputs
 from multitune.training import TrainingData
-from multitune.training.metrics import objective, primary_metric
+from multitune.training.metrics import objective
 
 logger = logging.getLogger(__name__)
 
@@ -63,64 +62,6 @@ def _safe_delta_m(mt: dict[str, dict[str, float]], st: dict[str, dict[str, float
         return delta_m_percent(shared, {t: st[t] for t in shared}) if shared else float("nan")
     except ValueError:
         return float("nan")
-
-
-def _curves(records: list[SeedRun], types: dict[str, str]) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        for h in r.history:
-            val = h.get("val", {})
-            for task in r.tasks:
-                metric = primary_metric(types[task])
-                value = val.get(task, {}).get(metric) if isinstance(val, dict) else None
-                if value is not None:
-                    rows.append(
-                        {
-                            "task": task,
-                            "metric": metric,
-                            "kind": r.kind,
-                            "seed": r.seed,
-                            "epoch": int(h["epoch"]),  # type: ignore[call-overload]
-                            "value": float(value),
-                        }
-                    )
-    return pd.DataFrame(rows, columns=["task", "metric", "kind", "seed", "epoch", "value"])
-
-
-def _budgets(
-    params: Params, multi: list[SeedRun], single: dict[str, list[SeedRun]], sel: Selection
-) -> dict:
-    """The search and training effort of each side, as the report states it."""
-    b, sw = params.baselines, params.sweep
-
-    def epochs(cfg_epochs: int | None) -> int:
-        return cfg_epochs if cfg_epochs is not None else params.train.epochs
-
-    def steps(runs: list[SeedRun]) -> str:
-        values = [r.steps for r in runs if r.steps is not None]
-        return f"{min(values)} to {max(values)}" if values else ""
-
-    return {
-        "multi-task search": f"{sw.num_samples} trials (sweep)",
-        "single-task search": f"{b.trials_per_task(sw)} trials per task (baselines)",
-        "trial epoch cap": f"multi {epochs(sw.epochs)}, single {epochs(b.epochs)} epochs",
-        "early stopping (search)": f"sweep {sw.scheduler.name}, baselines {b.scheduler.name}",
-        "epoch": (
-            f"{params.train.epoch_steps} optimizer steps, then one validation pass"
-            if params.train.epoch_steps
-            else "one pass over the run's labelled train rows, then one validation pass"
-        ),
-        "patience": f"{params.train.patience} epochs without a better validation score",
-        "final steps trained (multi-task)": steps(multi),
-        "final steps trained (single-task)": steps([r for rs in single.values() for r in rs]),
-        "choice for small tasks": (
-            f"{sel.folds}-fold CV over train+val for {', '.join(sel.small)}: "
-            f"{sel.cv_runs} network runs and the linear fits, {sel.cv_seconds:.0f} s"
-            if sel.small
-            else "on validation (no task has fewer labelled val rows than "
-            f"{params.final.selection.max_val_rows})"
-        ),
-    }
 
 
 def _workers(cfg: FinalConfig) -> int:
@@ -254,12 +195,7 @@ def _choose(stage: _Stage) -> _Chosen:
             reference=ref,
             workers=stage.workers,
         )
-    stage.run.log_params(
-        {
-            "single_side": {t: c.side for t, c in selection.single.items()},
-            "small_tasks": selection.small,
-        }
-    )
+    stage.run.log_params({"small_tasks": selection.small})
     stage.run.log_metrics(
         {"selection_cv_runs": selection.cv_runs, "selection_cv_seconds": selection.cv_seconds}
     )
@@ -270,7 +206,7 @@ def _train(stage: _Stage, chosen: _Chosen) -> Trained:
     """Each side's config over seeds, every run logged as a child run of the stage's."""
     n = len(stage.names) * len(stage.seeds)
     with console.status(f"final: {n} single-task runs, then the multi-task runs") as status:
-        return train_sides(
+        trained = train_sides(
             stage.params,
             stage.data,
             chosen.selection,
@@ -281,6 +217,8 @@ def _train(stage: _Stage, chosen: _Chosen) -> Trained:
             workers=stage.workers,
             on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
         )
+    stage.run.log_params({"single_side": {t: c.side for t, c in trained.sides.items()}})
+    return trained
 
 
 def _compare(stage: _Stage, chosen: _Chosen, trained: Trained) -> Comparison:
@@ -372,30 +310,18 @@ def _report(
         ),
     )
     sweep = sweep_view(inputs.read_trials(paths.sweep), names, stage.types, cfg)
-    run = shipped.run
-    meta: dict[str, Any] = {
-        "final stage run": stage.run.run_id,
-        "tracking": tracking.uri,
-        "experiment": tracking.experiment_name,
-        "git commit": stage.tags.get("git_commit", ""),
-        "params hash": params_hash(params),
-        "data hash": stage.dhash,
-        "multitune": multitune.__version__,
-        "shipped multi-task run": f"{run.run_id} (seed {run.seed}, chosen on "
-        f"validation: val Δm {shipped.val_dm:+.2f}%; test Δm {shipped.test_dm:+.2f}%)",
-        "multi-task config chosen by": sel.multi_how,
-    }
-    for t, c in trained.sides.items():
-        scores = ", ".join(f"{k} {v:.4g}" for k, v in c.scores.items())
-        meta[f"single-task side of {t}"] = f"{c.side} (by {c.how}: {scores})"
-    for note in sel.notes:
-        meta.setdefault("selection notes", "")
-        meta["selection notes"] = (meta["selection notes"] + " " + note).strip()
-    if registration is not None:
-        meta["registered model"] = (
-            f"{registration.name} v{registration.version} ({registration.outcome} on "
-            f"validation Δm; {registration.alias} -> v{registration.holder_version})"
-        )
+    meta = provenance(
+        stage.run.run_id,
+        tracking,
+        stage.tags,
+        params_hash(params),
+        stage.dhash,
+        shipped=f"{shipped.run.run_id} (seed {shipped.run.seed}, chosen on validation: val Δm "
+        f"{shipped.val_dm:+.2f}%; test Δm {shipped.test_dm:+.2f}%)",
+        selection=sel,
+        sides=trained.sides,
+        registration=registration,
+    )
     networks = [r for t in names for r in trained.network[t]]
     report = ReportInputs(
         comparison=comparison,
@@ -414,7 +340,7 @@ def _report(
             for r in all_runs
         ]
         + chosen.reference_runs,
-        curves=_curves([*trained.multi, *networks], stage.types),
+        curves=curves([*trained.multi, *networks], stage.types),
         trials=sweep.trials,
         objective=sweep.objective,
         top_trials=sweep.top,
@@ -426,7 +352,7 @@ def _report(
         else None,
         transfer_method=cfg.transfer.method if trained.transfer else "none",
         meta=meta,
-        budgets=_budgets(params, trained.multi, trained.network, sel),
+        budgets=budgets(params, trained.multi, trained.network, sel),
         reference_chosen=ref.chosen if ref else {},
     )
     render(report, paths.reports)

@@ -226,8 +226,10 @@ def method_text(inputs: ReportInputs) -> str:
         unit = " No groups were given: every test row counts as independent."
     if any(r.single_kind != "network" for r in c.rows):
         side = (
-            "The single-task side of each task is the model chosen on validation among the "
-            "baseline candidates, the tuned linear model included (its kind is in the table)."
+            "The single-task side of each task is the model chosen among the baseline "
+            "candidates, the tuned linear model included (its kind is in the table): on "
+            "validation, or for a task with few labelled validation rows by cross-validation "
+            "over train+val (the budget table says which tasks and what it cost)."
         )
     else:
         side = "The single-task side of each task is its single-task network."
