@@ -372,6 +372,10 @@ def _line(o: TableOutcome) -> str:
     return f"{o.kind:<8} {o.index:>2} {o.seconds:5.0f}s  " + " | ".join(parts)
 
 
+STRONG = 0.05
+"""A planted transfer's true delta (AUROC) from which its power is also printed apart."""
+
+
 def summary(outcomes: Sequence[TableOutcome]) -> str:
     """The summary block: false positives on nulls, coverage, power."""
     nulls = [o for o in outcomes if o.kind == "null"]
@@ -403,6 +407,7 @@ def summary(outcomes: Sequence[TableOutcome]) -> str:
     tables_cov = [o for o in outcomes if all(t.covered(adjusted=True) for t in o.tasks)]
     planted = [t for o in transfers for t in o.tasks if t.task in SMALL]
     power = sum(t.verdict == "improves" for t in planted)
+    strong = [t for t in planted if t.true_delta >= STRONG]
     wrong_sign = sum(
         t.verdict in claims and (t.verdict == "improves") != (t.true_delta > 0) for t in everything
     )
@@ -448,6 +453,10 @@ def summary(outcomes: Sequence[TableOutcome]) -> str:
         f"  intervals not reported (NaN): {len(everything) - len(finite)}",
         "power on the planted transfer ('improves' on a small task): "
         f"{_rate(power, len(planted))}",
+        f"  raw per-task intervals (no adjustment): "
+        f"{_rate(sum(t.raw_verdict == 'improves' for t in planted), len(planted))}",
+        f"  where the true delta is at least {STRONG} AUROC: "
+        f"{_rate(sum(t.verdict == 'improves' for t in strong), len(strong))}",
         f"  planted true delta (AUROC): mean {np.mean(true_planted):+.4f}, min "
         f"{np.min(true_planted):+.4f}, max {np.max(true_planted):+.4f}"
         if true_planted
