@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from multitune.report import Comparison, Scored, compare, dm_pairs_from, task_verdicts
+from multitune.report.adjust import simultaneous_intervals
 
 
 def _mean_dm(
@@ -259,3 +260,21 @@ def test_a_network_with_another_seed_count_is_refused() -> None:
     bad = Scored("t", "accuracy", True, row.multi, row.single, network=(row.network or [])[:2])
     with pytest.raises(ValueError, match="2 network seeds and 3 single-task seeds"):
         compare([bad], 1000, _mean_dm, samples=10)
+
+
+def test_step_down_decides_a_task_that_the_clear_ones_no_longer_mask() -> None:
+    rng = np.random.default_rng(0)
+    # Four independent members with unit spread: one far from zero, one at 2.45 SEs (below a
+    # single step's max-|t| factor over four, about 2.49, above the one over the three left
+    # after the far one is decided, about 2.39), two at zero.
+    point = np.array([8.0, 2.45, 0.0, 0.0])
+    reps = point + rng.normal(size=(20_000, 4))
+    raw_low, raw_high = np.quantile(reps, 0.025, axis=0), np.quantile(reps, 0.975, axis=0)
+    sim = simultaneous_intervals(point, reps, raw_low, raw_high, 0.95)
+    first = sim.critical
+    assert 2.45 < first < 2.6
+    assert sim.low[0] == pytest.approx(8.0 - first, abs=0.05)  # decided at the first step
+    # The second member is judged against the three left: a smaller factor decides it.
+    assert 2.45 - first < 0 < sim.low[1]
+    # The undecided keep the last step's factor, smaller than the first's.
+    assert sim.low[2] < 0 < sim.high[2] and sim.high[2] - 0.0 < first

@@ -15,7 +15,7 @@ full test split and every seed.
 
 Verdicts hold a family-wise error rate. The family is the rows that produce a task or group
 verdict (the first row of each name: the primary metric); their verdicts are read off
-simultaneous intervals built from the same replicates (`adjust`), so that the chance of any
+step-down max-|t| intervals built from the same replicates (`adjust`), so that the chance of any
 false "improves" or "hurts" among them is about 1 - `confidence`. Other rows keep their raw
 interval. Δm's verdict is one test and is not adjusted.
 
@@ -386,7 +386,11 @@ def _adjustment_text(size: int, confidence: float, critical: float) -> str:
     pct = f"{round(confidence * 100):d}%"
     if size == 0:
         return "no task or group verdicts: nothing to adjust"
-    factor = f"; critical value {critical:.2f} bootstrap SEs" if np.isfinite(critical) else ""
+    factor = (
+        f"; critical value {critical:.2f} bootstrap SEs at the first step, smaller at later ones"
+        if np.isfinite(critical)
+        else ""
+    )
     return (
         f"family-wise {pct} over {size} verdict{'s' if size != 1 else ''}, the primary metric "
         f"of each task and group, by {ADJUSTMENT_METHOD}{factor}"
