@@ -18,7 +18,7 @@ import pandas as pd
 
 from multitune.config import Params
 from multitune.final.reference import ReferenceResult
-from multitune.final.runs import Fitted, RunJob, fit_all, mean_metrics, run_name
+from multitune.final.runs import Fitted, RunJob, fit_all, mean_metrics, run_name, seed_run
 from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.selection import LINEAR, Selection, SideChoice, choose_on_validation
 from multitune.final.transfer import transfer_jobs
@@ -38,21 +38,7 @@ def delta_m_percent(mt: Any, st: Any) -> float:
 
 def offline_record(job: RunJob, fitted: Fitted) -> SeedRun:
     """A run's record without a tracking store (its run id is its name)."""
-    result = fitted.result
-    return SeedRun(
-        run_id=run_name(job, list(result.info["tasks"])),
-        kind=job.kind,
-        seed=job.seed,
-        tasks=tuple(result.info["tasks"]),
-        test_pred=fitted.test_pred,
-        history=list(result.history),
-        epochs_run=result.epochs_run,
-        test_metrics=result.metrics["test"],
-        val_metrics=result.metrics["val"],
-        steps=result.steps_run,
-        best_step=result.best_step,
-        converged=result.converged,
-    )
+    return seed_run(job, fitted, run_name(job, list(fitted.result.info["tasks"])))
 
 
 @dataclass(frozen=True)

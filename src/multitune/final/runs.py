@@ -203,11 +203,17 @@ def log_run(
             handle.run_id,
             job.params.train.epochs,
         )
+    return seed_run(job, fitted, handle.run_id)
+
+
+def seed_run(job: RunJob, fitted: Fitted, run_id: str) -> SeedRun:
+    """The record of a finished run under `run_id`, with its test predictions."""
+    result = fitted.result
     return SeedRun(
-        run_id=handle.run_id,
+        run_id=run_id,
         kind=job.kind,
         seed=job.seed,
-        tasks=tuple(names),
+        tasks=tuple(result.info["tasks"]),
         test_pred=fitted.test_pred,
         history=list(result.history),
         epochs_run=result.epochs_run,
