@@ -212,44 +212,23 @@ def test_alias_moves_only_to_a_better_model_and_reruns_register_nothing(project:
     source = client.get_model_version_by_alias(MODEL_NAME, "champion")
     uri = f"models:/{MODEL_NAME}/{source.version}"
     name = "gating"
-    first = register(
-        uri,
-        name,
-        "champion",
-        evidence=Evidence({"t": {"accuracy": 0.6}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
-        fp="one",
-        tags={},
-    )
+
+    def gate(accuracy: float, fp: str) -> Any:
+        """Register `uri` with this validation accuracy against a baseline of 0.5."""
+        baseline = {"t": {"accuracy": 0.5}}
+        evidence = Evidence({"t": {"accuracy": accuracy}}, baseline, "h", "improves")
+        return register(uri, name, "champion", evidence=evidence, fp=fp, tags={})
+
+    first = gate(0.6, "one")
     assert first.outcome == "alias moved"
-    worse = register(
-        uri,
-        name,
-        "champion",
-        evidence=Evidence({"t": {"accuracy": 0.55}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
-        fp="two",
-        tags={},
-    )
+    worse = gate(0.55, "two")
     assert worse.outcome == "challenger"
     assert str(client.get_model_version_by_alias(name, "champion").version) == first.version
     assert client.get_model_version(name, worse.version).tags["challenger"] == "true"
-    better = register(
-        uri,
-        name,
-        "champion",
-        evidence=Evidence({"t": {"accuracy": 0.7}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
-        fp="three",
-        tags={},
-    )
+    better = gate(0.7, "three")
     assert better.outcome == "alias moved"
     assert str(client.get_model_version_by_alias(name, "champion").version) == better.version
-    again = register(
-        uri,
-        name,
-        "champion",
-        evidence=Evidence({"t": {"accuracy": 0.7}}, {"t": {"accuracy": 0.5}}, "h", "improves"),
-        fp="three",
-        tags={},
-    )
+    again = gate(0.7, "three")
     assert again.outcome == "unchanged" and again.version == better.version
     assert len(client.search_model_versions(f"name = '{name}'")) == 3
 
