@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from multitune.config import validate_params
 from multitune.config.final import ReferenceConfig
-from multitune.final.reference import fit_reference
+from multitune.final.reference import fit_reference, logistic_fit, ridge_fit
 from multitune.models.heads import TaskSpec
 from multitune.training import TrainingData
 from multitune.training.metrics import primary_metric, task_metrics
@@ -163,9 +163,38 @@ def test_test_predictions_score_to_the_reported_test_metrics() -> None:
         )
         assert task_metrics(spec, pred, y, mask) == result.test[spec.name]
         assert primary_metric(spec.type) in result.val[spec.name]
+    val = data.splits["val"].numpy()
+    for spec in data.tasks:  # validation predictions: every val row, scoring as reported
+        y = data.targets[spec.name].numpy()[val]
+        mask = data.labelled[spec.name].numpy()[val]
+        assert len(result.val_pred[spec.name]) == len(val)
+        assert task_metrics(spec, result.val_pred[spec.name], y, mask) == result.val[spec.name]
+        features = {m: f.numpy()[test] for m, f in data.features.items()}
+        np.testing.assert_array_equal(
+            result.predict(spec.name, features), result.test_pred[spec.name]
+        )
     assert result.test["bin"]["auroc"] > 0.8  # a working model, not just a consistent one
     assert result.test["reg"]["r2"] > 0.8
     np.testing.assert_allclose(result.test_pred["cls"].sum(1), 1.0)
+
+
+def test_kept_fits_are_arrays_that_predict_what_scikit_learn_predicts() -> None:
+    rng = np.random.default_rng(4)
+    x = 2.0 * rng.normal(size=(300, 6))
+    score = x[:, 0] + 0.5 * rng.normal(size=300)
+    three_of_four = np.digitize(score, [-1.0, 1.0])  # classes 0, 1 and 2 of 4
+    two_of_three = np.where(score > 0, 2, 0)  # classes 0 and 2 of 3
+    for y, width in [(three_of_four, 4), (two_of_three, 3)]:
+        model = LogisticRegression(C=10.0).fit(x, y)
+        expected = np.zeros((len(x), width))
+        expected[:, model.classes_] = model.predict_proba(x)
+        np.testing.assert_allclose(logistic_fit(model, width)(x), expected, rtol=0, atol=1e-9)
+    binary = LogisticRegression(C=10.0).fit(x, score > 0)
+    np.testing.assert_allclose(
+        logistic_fit(binary, 2, binary=True)(x), binary.predict_proba(x)[:, 1], rtol=0, atol=1e-9
+    )
+    ridge = Ridge(alpha=0.1).fit(x, 3.0 * score + 10.0)
+    np.testing.assert_allclose(ridge_fit(ridge)(x), ridge.predict(x), rtol=0, atol=1e-9)
 
 
 def test_regression_uses_ridge_and_picks_alpha_on_validation() -> None:

@@ -24,8 +24,9 @@ from mlflow import MlflowClient
 
 from multitune.data import load_features, read_dataset, read_splits
 from multitune.final import FinalPaths, run_final
+from multitune.tracking.pyfunc import LinearMember, load_members
 from multitune.tracking.registry import Evidence, register
-from multitune.training import load_model, predict
+from multitune.training import predict
 
 from .project import MODEL_NAME, write_project
 
@@ -94,12 +95,19 @@ def test_registered_pyfunc_predicts_raw_rows_like_the_in_process_model(project: 
     out = model.predict(rows[spec_cols])
     assert len(out) == len(rows)
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@champion"))
-    network = load_model(local / "artifacts" / "network")
     feats = {
         m: load_features(root / "data" / "features", m, list(rows["id"]))
         for m in project["params"].data.modalities
     }
-    expected = predict(network, feats)
+    # The champion serves the chosen grouping: each task from its group's saved model.
+    expected: dict[str, np.ndarray] = {}
+    for member in load_members(local / "artifacts" / "network"):
+        if isinstance(member, LinearMember):
+            vectors = {m: np.asarray(feats[m]) for m in member.linear.modalities}
+            expected[member.linear.task] = member.linear.predict(vectors)
+        else:
+            out_all = predict(member.network, feats)
+            expected |= {t: out_all[t] for t in member.tasks}
     topic = np.stack(out["topic_proba"].to_list())
     np.testing.assert_allclose(topic, expected["topic"], atol=1e-4)
     sentiment = np.stack(out["sentiment_proba"].to_list())[:, 1]
@@ -251,12 +259,18 @@ def test_the_alias_is_gated_on_validation_delta_m_never_on_test(project: dict[st
     gate = float(version.tags["val_delta_m"])
     assert gate == pytest.approx(stage["registered_val_delta_m"], abs=1e-6)
     assert "registered_test_delta_m" in stage  # reported, not used to choose
-    multi = client.search_runs(
-        [client.get_run(version.tags["run_id"]).info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{project['outcome'].run_id}' "
-        "AND tags.kind = 'multi'",
-    )
-    assert version.tags["run_id"] in {r.info.run_id for r in multi}
+
+    def children(kind: str) -> list[Any]:
+        return client.search_runs(
+            [client.get_run(version.tags["run_id"]).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{project['outcome'].run_id}' "
+            f"AND tags.kind = '{kind}'",
+        )
+
+    # The version's run: the shipped multi-task seed, or the record of a chosen grouping.
+    shipped = "multi" if version.tags["grouping"] == "all in one" else "grouping"
+    assert version.tags["run_id"] in {r.info.run_id for r in children(shipped)}
+    multi = children("multi")
     for r in multi:  # every final run says whether it converged, and how far it trained
         assert r.data.tags["converged"] in ("true", "false")
         assert r.data.metrics["steps"] >= r.data.metrics["best_step"] > 0

@@ -110,6 +110,78 @@ class SelectionConfig(StrictModel):
     seed: int = Field(default=0, ge=0, description="Seed of the fold assignment.")
 
 
+class GroupingConfig(StrictModel):
+    """Which tasks to train together: measured affinity proposes groupings, retraining
+    chooses one.
+
+    `tag`: one run of the best multi-task config measures how a step on each task moves every
+    other task's loss (TAG's lookahead, Fifty et al. 2021); the `candidates` best partitions
+    by that affinity, with all-in-one and each-alone, are trained with the final protocol and
+    the grouping to ship is chosen on validation. `none`: ship the all-in-one model.
+    """
+
+    method: Literal["tag", "none"] = Field(
+        default="tag", description="tag (lookahead affinity + verified candidates), or none."
+    )
+    candidates: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Partitions proposed by affinity (besides all-in-one and each-alone), each "
+        "trained over the final seeds: the cost is their multi-task groups x seeds runs.",
+    )
+    every: int = Field(
+        default=5,
+        ge=1,
+        description="Measure the lookahead every this many optimizer steps of the affinity run.",
+    )
+    lookahead_lr: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="Step size of the lookahead's SGD step on the shared parameters. An SGD "
+        "step, not the run's Adam rate: Adam's 1e-3 moves SGD by too little to read.",
+    )
+    together: list[list[str]] = Field(
+        default=[],
+        description="Tasks that must share a network, e.g. [[speaker, party]].",
+    )
+    apart: list[list[str]] = Field(
+        default=[],
+        description="Pairs of tasks that must not share a network, e.g. [[subjective, party]].",
+    )
+    max_exhaustive: int = Field(
+        default=8,
+        ge=2,
+        le=10,
+        description="Up to this many tasks every partition is scored (8 tasks: 4,140); beyond, "
+        "groups are merged greedily by affinity.",
+    )
+
+    def check_tasks(self, names: list[str]) -> None:
+        """`together` and `apart` name known tasks; `apart` holds pairs; no pair is both."""
+        for key in ("together", "apart"):
+            for members in getattr(self, key):
+                unknown = [m for m in members if m not in names]
+                if unknown:
+                    raise ValueError(
+                        f"final.grouping.{key} names unknown task(s) {', '.join(unknown)}; "
+                        f"tasks are: {', '.join(names)}"
+                    )
+                if len(set(members)) < 2 or (key == "apart" and len(members) != 2):
+                    want = "two different tasks" if key == "apart" else "two or more tasks"
+                    raise ValueError(f"final.grouping.{key} entry {members} must list {want}")
+        joined = {frozenset(p) for group in self.together for p in _pairs(group)}
+        clash = [pair for pair in self.apart if frozenset(pair) in joined]
+        if clash:
+            raise ValueError(
+                f"final.grouping: {clash[0]} is both in together and in apart; drop one"
+            )
+
+
+def _pairs(group: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(group) for b in group[i + 1 :]]
+
+
 class FinalConfig(StrictModel):
     """The final stage: retrain the best configs over seeds, compare, register."""
 
@@ -126,6 +198,7 @@ class FinalConfig(StrictModel):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    grouping: GroupingConfig = Field(default_factory=GroupingConfig)
     top_trials: int = Field(default=10, ge=1, description="Sweep trials shown in the report.")
     importance: Literal["fanova", "mean_decrease_impurity", "ped_anova"] = Field(
         default="fanova", description="Optuna importance evaluator over the sweep's trials."

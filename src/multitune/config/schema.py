@@ -61,6 +61,7 @@ class Params(StrictModel):
             check_backbone_space(self.data, self.model.backbone, self.sweep.space.backbone)
         check_warm_start_tasks(self.train.freezing, self.sweep.space.freezing, names)
         self.train.check_class_weighting({t.name: t.type for t in self.tasks})
+        self.final.grouping.check_tasks(names)
         return self
 
 

@@ -54,6 +54,8 @@ class Trained:
         transfer: The pairwise transfer runs, by task set.
         baseline_val: Each task's single-task side's validation metrics: what the multi-task
             runs stop on, and what the metrics in Δm are chosen from.
+        affinity: TAG's lookahead affinity measured in the first seed's multi-task run (row
+            i, column j: a step on task i onto task j's loss); None when not asked.
     """
 
     multi: list[SeedRun]
@@ -62,6 +64,7 @@ class Trained:
     sides: dict[str, SideChoice]
     transfer: dict[tuple[str, ...], SeedRun]
     baseline_val: dict[str, dict[str, float]]
+    affinity: pd.DataFrame | None = None
 
     def all_runs(self) -> list[SeedRun]:
         """The trained runs: multi-task, single-task networks, transfer."""
@@ -81,6 +84,7 @@ def linear_runs(
             seed=s,
             tasks=(task,),
             test_pred={task: ref.test_pred[task]},
+            val_pred={task: ref.val_pred[task]},
             history=[],
             epochs_run=0,
             test_metrics={task: ref.test[task]},
@@ -101,6 +105,7 @@ def train_sides(
     reference_run_id: str = "reference",
     workers: int = 1,
     on_done: Callable[[RunJob], None] | None = None,
+    affinity_every: int | None = None,
 ) -> Trained:
     """Each task's single-task network and the multi-task config over `seeds` (plus the
     transfer runs `final.transfer` asks for).
@@ -108,6 +113,8 @@ def train_sides(
     The single-task networks train first. A task that `selection` did not settle (not small)
     then takes the better on validation of its network (mean over seeds) and the linear
     reference; the multi-task runs stop early against the chosen sides' validation metrics.
+    With `affinity_every`, the first seed's multi-task run also measures TAG's lookahead
+    affinity (`multitune.training.affinity`), which leaves its training unchanged.
     """
     cfg, names = params.final, data.task_names
     threads = cfg.threads
@@ -147,21 +154,31 @@ def train_sides(
             single[t] = linear_runs(t, reference, reference_run_id, seeds)
     baseline_val = {t: mean_metrics(single[t], t, "val") for t in names}
     multi_jobs = [
-        RunJob(("multi", s), selection.multi, "multi", None, s, baseline_val) for s in seeds
-    ]
-    multi = [
-        record(job, fitted)
-        for job, fitted in fit_all(
-            multi_jobs, data, workers=workers, threads=threads, on_done=on_done
+        RunJob(
+            ("multi", s),
+            selection.multi,
+            "multi",
+            None,
+            s,
+            baseline_val,
+            affinity_every=affinity_every if s == seeds[0] else None,
         )
+        for s in seeds
     ]
+    multi, affinity = [], None
+    for job, fitted in fit_all(
+        multi_jobs, data, workers=workers, threads=threads, on_done=on_done
+    ):
+        multi.append(record(job, fitted))
+        if fitted.affinity is not None:
+            affinity = pd.DataFrame(fitted.affinity, index=names, columns=names)
     multi.sort(key=lambda r: r.seed)
-    return Trained(multi, network, single, sides, transfer, baseline_val)
+    return Trained(multi, network, single, sides, transfer, baseline_val, affinity)
 
 
-def scored_targets(data: TrainingData) -> dict[str, SplitTargets]:
-    """Each task's test-split targets and label mask."""
-    te = data.splits["test"]
+def scored_targets(data: TrainingData, split: str = "test") -> dict[str, SplitTargets]:
+    """Each task's targets and label mask on `split`."""
+    te = data.splits[split]
     return {
         t.name: SplitTargets(
             t, data.targets[t.name][te].cpu().numpy(), data.labelled[t.name][te].cpu().numpy()
@@ -177,32 +194,41 @@ def compare_sides(
     trained: Trained,
     reference: ReferenceResult | None,
     task_groups: Mapping[str, Sequence[str]] | None = None,
+    *,
+    split: str = "test",
+    confidence: float | None = None,
 ) -> Comparison:
     """The test split, read once: every task and group, both sides, whole units resampled,
-    the metrics in Δm chosen on the single-task side's validation values."""
+    the metrics in Δm chosen on the single-task side's validation values.
+
+    `split="val"` measures the same on validation (choosing a grouping without the test
+    split), at `confidence` (default `final.confidence`)."""
     cfg = params.final
-    targets = scored_targets(data)
+    targets = scored_targets(data, split)
     rows = task_rows(
         targets,
         trained.multi,
         trained.single,
-        reference=reference.test_pred if reference else None,
+        reference=(reference.val_pred if split == "val" else reference.test_pred)
+        if reference
+        else None,
         network=trained.network,
         sides={t: c.side for t, c in trained.sides.items()},
+        split=split,
     )
     groups = params.task_groups if task_groups is None else task_groups
-    rows += group_rows(groups, targets, trained.multi, trained.single)
+    rows += group_rows(groups, targets, trained.multi, trained.single, split)
     task_pairs = [(r.name, r.metric) for r in rows if r.kind == "task"]
     pairs, _ = dm_pairs_from(trained.baseline_val, task_pairs)
-    test = data.splits["test"].cpu().numpy()
+    rows_of_split = data.splits[split].cpu().numpy()
     return compare(
         rows,
-        len(test),
+        len(rows_of_split),
         delta_m_percent,
         samples=cfg.bootstrap_samples,
-        confidence=cfg.confidence,
+        confidence=cfg.confidence if confidence is None else confidence,
         seed=cfg.seed_base,
         floor_tolerance=cfg.reference.tolerance,
-        groups=pd.factorize(units[test])[0],
+        groups=pd.factorize(units[rows_of_split])[0],
         dm_pairs=pairs,
     )

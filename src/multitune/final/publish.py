@@ -119,7 +119,7 @@ def publish(
         "seed": chosen.seed,
     }
     # Reported with the version, never compared (the gate is validation Δm).
-    for key in ("test_delta_m", "delta_m", "delta_m_ci"):
+    for key in ("grouping", "test_delta_m", "delta_m", "delta_m_ci"):
         if key in tags:
             version_tags[key] = tags[key]
     for task, metrics in chosen.test_metrics.items():
@@ -157,10 +157,22 @@ def version_description(
     comparison: Comparison,
     dhash: str,
     tags: Mapping[str, str],
+    grouping: str = "all in one",
 ) -> str:
     """What a registry user reads first: which run, how it was chosen, what it was found."""
     ci = f"{comparison.confidence:.0%} CI [{comparison.delta_m_low:+.2f}%, "
     ci += f"{comparison.delta_m_high:+.2f}%]"
+    if grouping != "all in one":
+        return (
+            f"Grouped model over {', '.join(chosen.tasks)}: each task routed to its group's "
+            f"network, grouping {grouping} (chosen on validation among the candidates "
+            f"affinity proposed; a one-task group is that task's single-task model). Record "
+            f"run {chosen.run_id}; val Δm {val_dm:+.2f}% against the single-task sides, test "
+            f"Δm {test_dm:+.2f}%. Verdict of the grouping on the test split: {verdict}, Δm "
+            f"{comparison.delta_m:+.2f}% ({ci}). Data hash {dhash}, git commit "
+            f"{tags.get('git_commit', 'unknown')}. Input: the raw table's columns; output: "
+            "every task's prediction."
+        )
     return (
         f"Multi-task model over {', '.join(chosen.tasks)}: run {chosen.run_id} (seed "
         f"{chosen.seed}), chosen among the final stage's seeds on validation (val Δm "

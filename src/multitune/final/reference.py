@@ -14,6 +14,10 @@ smaller C, then no class weighting). The test split is read only to predict with
 the kept setting. Without labelled validation rows (or with the primary metric undefined on
 them) the grid's middle C (unweighted if the grid has it) is used, and `chosen` says so.
 
+Each kept fit is held as plain arrays (`multitune.tracking.linear.LinearFit`; its predictions
+equal scikit-learn's `predict_proba` / `predict`), so a task whose chosen side is the
+reference can be served without scikit-learn or pickle (`ReferenceResult.save`).
+
 Fits over increasing C warm-start from the previous solution and run on one BLAS thread: the
 default grid (5 C x 2 weightings) over 2 binary tasks of 12k train rows and 3 classification
 tasks of ~900, on 512 dims, takes 5-10 s on 2 cores shared with other work.
@@ -21,11 +25,11 @@ tasks of ~900, on 512 dims, takes 5-10 s on 2 cores shared with other work.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,11 +40,18 @@ from threadpoolctl import threadpool_limits
 
 from multitune.config.final import ReferenceConfig
 from multitune.models.heads import TaskSpec
+from multitune.tracking.linear import LinearFit, LinearModel, save_linear
 from multitune.training import TrainingData
 from multitune.training.metrics import higher_is_better, primary_metric, task_metrics
 
-Predictor = Callable[[np.ndarray], np.ndarray]
-"""Standardized features ``(n, d)`` -> predictions in `multitune.training.predict`'s format."""
+__all__ = [
+    "LinearFit",
+    "ReferenceResult",
+    "fit_reference",
+    "logistic_fit",
+    "reference_scores",
+    "ridge_fit",
+]
 
 _Setting = tuple[float, str]  # (C, class weighting)
 
@@ -59,110 +70,143 @@ class ReferenceResult:
         val: task -> validation metrics of the kept setting (empty without labelled val rows).
         chosen: task -> the kept setting and how it was chosen, e.g. ``{"model": "logistic",
             "c": 0.1, "class_weight": "balanced", "selected_on": "val auroc"}``.
-        predictors: task -> the kept fit, on standardized features (see `predict`).
+        val_pred: task -> predictions for every row of ``data.splits["val"]``, as `test_pred`.
+        fits: task -> the kept fit, plain arrays on standardized features (see `predict`,
+            `save`).
         scaler: The standardization fitted on train rows.
-        modalities: The modalities concatenated, in order.
+        modalities: The modalities concatenated, in order, and each one's width.
     """
 
     test_pred: dict[str, np.ndarray]
     test: dict[str, dict[str, float]]
     val: dict[str, dict[str, float]]
     chosen: dict[str, dict[str, Any]]
-    predictors: dict[str, Predictor] = field(default_factory=dict)
+    val_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    fits: dict[str, LinearFit] = field(default_factory=dict)
     scaler: StandardScaler | None = None
-    modalities: tuple[str, ...] = ()
+    modalities: dict[str, int] = field(default_factory=dict)
 
     def predict(self, task: str, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """The kept setting's predictions for new rows (raw features per modality, as
         `TrainingData.features`), in the networks' format: the same scaler and fit that
         predicted the test split."""
-        if self.scaler is None or task not in self.predictors:
+        if self.scaler is None or task not in self.fits:
             raise KeyError(f"no linear reference was fitted for task {task!r}")
         x = np.concatenate([np.asarray(features[m]) for m in self.modalities], axis=1)
-        return self.predictors[task](self.scaler.transform(x).astype(np.float64))
+        return self.fits[task](self.scaler.transform(x).astype(np.float64))
+
+    def model(self, task: str) -> LinearModel:
+        """`task`'s kept fit with its standardization: what `save` writes, numpy only."""
+        if self.scaler is None or task not in self.fits:
+            raise KeyError(f"no linear reference was fitted for task {task!r}")
+        return LinearModel(
+            task=task,
+            modalities=dict(self.modalities),
+            mean=np.asarray(self.scaler.mean_, np.float64),
+            scale=np.asarray(self.scaler.scale_, np.float64),
+            fit=self.fits[task],
+            chosen=dict(self.chosen[task]),
+        )
+
+    def save(self, task: str, directory: str | Path) -> Path:
+        """Write `task`'s linear model to `directory` without pickle (`linear.npz` +
+        `linear.json`; `multitune.tracking.linear.load_linear` reads it back)."""
+        return save_linear(self.model(task), directory)
 
 
-def _constant(value: np.ndarray) -> Predictor:
-    """The same prediction (a scalar, or one row of probabilities) for every row."""
-    return lambda x: np.repeat(value[None], len(x), axis=0)
+def logistic_fit(model: LogisticRegression, width: int, *, binary: bool = False) -> LinearFit:
+    """A fitted `LogisticRegression` (its classes are class indices) as a `LinearFit`: its
+    ``predict_proba`` over `width` classes, zero for classes it did not see; or, `binary`
+    (classes 0 and 1), P(class 1) ``(n,)``."""
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    seen = np.asarray(model.classes_, dtype=np.int64)
+    if binary:
+        if seen.tolist() != [0, 1]:
+            raise ValueError(f"a binary fit needs classes [0, 1], not {seen.tolist()}")
+        return LinearFit(coef, intercept, "sigmoid", np.zeros(1, np.int64), np.zeros(1), True)
+    if len(seen) == 2:  # one score z for the second class: the logistic is softmax of (0, z)
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    return LinearFit(coef, intercept, "softmax", seen, np.zeros(width))
+
+
+def ridge_fit(model: Ridge) -> LinearFit:
+    """A fitted single-target `Ridge` as a `LinearFit`: its ``predict``, values ``(n,)``."""
+    weights = np.asarray(model.coef_, np.float64).reshape(1, -1)
+    bias = np.atleast_1d(np.asarray(model.intercept_, np.float64))
+    return LinearFit(weights, bias, "identity", np.zeros(1, np.int64), np.zeros(1), True)
 
 
 def _logistic_path(
-    x: np.ndarray, y: np.ndarray, cs: list[float], class_weight: str, max_iter: int
-) -> list[LogisticRegression]:
-    """One fitted model per C (ascending), each warm-started from the previous one."""
+    x: np.ndarray,
+    y: np.ndarray,
+    cs: list[float],
+    class_weight: str,
+    max_iter: int,
+    keep: Callable[[LogisticRegression], LinearFit],
+) -> list[LinearFit]:
+    """One fit per C (ascending), each warm-started from the previous one, kept by `keep`."""
     model = LogisticRegression(
         C=cs[0],
         class_weight=None if class_weight == "none" else "balanced",
         max_iter=max_iter,
         warm_start=True,
     )
-    fits = []
-    for c in cs:
-        model.set_params(C=c).fit(x, y)
-        fits.append(copy.deepcopy(model))
-    return fits
-
-
-def _proba(model: LogisticRegression, width: int, fitted: np.ndarray) -> Predictor:
-    """Probabilities over all `width` classes (zero for classes unseen in train)."""
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(x), width))
-        out[:, fitted] = model.predict_proba(x)
-        return out
-
-    return predict
-
-
-def _column(predictor: Predictor, k: int) -> Predictor:
-    return lambda x: predictor(x)[:, k]
-
-
-def _stack(columns: list[Predictor]) -> Predictor:
-    return lambda x: np.stack([c(x) for c in columns], axis=1)
+    return [keep(model.set_params(C=c).fit(x, y)) for c in cs]
 
 
 def _single_label(
     kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, cs: list[float], cw: str, iters: int
-) -> list[Predictor]:
-    """Binary/classification/distribution predictors per C (train has two classes or more)."""
-    y = y.astype(np.int64)
-    fitted = np.unique(y)
-    width = 2 if kind == "binary" else n_classes
-    preds = [_proba(m, width, fitted) for m in _logistic_path(x, y, cs, cw, iters)]
-    return [_column(p, 1) for p in preds] if kind == "binary" else preds
+) -> list[LinearFit]:
+    """Binary/classification/distribution fits per C (train has two classes or more)."""
+    binary = kind == "binary"
+    width = 2 if binary else n_classes
+    return _logistic_path(
+        x, y.astype(np.int64), cs, cw, iters, lambda m: logistic_fit(m, width, binary=binary)
+    )
 
 
 def _multilabel(
     x: np.ndarray, y: np.ndarray, n_classes: int, cs: list[float], cw: str, iters: int
-) -> list[Predictor]:
+) -> list[LinearFit]:
     """Per C, one logistic regression per class; a class always (or never) on is a constant."""
-    columns: list[list[Predictor]] = []
+    fill = np.zeros(n_classes)
+    paths: dict[int, list[LinearFit]] = {}
     for k in range(n_classes):
         yk = (y[:, k] >= 0.5).astype(np.int64)
         if yk.all() or not yk.any():
-            columns.append([_constant(np.asarray(float(yk.mean())))] * len(cs))
+            fill[k] = float(yk.mean())
         else:
-            fits = _logistic_path(x, yk, cs, cw, iters)
-            columns.append([_column(m.predict_proba, 1) for m in fits])
-    return [_stack([col[i] for col in columns]) for i in range(len(cs))]
+            paths[k] = _logistic_path(
+                x, yk, cs, cw, iters, lambda m: logistic_fit(m, 2, binary=True)
+            )
+    columns = np.array(sorted(paths), dtype=np.int64)
+    fits = []
+    for i in range(len(cs)):
+        weights, bias = np.zeros((0, x.shape[1])), np.zeros(0)
+        if paths:
+            weights = np.vstack([paths[k][i].weights for k in columns])
+            bias = np.concatenate([paths[k][i].bias for k in columns])
+        fits.append(LinearFit(weights, bias, "sigmoid", columns, fill.copy()))
+    return fits
 
 
 def _fit_grid(
     spec: TaskSpec, x: np.ndarray, y: np.ndarray, cfg: ReferenceConfig
-) -> tuple[dict[_Setting, Predictor], str]:
-    """Every grid setting fitted on (`x`, `y`): ``({(C, weighting): predictor}, model)``."""
+) -> tuple[dict[_Setting, LinearFit], str]:
+    """Every grid setting fitted on (`x`, `y`): ``({(C, weighting): fit}, model)``."""
     cs = sorted(set(cfg.c))
     if spec.type == "regression":
-        return {(c, "n/a"): Ridge(alpha=1.0 / c).fit(x, y).predict for c in cs}, "ridge"
+        return {(c, "n/a"): ridge_fit(Ridge(alpha=1.0 / c).fit(x, y)) for c in cs}, "ridge"
     n_classes = len(spec.classes or [])
     if spec.type != "multilabel" and len(np.unique(y)) == 1:
         # One class seen in train: predict it for every row; there is nothing to tune.
         row = np.zeros(2 if spec.type == "binary" else n_classes)
         row[int(y[0])] = 1.0
-        return {(cs[0], "n/a"): _constant(row[1] if spec.type == "binary" else row)}, "constant"
-    grid: dict[_Setting, Predictor] = {}
+        binary = spec.type == "binary"
+        constant = LinearFit.constant(row[1:] if binary else row, x.shape[1], vector=binary)
+        return {(cs[0], "n/a"): constant}, "constant"
+    grid: dict[_Setting, LinearFit] = {}
     for cw in sorted(set(cfg.class_weight), key=lambda w: w != "none"):
         if spec.type == "multilabel":
             preds = _multilabel(x, y, n_classes, cs, cw, cfg.max_iter)
@@ -172,7 +216,7 @@ def _fit_grid(
     return grid, "logistic_per_class" if spec.type == "multilabel" else "logistic"
 
 
-def _default(grid: dict[_Setting, Predictor]) -> _Setting:
+def _default(grid: dict[_Setting, LinearFit]) -> _Setting:
     """The setting used when validation cannot choose: the middle C, unweighted if in the grid."""
     cs = sorted({c for c, _ in grid})
     return cs[len(cs) // 2], min((w for _, w in grid), key=lambda w: w != "none")
@@ -180,7 +224,7 @@ def _default(grid: dict[_Setting, Predictor]) -> _Setting:
 
 def _select(
     spec: TaskSpec,
-    grid: dict[_Setting, Predictor],
+    grid: dict[_Setting, LinearFit],
     x_val: np.ndarray,
     y_val: np.ndarray,
     m_val: np.ndarray,
@@ -227,7 +271,8 @@ def fit_reference(data: TrainingData, cfg: ReferenceConfig) -> ReferenceResult:
         split = {s: data.splits[s].cpu().numpy() for s in ("train", "val", "test")}
         scaler = StandardScaler().fit(feats[split["train"]])
         x = {s: scaler.transform(feats[i]).astype(np.float64) for s, i in split.items()}
-        out = ReferenceResult({}, {}, {}, {}, {}, scaler, tuple(data.features))
+        widths = {m: int(f.shape[1]) for m, f in data.features.items()}
+        out = ReferenceResult({}, {}, {}, {}, scaler=scaler, modalities=widths)
         for spec in data.tasks:
             if spec.type == "token_classification":
                 continue  # a per-sentence linear model has no per-token reference to give
@@ -265,8 +310,9 @@ def _fit_task(
     else:
         chosen |= {"c": c, "class_weight": weighting}
     pred = grid[setting](x["test"])
-    out.predictors[spec.name] = grid[setting]
+    out.fits[spec.name] = grid[setting]
     out.test_pred[spec.name] = pred
+    out.val_pred[spec.name] = grid[setting](x["val"])
     out.test[spec.name] = task_metrics(spec, pred, y["test"], labelled["test"])
     out.val[spec.name] = val_metrics
     out.chosen[spec.name] = chosen

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from multitune.config import Params
 from multitune.final.scoring import SeedRun
 from multitune.tracking import RunHandle, start_child
 from multitune.training import TrainingData, TrainResult, predict_rows, train
+from multitune.training.affinity import LookaheadAffinity
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class RunJob:
         baseline: Single-task val metrics for the Δm early-stopping objective.
         splits: Row indices to use as train/val/test instead of the data's own (a
             cross-validation fold); None: the data's split.
+        affinity_every: Measure TAG's lookahead affinity every this many steps
+            (`multitune.training.affinity`); None: not measured. It does not change training.
     """
 
     key: tuple[Any, ...]
@@ -50,14 +53,18 @@ class RunJob:
     seed: int
     baseline: Mapping[str, Mapping[str, float]] | None = None
     splits: Mapping[str, torch.Tensor] | None = None
+    affinity_every: int | None = None
 
 
 @dataclass(frozen=True)
 class Fitted:
-    """What a worker returns: the trained result and its test-split predictions."""
+    """What a worker returns: the trained result, its test- and val-split predictions and,
+    when the job asked, the affinity matrix ``[i, j]`` over its tasks (in their order)."""
 
     result: TrainResult
     test_pred: dict[str, np.ndarray]
+    val_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    affinity: np.ndarray | None = None
 
 
 _DATA: TrainingData | None = None
@@ -76,11 +83,23 @@ def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
     if job.splits is not None:
         data = replace(data, splits={k: v.to(data.device) for k, v in job.splits.items()})
     tasks = list(job.tasks) if job.tasks is not None else None
-    result = train(job.params, data, tasks=tasks, seed=job.seed, baseline=job.baseline)
-    test = predict_rows(result.model, data, data.splits["test"])
-    test_pred = {k: v.cpu().numpy() for k, v in test.items()}
+    hook = None
+    if job.affinity_every is not None:
+        names = [t for t in data.task_names if tasks is None or t in tasks]
+        grouping = job.params.final.grouping
+        hook = LookaheadAffinity(names, job.affinity_every, grouping.lookahead_lr)
+    result = train(
+        job.params, data, tasks=tasks, seed=job.seed, baseline=job.baseline, step_hook=hook
+    )
+    pred = {
+        split: {
+            k: v.cpu().numpy()
+            for k, v in predict_rows(result.model, data, data.splits[split]).items()
+        }
+        for split in ("test", "val")
+    }
     result.model.cpu()  # a worker's CUDA tensors must not travel back to the driver
-    return Fitted(result, test_pred)
+    return Fitted(result, pred["test"], pred["val"], hook.matrix() if hook else None)
 
 
 def fit_all(
@@ -215,6 +234,7 @@ def seed_run(job: RunJob, fitted: Fitted, run_id: str) -> SeedRun:
         seed=job.seed,
         tasks=tuple(result.info["tasks"]),
         test_pred=fitted.test_pred,
+        val_pred=fitted.val_pred,
         history=list(result.history),
         epochs_run=result.epochs_run,
         test_metrics=result.metrics["test"],

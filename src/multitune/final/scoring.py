@@ -52,6 +52,11 @@ class SeedRun:
     steps: int | None = None
     best_step: int | None = None
     converged: bool | None = None
+    val_pred: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def predictions(self, split: str) -> dict[str, np.ndarray]:
+        """Predictions for every row of the `test` or `val` split, by task."""
+        return self.val_pred if split == "val" else self.test_pred
 
 
 class _TaskScorer:
@@ -90,6 +95,7 @@ def task_rows(
     reference: Mapping[str, np.ndarray] | None = None,
     network: Mapping[str, Sequence[SeedRun]] | None = None,
     sides: Mapping[str, str] | None = None,
+    split: str = "test",
 ) -> list[Scored]:
     """One row per task and metric that the full test split defines (primary metric first).
 
@@ -103,6 +109,8 @@ def task_rows(
         network: Each task's single-task network runs, where the side is not the network
             (the floor check's diagnostic); None or a missing task: the side is the network.
         sides: Each task's kind of single-task side ("network" or "linear"; default network).
+        split: Whose predictions the runs are scored by (`SeedRun.predictions`): `targets`
+            must be that split's (the grouping is chosen on `val`).
 
     Returns:
         The rows, each scoring its runs (and the reference) with the training library's
@@ -111,16 +119,18 @@ def task_rows(
     rows: list[Scored] = []
     everything = np.arange(len(next(iter(targets.values())).target))
     for name, t in targets.items():
-        m_scorers = [_TaskScorer(r.test_pred[name], t) for r in multi]
+        m_scorers = [_TaskScorer(r.predictions(split)[name], t) for r in multi]
         # A deterministic side (the linear reference, repeated per seed) is scored once.
         by_pred: dict[int, _TaskScorer] = {}
         s_scorers = [
-            by_pred.setdefault(id(r.test_pred[name]), _TaskScorer(r.test_pred[name], t))
-            for r in single[name]
+            by_pred.setdefault(id(p), _TaskScorer(p, t))
+            for p in (r.predictions(split)[name] for r in single[name])
         ]
         side = (sides or {}).get(name, "network")
         n_runs = (network or {}).get(name) if side != "network" else None
-        n_scorers = [_TaskScorer(r.test_pred[name], t) for r in n_runs] if n_runs else None
+        n_scorers = (
+            [_TaskScorer(r.predictions(split)[name], t) for r in n_runs] if n_runs else None
+        )
         ref_pred = None if reference is None else reference.get(name)
         ref_scorer = None if ref_pred is None else _TaskScorer(ref_pred, t)
         metrics = list(m_scorers[0].metrics(everything))
@@ -160,9 +170,11 @@ def group_rows(
     targets: Mapping[str, SplitTargets],
     multi: Sequence[SeedRun],
     single: Mapping[str, Sequence[SeedRun]],
+    split: str = "test",
 ) -> list[Scored]:
     """Joint accuracy of each task group: the multi-task model vs the single-task models of
-    its tasks combined seed by seed (regression members make a group unscorable: skipped)."""
+    its tasks combined seed by seed (regression members make a group unscorable: skipped;
+    `split` as in `task_rows`)."""
     rows: list[Scored] = []
     for group, members in groups.items():
         ts = [targets[m] for m in members]
@@ -174,9 +186,9 @@ def group_rows(
                 name=group,
                 metric="joint_accuracy",
                 higher_is_better=True,
-                multi=[_joint_fn([r.test_pred[m] for m in members], ts) for r in multi],
+                multi=[_joint_fn([r.predictions(split)[m] for m in members], ts) for r in multi],
                 single=[
-                    _joint_fn([single[m][i].test_pred[m] for m in members], ts)
+                    _joint_fn([single[m][i].predictions(split)[m] for m in members], ts)
                     for i in range(n_seeds)
                 ],
                 kind="group",

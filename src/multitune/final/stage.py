@@ -18,6 +18,8 @@ from multitune.config.final import FinalConfig
 from multitune.console import console
 from multitune.data.artifacts import read_units
 from multitune.final import inputs
+from multitune.final.grouping import ALL_IN_ONE, GroupingResult, verify_groupings
+from multitune.final.grouping import KIND as GROUP_KIND
 from multitune.final.paths import FinalPaths
 from multitune.final.protocol import Trained, compare_sides, delta_m_percent, train_sides
 from multitune.final.reference import ReferenceResult, fit_reference
@@ -37,7 +39,9 @@ from multitune.report import (
     task_verdicts,
     write_curves,
 )
+from multitune.report.grouping import CandidateView, GroupingView
 from multitune.tracking import base_tags, connect, data_hash, params_hash, stage_run, start_child
+from multitune.tracking.gate import Verdict
 from multitune.tracking.lineage import log_inputs, split_inputs
 from multitune.training import TrainingData
 from multitune.training.metrics import objective
@@ -94,9 +98,17 @@ class _Stage:
         return {t.name: t.type for t in self.data.tasks}
 
     def log(self, job: RunJob, fitted: Fitted) -> SeedRun:
-        """Log a finished run as a child run; a multi-task run's model is saved to publish."""
-        save_to = self.tmp / f"model-{job.seed}" if job.kind == "multi" else None
+        """Log a finished run as a child run; its model is saved, to publish (the shipped
+        grouping may route a task to any multi-task, group or single-task network)."""
+        save_to = self.model_dir(job.kind, job.tasks, job.seed) if job.kind in SAVED else None
         return log_run(job, fitted, parent_run_id=self.run.run_id, tags=self.tags, save_to=save_to)
+
+    def model_dir(self, kind: str, tasks: tuple[str, ...] | None, seed: int) -> Path:
+        """Where a run's model is saved (`log`)."""
+        return self.tmp / "models" / f"{kind}-{'+'.join(tasks or ('all',))}-s{seed}"
+
+
+SAVED = ("multi", "single", GROUP_KIND)
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,8 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
     """Run the final stage and write `paths.reports` (see DESIGN.md, stage `final`).
 
     The protocol, one phase each: `_choose` (the linear reference; each side's config, by
-    cross-validation for small tasks), `_train` (each side's config over seeds), `_compare`
+    cross-validation for small tasks), `_train` (each side's config over seeds), `_group`
+    (which tasks to train together: affinity, candidates verified by retraining), `_compare`
     (the test split, read once: bootstrap intervals and verdicts), `_publish` (log and
     register the shipped model) and `_report`.
 
@@ -153,9 +166,12 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         )
         chosen = _choose(stage)
         trained = _train(stage, chosen)
+        grouping = _group(stage, chosen, trained)
         comparison = _compare(stage, chosen, trained)
-        shipped, registration = _publish(stage, trained, comparison)
-        report = _report(stage, chosen, trained, comparison, shipped, registration, tracking)
+        shipped, registration = _publish(stage, chosen, trained, comparison, grouping)
+        report = _report(
+            stage, chosen, trained, comparison, shipped, registration, tracking, grouping
+        )
     summary = summary_text(report)
     return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
 
@@ -216,9 +232,46 @@ def _train(stage: _Stage, chosen: _Chosen) -> Trained:
             reference_run_id=chosen.reference_runs[0].run_id if chosen.reference_runs else "",
             workers=stage.workers,
             on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
+            affinity_every=_affinity_every(stage),
         )
     stage.run.log_params({"single_side": {t: c.side for t, c in trained.sides.items()}})
     return trained
+
+
+def _affinity_every(stage: _Stage) -> int | None:
+    grouping = stage.params.final.grouping
+    return grouping.every if grouping.method == "tag" and len(stage.names) >= 2 else None
+
+
+def _group(stage: _Stage, chosen: _Chosen, trained: Trained) -> GroupingResult | None:
+    """Which tasks to train together (`multitune.final.grouping`): the candidates' groups
+    trained over the seeds, each candidate measured on validation (to choose) and test."""
+    if trained.affinity is None:
+        return None
+    with console.status("final: verifying task groupings") as status:
+        result = verify_groupings(
+            stage.params,
+            stage.data,
+            stage.units,
+            trained,
+            chosen.selection.multi,
+            chosen.reference,
+            stage.seeds,
+            record=stage.log,
+            workers=stage.workers,
+            on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
+        )
+    names = stage.names
+    # The matrix as metrics (`affinity/<stepped>/<moved>`); the whole in reports/metrics.json.
+    stage.run.log_metrics(
+        {
+            "affinity": {a: {b: float(result.affinity.loc[a, b]) for b in names} for a in names},
+            "grouping_runs": sum(len(r) for r in result.group_runs.values()),
+            "grouping_seconds": result.seconds,
+        }
+    )
+    stage.run.log_params({"grouping": [list(g) for g in result.chosen.groups]})
+    return result
 
 
 def _compare(stage: _Stage, chosen: _Chosen, trained: Trained) -> Comparison:
@@ -235,18 +288,34 @@ class _Shipped:
 
 
 def _publish(
-    stage: _Stage, trained: Trained, comparison: Comparison
+    stage: _Stage,
+    chosen_sides: _Chosen,
+    trained: Trained,
+    comparison: Comparison,
+    grouping: GroupingResult | None,
 ) -> tuple[_Shipped, Any | None]:
-    """The multi-task seed with the best validation objective is shipped; the registry's
-    gate reads validation too: the test split never chooses."""
+    """Ship the chosen grouping: all in one (the multi-task seed with the best validation
+    objective), or a model routing each task to its group's network (`_grouped`). The
+    registry's gate reads validation too: the test split never chooses."""
     params, names, multi = stage.params, stage.names, trained.multi
-    scores = [objective(r.val_metrics, stage.types, trained.baseline_val) for r in multi]
-    best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
-    chosen = multi[best]
+    if grouping is None or grouping.chosen.name == ALL_IN_ONE:
+        scores = [objective(r.val_metrics, stage.types, trained.baseline_val) for r in multi]
+        best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
+        chosen, model_dir = multi[best], stage.model_dir("multi", None, multi[best].seed)
+        measured, label = comparison, "all in one"
+    else:
+        chosen, model_dir = _grouped(stage, chosen_sides, trained, grouping)
+        verified = grouping.chosen_verified
+        measured = verified.test if verified is not None else comparison
+        label = grouping.chosen.label
     val_dm = _safe_delta_m(chosen.val_metrics, trained.baseline_val)
     single_test = {t: mean_metrics(trained.single[t], t, "test") for t in names}
     test_dm = _safe_delta_m(chosen.test_metrics, single_test)
-    word, _ = overall_verdict(comparison, task_verdicts(comparison))
+    word: Verdict
+    if grouping is not None and grouping.chosen_verified is None:
+        word = "no clear difference"  # each alone: the single-task sides themselves
+    else:
+        word, _ = overall_verdict(measured, task_verdicts(measured))
     not_converged = [r.run_id for r in trained.all_runs() if r.converged is False]
     stage.run.log_metrics(
         {
@@ -266,7 +335,7 @@ def _publish(
     registration = publish(
         params,
         stage.paths,
-        stage.tmp / f"model-{chosen.seed}",
+        model_dir,
         chosen,
         baseline_val=trained.baseline_val,
         verdict=word,
@@ -274,15 +343,68 @@ def _publish(
         dhash=stage.dhash,
         tags={
             **stage.tags,
+            "grouping": label,
             "test_delta_m": f"{test_dm:.6g}",
-            "delta_m": f"{comparison.delta_m:.6g}",
-            "delta_m_ci": f"[{comparison.delta_m_low:.6g}, {comparison.delta_m_high:.6g}]",
+            "delta_m": f"{measured.delta_m:.6g}",
+            "delta_m_ci": f"[{measured.delta_m_low:.6g}, {measured.delta_m_high:.6g}]",
         },
         description=version_description(
-            chosen, val_dm, test_dm, word, comparison, stage.dhash, stage.tags
+            chosen, val_dm, test_dm, word, measured, stage.dhash, stage.tags, grouping=label
         ),
     )
     return shipped, registration
+
+
+def _grouped(
+    stage: _Stage, chosen: _Chosen, trained: Trained, grouping: GroupingResult
+) -> tuple[SeedRun, Path]:
+    """The grouping's served model: per group, the seed with the best validation objective
+    of its network (a one-task group: its single-task side, the linear fit where chosen).
+
+    Returns:
+        A record of the composed model (its validation metrics are what the gate scores; it
+        is logged on a `grouping` child run) and the grouped model's directory.
+    """
+    from multitune.tracking.pyfunc import GroupMember, stage_grouped
+
+    members, parts = [], []
+    for g in grouping.chosen.groups:
+        types = {t: stage.types[t] for t in g}
+        if len(g) == 1 and trained.sides[g[0]].side == "linear" and chosen.reference:
+            source = chosen.reference.save(g[0], stage.tmp / "linear" / g[0])
+            members.append(GroupMember(g, "linear", source))
+            parts.append(trained.single[g[0]][0])
+            continue
+        runs, kind = (
+            (trained.network[g[0]], "single")
+            if len(g) == 1
+            else (grouping.group_runs[g], GROUP_KIND)
+        )
+        baseline = trained.baseline_val if len(g) > 1 else None
+        scores = [objective(r.val_metrics, types, baseline) for r in runs]
+        best = runs[int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0]
+        members.append(GroupMember(g, "network", stage.model_dir(kind, g, best.seed)))
+        parts.append(best)
+    handle = start_child(
+        stage.run.run_id,
+        f"grouping-{'-'.join('+'.join(g) for g in grouping.chosen.groups)}",
+        {**stage.tags, "kind": "grouping", "grouping": grouping.chosen.label},
+    )
+    handle.log_params({"groups": [list(g) for g in grouping.chosen.groups]})
+    handle.end()
+    owner = {t: p for g, p in zip(grouping.chosen.groups, parts, strict=True) for t in g}
+    composed = SeedRun(
+        run_id=handle.run_id,
+        kind="grouping",
+        seed=parts[0].seed,
+        tasks=tuple(stage.names),
+        test_pred={t: p.test_pred[t] for t, p in owner.items()},
+        history=[],
+        epochs_run=max(p.epochs_run for p in parts),
+        test_metrics={t: p.test_metrics[t] for t, p in owner.items()},
+        val_metrics={t: p.val_metrics[t] for t, p in owner.items()},
+    )
+    return composed, stage_grouped(stage.tmp / "grouped-model", members)
 
 
 def _report(
@@ -293,6 +415,7 @@ def _report(
     shipped: _Shipped,
     registration: Any | None,
     tracking: Any,
+    grouping: GroupingResult | None = None,
 ) -> ReportInputs:
     """Write `reports/` and log it, with the sweep's outputs, on the stage's run."""
     params, paths, cfg, names = stage.params, stage.paths, stage.params.final, stage.names
@@ -323,6 +446,7 @@ def _report(
         registration=registration,
     )
     networks = [r for t in names for r in trained.network[t]]
+    group_runs = [r for rs in (grouping.group_runs if grouping else {}).values() for r in rs]
     report = ReportInputs(
         comparison=comparison,
         reference=ref.test if ref else {},
@@ -337,7 +461,7 @@ def _report(
                 best_step=r.best_step,
                 converged=r.converged,
             )
-            for r in all_runs
+            for r in [*all_runs, *group_runs]
         ]
         + chosen.reference_runs,
         curves=curves([*trained.multi, *networks], stage.types),
@@ -354,6 +478,7 @@ def _report(
         meta=meta,
         budgets=budgets(params, trained.multi, trained.network, sel),
         reference_chosen=ref.chosen if ref else {},
+        grouping=_grouping_view(grouping, comparison) if grouping else None,
     )
     render(report, paths.reports)
     write_curves(report.curves, paths.reports / "curves")
@@ -364,6 +489,32 @@ def _report(
         if (paths.sweep / name).exists():
             stage.run.log_artifacts(paths.sweep / name, "sweep")
     return report
+
+
+def _grouping_view(result: GroupingResult, comparison: Comparison) -> GroupingView:
+    """What the report shows of the grouping (`multitune.report.grouping`)."""
+    measured = {v.candidate.name: v for v in result.verified}
+    candidates = [
+        CandidateView(
+            c.name,
+            [list(g) for g in c.groups],
+            c.affinity,
+            measured[c.name].val if c.name in measured else None,
+            measured[c.name].test if c.name in measured else None,
+        )
+        for c in result.candidates
+    ]
+    primary = {r.name: r for r in comparison.rows if r.kind == "task" and r.in_family}
+    return GroupingView(
+        affinity=result.affinity,
+        candidates=candidates,
+        chosen=result.chosen.name,
+        why=result.why,
+        val_confidence=result.val_confidence,
+        single={t: (r.metric, r.single_mean) for t, r in primary.items()},
+        runs=sum(len(rs) for rs in result.group_runs.values()),
+        seconds=result.seconds,
+    )
 
 
 def _data_name(source: str) -> str:

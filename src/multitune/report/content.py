@@ -11,6 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from multitune.report.grouping import GroupingView
+from multitune.report.grouping import answer as grouping_answer
+from multitune.report.grouping import metrics as grouping_metrics
 from multitune.report.stats import MAX_NONFINITE, Comparison, RowResult
 from multitune.report.verdicts import (
     TaskVerdict,
@@ -71,6 +74,8 @@ class ReportInputs:
             trials per task, epoch cap, steps per epoch, patience, early stopping...).
         reference_chosen: Per task, the linear reference's setting chosen on validation
             (e.g. `{"model": "logistic", "c": 0.1}`).
+        grouping: Which tasks to train together (`multitune.report.grouping`); None when
+            not measured.
     """
 
     comparison: Comparison
@@ -88,6 +93,7 @@ class ReportInputs:
     meta: dict[str, Any] = field(default_factory=dict)
     budgets: dict[str, Any] = field(default_factory=dict)
     reference_chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grouping: GroupingView | None = None
 
 
 def not_converged(runs: list[RunRecord]) -> list[RunRecord]:
@@ -107,6 +113,8 @@ def opening_paragraph(inputs: ReportInputs, verdicts: dict[str, TaskVerdict]) ->
     """
     word, why = overall_verdict(inputs.comparison, verdicts)
     parts = [f"**Overall: {word}.** {why}", _tally(verdicts)]
+    if inputs.grouping is not None:
+        parts.append(grouping_answer(inputs.grouping))
     warning = _convergence_warning(inputs.runs)
     if warning:
         parts.append(warning)
@@ -337,6 +345,8 @@ def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
     if tables["group"]:
         out["groups"] = tables["group"]
         out["group_verdicts"] = {v.name: v.verdict for v in verdicts.values() if v.kind == "group"}
+    if inputs.grouping is not None:
+        out |= grouping_metrics(inputs.grouping)
     out["runs"] = _runs_json(inputs.runs)
     out["not_converged"] = [r.run_id for r in not_converged(inputs.runs)]
     return out

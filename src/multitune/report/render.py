@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from multitune.io import atomic_path
-from multitune.report import figures
+from multitune.report import figures, grouping
 from multitune.report.content import (
     ReportInputs,
     delta_m_statement,
@@ -89,6 +89,12 @@ def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
             "Trade-off between tasks: sweep trials and their Pareto front (val scores)",
             figures.pareto(inputs.pareto_points),
         )
+    if inputs.grouping is not None:
+        out["affinity"] = (
+            "Task affinity (TAG lookahead): how a step on task A (row) moves task B's loss "
+            "(positive: helps)",
+            figures.heatmap(inputs.grouping.affinity, "affinity (lookahead)"),
+        )
     if inputs.transfer is not None and not inputs.transfer.empty:
         out["transfer"] = (
             f"Task transfer ({inputs.transfer_method}): change in task B's val score when "
@@ -135,6 +141,19 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
             "minus B's val score trained alone (same config, one seed)."
         )
         sections.append(_Section("Task transfer", text, transfer_frame(inputs.transfer)))
+    if inputs.grouping is not None:
+        g = inputs.grouping
+        sections += [
+            _Section("Which tasks to train together", grouping.text(g)),
+            _Section("", "Candidates:", grouping.candidates_frame(g)),
+            _Section(
+                "",
+                "Test score per task and candidate (primary metric; family-wise interval of "
+                "the difference from each alone):",
+                grouping.per_task_frame(g),
+            ),
+            _Section("", "Affinity matrix:", grouping.affinity_frame(g)),
+        ]
     if inputs.meta:
         sections.append(_Section("Provenance", "", key_value_frame(inputs.meta)))
     text = (

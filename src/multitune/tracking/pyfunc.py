@@ -1,11 +1,18 @@
 """The served model: raw input table -> every task's label and class probabilities.
 
 Logged as an MLflow pyfunc *from code* (`served_model.py` calls `mlflow.models.set_model`;
-no cloudpickled class). Its artifacts are the trained network (`TrainResult.save` layout,
-read by `multitune.training.load_model`), the embed stage's fitted encoders
-(`data/features/encoders/<modality>/` plus `meta.json`, so the text encoder travels with the
-model) and `spec.json` (modalities, their source columns and encoder configs; tasks and
-classes).
+no cloudpickled class). Its artifacts are the trained network, the embed stage's fitted
+encoders (`data/features/encoders/<modality>/` plus `meta.json`, so the text encoder travels
+with the model) and `spec.json` (modalities, their source columns and encoder configs; tasks
+and classes).
+
+The `network` artifact is either one network (`TrainResult.save` layout, read by
+`multitune.training.load_model`) answering every task, or a grouped bundle (`stage_grouped`)
+routing each task to its group's model: `groups.json` =
+``{"groups": [{"tasks": [...], "kind": "network" | "linear", "dir": "g0"}, ...]}``, each
+`dir` a saved network or a saved linear model (`multitune.tracking.linear`, served with
+numpy only). Every modality is encoded once per call, and only the groups of the asked
+tasks run; the output is the same as one network's over the same tasks.
 
 Output, one row per input row:
   * `<task>`: the predicted label (classification, binary, distribution), the list of
@@ -26,9 +33,9 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
 import numpy as np
@@ -38,10 +45,16 @@ from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from multitune.errors import UserError
+from multitune.io import atomic_path
+from multitune.tracking.linear import LinearModel, is_linear, load_linear
+
+if TYPE_CHECKING:
+    from multitune.models.multitask import MultiTaskModel
 
 MODEL_CODE = Path(__file__).with_name("served_model.py")
 SPEC = "spec.json"
 ARTIFACT_MODEL, ARTIFACT_FEATURES, ARTIFACT_SPEC = "network", "features", "spec"
+GROUPS = "groups.json"
 PROBA_SUFFIX = "_proba"
 TEXT_ENCODER, TEXT_STATE, BUNDLED_MODEL = (
     "sentence_transformer",
@@ -158,15 +171,184 @@ def _selected(params: Mapping[str, Any] | None, names: Sequence[str]) -> tuple[l
     return list(wanted), single
 
 
+GroupKind = Literal["network", "linear"]
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One group of a grouped served model (`stage_grouped`).
+
+    Attributes:
+        tasks: The tasks the group answers (a linear member answers one).
+        kind: "network" (`source` as `multitune.training.save_model` writes it; it may
+            predict more tasks than `tasks`, the others are not served from it) or "linear"
+            (`source` as `multitune.tracking.linear.save_linear` writes it).
+        source: The saved model's directory.
+    """
+
+    tasks: tuple[str, ...]
+    kind: GroupKind
+    source: Path
+
+
+def stage_grouped(target: Path, members: Sequence[GroupMember]) -> Path:
+    """Write a grouped `network` artifact to `target` (whole or not at all): each member's
+    directory copied to `g<i>/`, and `groups.json` naming them (see the module docstring).
+
+    Raises:
+        ValueError: no member, a member without tasks, an unknown kind, a task in two
+            members, a linear member of several tasks, or a source of the wrong kind.
+    """
+    if not members:
+        raise ValueError("a grouped model needs at least one group")
+    seen: set[str] = set()
+    for m in members:
+        again = seen.intersection(m.tasks)
+        if not m.tasks or again or len(set(m.tasks)) < len(m.tasks):
+            raise ValueError(f"group {list(m.tasks)}: no tasks, or a task in two groups")
+        seen.update(m.tasks)
+        marker = Path(m.source) / ("linear.json" if m.kind == "linear" else "model.json")
+        if m.kind not in ("network", "linear") or not marker.is_file():
+            raise ValueError(f"group {list(m.tasks)}: {m.source} is not a saved {m.kind} model")
+        if m.kind == "linear" and len(m.tasks) != 1:
+            raise ValueError(f"group {list(m.tasks)}: a linear model answers one task")
+    groups = [
+        {"tasks": list(m.tasks), "kind": m.kind, "dir": f"g{i}"} for i, m in enumerate(members)
+    ]
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        for m, g in zip(members, groups, strict=True):
+            shutil.copytree(m.source, tmp / str(g["dir"]))
+        (tmp / GROUPS).write_text(json.dumps({"groups": groups}, indent=2) + "\n")
+    return target
+
+
+@dataclass
+class Encoded:
+    """Raw rows encoded for the members that will run, each modality once.
+
+    Attributes:
+        vectors: Modality -> the embed stage's vectors (`Encoder.transform`).
+        tokens: ``(modality, layers)`` -> the token states entering its top `layers` layers.
+        words: Token modality -> ``(words, offsets)``: each packed token's word index (-1 but
+            for a word's first sub-word token) and the row offsets.
+    """
+
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    tokens: dict[tuple[str, int], Any] = field(default_factory=dict)
+    words: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a member reads: vector modalities, and token states as (modality, layers)."""
+
+    vectors: frozenset[str]
+    tokens: frozenset[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class NetworkMember:
+    """A network answering `tasks` (its other tasks, if any, are not served)."""
+
+    tasks: tuple[str, ...]
+    network: MultiTaskModel
+
+    def needs(self) -> Needs:
+        tokens = self.network.token_modalities
+        layers = {(m, int(self.network.token_caches[m]["layers"])) for m in tokens}
+        return Needs(frozenset(set(self.network.modality_dims) - set(tokens)), frozenset(layers))
+
+    def run(
+        self, encoded: Encoded, device: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Raw predictions of `tasks` (`multitune.training.predict`) and their token words."""
+        from multitune.training import predict as predict_network
+
+        layers = dict(self.needs().tokens)
+        features = {
+            m: encoded.tokens[(m, layers[m])]
+            if m in layers
+            else torch_vectors(encoded.vectors[m], device)
+            for m in self.network.modality_dims
+        }
+        raw = predict_network(self.network, features)
+        words = {t: encoded.words[m] for t, m in self.network.token_tasks.items()}
+        return {t: raw[t] for t in self.tasks}, {t: w for t, w in words.items() if t in self.tasks}
+
+
+@dataclass(frozen=True)
+class LinearMember:
+    """A linear model answering one task from the embed stage's vectors, with numpy only."""
+
+    tasks: tuple[str, ...]
+    linear: LinearModel
+
+    def needs(self) -> Needs:
+        return Needs(frozenset(self.linear.modalities), frozenset())
+
+    def run(
+        self, encoded: Encoded, device: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """The task's predictions, in the networks' format (as stored: float32 vectors)."""
+        vectors = {m: np.asarray(encoded.vectors[m], np.float32) for m in self.linear.modalities}
+        return {self.linear.task: self.linear.predict(vectors)}, {}
+
+
+Member = NetworkMember | LinearMember
+
+
+def load_members(directory: Path, tasks: Sequence[TaskSpec] = ()) -> list[Member]:
+    """The members of a `network` artifact: one network, or a grouped bundle's groups.
+
+    Args:
+        directory: The artifact.
+        tasks: The served tasks (`spec.json`): each must be answered by exactly one member,
+            a token task by a network.
+
+    Raises:
+        ValueError: a task no member answers, or a member that cannot answer its tasks.
+    """
+    from multitune.training import load_model
+
+    if not (directory / GROUPS).is_file():
+        network = load_model(directory)
+        members: list[Member] = [NetworkMember(tuple(network.task_names), network)]
+    else:
+        members = []
+        for g in json.loads((directory / GROUPS).read_text())["groups"]:
+            source, names = directory / g["dir"], tuple(g["tasks"])
+            if g["kind"] == "linear" and is_linear(source):
+                members.append(LinearMember(names, load_linear(source)))
+            elif g["kind"] == "network":
+                members.append(NetworkMember(names, load_model(source)))
+            else:
+                raise ValueError(f"{source}: not a saved {g['kind']!r} model")
+    answers = {t: m for m in members for t in m.tasks}
+    for m in members:
+        known = m.network.task_names if isinstance(m, NetworkMember) else [m.linear.task]
+        if set(m.tasks) - set(known):
+            raise ValueError(f"group {list(m.tasks)}: its model predicts only {known}")
+    for t in tasks:
+        if t.name not in answers:
+            raise ValueError(f"no group of {directory} answers task {t.name!r}")
+        if t.type == "token_classification" and not isinstance(answers[t.name], NetworkMember):
+            raise ValueError(f"token task {t.name!r} must be answered by a network")
+    return members
+
+
 class MultituneModel(PythonModel):
-    """Raw rows -> encoders of the embed stage -> trained network -> per-task outputs."""
+    """Raw rows -> encoders of the embed stage -> each group's model -> per-task outputs."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        """Load the spec, the fitted encoders and the network from the model's artifacts."""
+        """Load the spec, the fitted encoders and the network(s) from the model's artifacts.
+
+        `network` is the model's only network, if it has one (None for a bundle of several
+        or of linear models only); `members` are its groups (one for a single network).
+        """
         import torch
 
         from multitune.data import load_encoder
-        from multitune.training import load_model
 
         spec = json.loads(Path(context.artifacts[ARTIFACT_SPEC]).read_text())
         features = Path(context.artifacts[ARTIFACT_FEATURES])
@@ -179,31 +361,37 @@ class MultituneModel(PythonModel):
             for name, m in spec["modalities"].items()
         }
         self.device = torch.device("cpu")
-        self.network = load_model(Path(context.artifacts[ARTIFACT_MODEL]))
-        self.network.to(self.device).eval()
+        self.members = load_members(Path(context.artifacts[ARTIFACT_MODEL]), self.tasks)
+        networks = [m.network for m in self.members if isinstance(m, NetworkMember)]
+        for network in networks:
+            network.to(self.device).eval()
+        self.network = networks[0] if len(networks) == 1 else None
 
-    def encode(
-        self, frame: pd.DataFrame
-    ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
-        """Each modality's input for the raw rows in `frame`: the embed stage's vectors, or,
-        for a text backbone in the network, the token states its layers read; and for those
-        modalities each token's word (`(words, offsets)`, for token tasks)."""
+    def encode(self, frame: pd.DataFrame, members: Sequence[Member] | None = None) -> Encoded:
+        """What `members` (all when None) read of the raw rows in `frame`, each modality
+        encoded once: the embed stage's vectors for whoever reads vectors (linear members
+        always do), the token states a network's text backbone reads, and for those
+        modalities each token's word (for token tasks)."""
         from multitune.training.tokens import PackedTokens
 
-        missing = [c for _, cols in self.encoders.values() for c in cols if c not in frame]
+        needs = [m.needs() for m in (self.members if members is None else members)]
+        vectors = set().union(*(n.vectors for n in needs))
+        tokens = set().union(*(n.tokens for n in needs))
+        used = vectors | {m for m, _ in tokens}
+        missing = [c for name in used for c in self.encoders[name][1] if c not in frame]
         if missing:
             raise UserError(f"input lacks column(s) {', '.join(sorted(set(missing)))}")
-        out: dict[str, Any] = {}
-        words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        out = Encoded()
         for name, (enc, cols) in self.encoders.items():
-            if name in self.network.token_modalities:
-                layers = int(self.network.token_caches[name]["layers"])
-                states, offsets = enc.token_states(frame[cols], layers)  # type: ignore[attr-defined]
-                out[name] = PackedTokens.from_arrays(states, offsets, self.device)
-                words[name] = (enc.word_index(frame[cols]), offsets)  # type: ignore[attr-defined]
-            else:
-                out[name] = torch_vectors(enc.transform(frame[cols]), self.device)
-        return out, words
+            if name in vectors:
+                out.vectors[name] = enc.transform(frame[cols])
+        for name, layers in sorted(tokens):
+            enc, cols = self.encoders[name]
+            states, offsets = enc.token_states(frame[cols], layers)  # type: ignore[attr-defined]
+            out.tokens[(name, layers)] = PackedTokens.from_arrays(states, offsets, self.device)
+            if name not in out.words:
+                out.words[name] = (enc.word_index(frame[cols]), offsets)  # type: ignore[attr-defined]
+        return out
 
     def predict(
         self,
@@ -214,17 +402,20 @@ class MultituneModel(PythonModel):
         """Predict every (or the asked) task for raw rows; see the module docstring."""
         import torch
 
-        from multitune.training import predict as predict_network
-
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         names = [t.name for t in self.tasks]
         wanted, single = _selected(params, names)
         if frame.empty:
             return pd.DataFrame(columns=wanted)
-        features, words = self.encode(frame.reset_index(drop=True))
+        members = [m for m in self.members if set(m.tasks) & set(wanted)]
+        encoded = self.encode(frame.reset_index(drop=True), members)
+        raw: dict[str, np.ndarray] = {}
+        token_words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         with torch.no_grad():
-            raw = predict_network(self.network, features)
-        token_words = {t: words[m] for t, m in self.network.token_tasks.items()}
+            for member in members:
+                values, words = member.run(encoded, self.device)
+                raw.update(values)
+                token_words.update(words)
         out = format_predictions(raw, self.tasks, wanted, token_words)
         return single_task_view(out, single) if single else out
 

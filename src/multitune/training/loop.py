@@ -37,9 +37,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _losses(
-    model: MultiTaskModel, outputs: dict[str, Tensor], data: TrainingData, idx: Tensor
+StepHook = Callable[[MultiTaskModel, TrainingData], None]
+"""`train`'s per-step hook, called with the model and the run's data before each step."""
+
+
+def task_losses(
+    model: MultiTaskModel, outputs: Mapping[str, Tensor], data: TrainingData, idx: Tensor
 ) -> Tensor:
+    """Each task's masked mean loss over rows `idx` (zero for a task with none labelled),
+    stacked in the model's task order."""
     return torch.stack(
         [
             model.head(t).loss(outputs[t], data.targets[t][idx], data.labelled[t][idx])
@@ -70,6 +76,7 @@ def train(
     resume: Checkpoint | None = None,
     device: torch.device | str | None = None,
     baseline: Mapping[str, Mapping[str, float]] | None = None,
+    step_hook: StepHook | None = None,
 ) -> TrainResult:
     """Train `params.model` with `params.train` on `data`.
 
@@ -85,6 +92,10 @@ def train(
             run): early stopping then maximizes Δm over every metric against them, the
             sweep's trial score and the final stage's gate; without, the (mean) normalized
             primary metric (see `multitune.training.metrics.objective`).
+        step_hook: called before every optimizer step with the model and the run's data
+            (its tasks selected, on the run's device), e.g.
+            `multitune.training.affinity.LookaheadAffinity`; it must leave the model as it
+            found it.
 
     Returns:
         A `TrainResult` holding the best epoch's weights and its metrics on every split.
@@ -154,8 +165,11 @@ def train(
         n_steps = 0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            out = model.forward_all(data.inputs(idx, model.token_modalities))
-            losses = _losses(model, out.outputs, data, idx)
+            batch = data.inputs(idx, model.token_modalities)
+            if step_hook is not None:
+                step_hook(model, data)
+            out = model.forward_all(batch)
+            losses = task_losses(model, out.outputs, data, idx)
             optimizer.zero_grad(set_to_none=True)
             ctx.features = out.features
             weights = balancer.backward(losses, ctx)
@@ -164,11 +178,10 @@ def train(
             optimizer.step()
             schedule.step()
             if balancer.needs_recompute:
-                batch = data.inputs(idx, model.token_modalities)
 
                 def recompute(batch: dict[str, Any] = batch, idx: Tensor = idx) -> Tensor:
                     with torch.no_grad():
-                        return _losses(model, model(batch), data, idx)
+                        return task_losses(model, model(batch), data, idx)
 
                 balancer.after_step(recompute)
             else:
