@@ -142,9 +142,17 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(repro: Path, tmp_path: Pat
 def test_the_registry_links_the_model_to_its_run_data_and_report(repro: Path):
     client = MlflowClient(f"sqlite:///{repro / 'mlflow.db'}")
     version = client.get_model_version_by_alias("e2e", "champion")
-    # Logged on the multi-task run that trained it, which names the data it trained on.
+    # Logged on the multi-task run that trained it (or on the record of the chosen grouping,
+    # whose trained runs are its stage's children), which names the data it trained on.
     run = client.get_run(version.run_id)
-    assert run.data.tags["kind"] == "multi" and run.data.tags["stage"] == "final"
+    assert run.data.tags["kind"] in ("multi", "grouping") and run.data.tags["stage"] == "final"
+    if run.data.tags["kind"] == "grouping":
+        parent = run.data.tags["mlflow.parentRunId"]
+        (run,) = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent}' AND tags.kind = 'multi'",
+            max_results=1,
+        )
     lock = yaml.safe_load((repro / "dvc.lock").read_text())
     dvc_md5 = {o["path"]: o["md5"] for o in lock["stages"]["split"]["outs"]}
     dvc_md5.update({o["path"]: o["md5"] for o in lock["stages"]["ingest"]["outs"]})
