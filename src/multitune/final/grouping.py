@@ -221,6 +221,24 @@ def new_groups(candidates: Sequence[Candidate], names: Sequence[str]) -> list[tu
     return out
 
 
+def merged(parts: Sequence[tuple[tuple[str, ...], SeedRun]], *, run_id: str, seed: int) -> SeedRun:
+    """One record whose predictions and metrics for each task are those of the run of its
+    group (`parts`: each group with the run that answers it)."""
+    owner = {t: r for g, r in parts for t in g}
+    return SeedRun(
+        run_id=run_id,
+        kind=KIND,
+        seed=seed,
+        tasks=tuple(owner),
+        test_pred={t: r.test_pred[t] for t, r in owner.items()},
+        val_pred={t: r.val_pred[t] for t, r in owner.items() if t in r.val_pred},
+        history=[],
+        epochs_run=max(r.epochs_run for _, r in parts),
+        test_metrics={t: r.test_metrics.get(t, {}) for t, r in owner.items()},
+        val_metrics={t: r.val_metrics.get(t, {}) for t, r in owner.items()},
+    )
+
+
 def compose(
     groups: Partition, trained: Trained, group_runs: Mapping[tuple[str, ...], list[SeedRun]]
 ) -> list[SeedRun]:
@@ -237,20 +255,8 @@ def compose(
                 parts.append((g, trained.single[g[0]][k]))
             else:
                 parts.append((g, group_runs[g][k]))
-        out.append(
-            SeedRun(
-                run_id="+".join(dict.fromkeys(r.run_id for _, r in parts)),
-                kind=KIND,
-                seed=seed_run.seed,
-                tasks=tuple(names),
-                test_pred={t: r.test_pred[t] for g, r in parts for t in g},
-                val_pred={t: r.val_pred[t] for g, r in parts for t in g},
-                history=[],
-                epochs_run=max(r.epochs_run for _, r in parts),
-                test_metrics={t: r.test_metrics.get(t, {}) for g, r in parts for t in g},
-                val_metrics={t: r.val_metrics.get(t, {}) for g, r in parts for t in g},
-            )
-        )
+        run_id = "+".join(dict.fromkeys(r.run_id for _, r in parts))
+        out.append(merged(parts, run_id=run_id, seed=seed_run.seed))
     return out
 
 

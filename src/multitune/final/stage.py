@@ -18,7 +18,7 @@ from multitune.config.final import FinalConfig
 from multitune.console import console
 from multitune.data.artifacts import read_units
 from multitune.final import inputs
-from multitune.final.grouping import ALL_IN_ONE, GroupingResult, verify_groupings
+from multitune.final.grouping import ALL_IN_ONE, GroupingResult, merged, verify_groupings
 from multitune.final.grouping import KIND as GROUP_KIND
 from multitune.final.paths import FinalPaths
 from multitune.final.protocol import Trained, compare_sides, delta_m_percent, train_sides
@@ -392,17 +392,10 @@ def _grouped(
     )
     handle.log_params({"groups": [list(g) for g in grouping.chosen.groups]})
     handle.end()
-    owner = {t: p for g, p in zip(grouping.chosen.groups, parts, strict=True) for t in g}
-    composed = SeedRun(
+    composed = merged(
+        list(zip(grouping.chosen.groups, parts, strict=True)),
         run_id=handle.run_id,
-        kind="grouping",
         seed=parts[0].seed,
-        tasks=tuple(stage.names),
-        test_pred={t: p.test_pred[t] for t, p in owner.items()},
-        history=[],
-        epochs_run=max(p.epochs_run for p in parts),
-        test_metrics={t: p.test_metrics[t] for t, p in owner.items()},
-        val_metrics={t: p.val_metrics[t] for t, p in owner.items()},
     )
     return composed, stage_grouped(stage.tmp / "grouped-model", members)
 
