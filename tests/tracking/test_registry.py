@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +18,10 @@ from mlflow.pyfunc import PythonModel
 
 from multitune import tracking
 from multitune.config import MlflowConfig, RegistryConfig
+from multitune.errors import UserError
 from multitune.tracking.gate import Evidence, Holder, decide, val_metrics_of
 from multitune.tracking.registry import register
+from multitune.tracking.registry_lock import lock_name, registry_lock
 
 ALIAS = "champion"
 DATA = "data-hash-1"
@@ -214,3 +219,101 @@ def test_a_holder_missing_a_metric_the_new_delta_m_uses_is_not_comparable() -> N
 def test_an_unknown_verdict_is_refused() -> None:
     with pytest.raises(ValueError, match="not one of"):
         evidence(V1_VAL, WEAK, verdict="better")
+
+
+def test_a_better_version_untags_the_holder_it_displaces(store: dict[str, Any], name: str) -> None:
+    first = reg(store, name, "run1", evidence(V1_VAL, STRONG))
+    second = reg(store, name, "run2", evidence(V2_VAL, STRONG))
+    assert second.outcome == "alias moved" and second.previous_version == first.version
+    t = tags(store, name, first.version)
+    assert t["challenger"] == "true"
+    assert t["gate"] == f"{first.gate}; lost {ALIAS} to v{second.version}"
+    assert "challenger" not in tags(store, name, second.version)
+
+
+def _hold_lock(store: dict[str, Any], name: str) -> str:
+    """A lock model as a registration killed mid-way leaves it."""
+    lock = lock_name(name)
+    held = {"owner": "alice", "host": "box", "pid": "4242", "time": "then", "token": "dead"}
+    store["client"].create_registered_model(lock, tags=held)
+    return lock
+
+
+def _locks(store: dict[str, Any], name: str) -> list[str]:
+    found = store["client"].search_registered_models(f"name LIKE '{name}.lock%'")
+    return [m.name for m in found]
+
+
+def test_a_failed_registration_releases_the_registry_lock(
+    store: dict[str, Any], name: str
+) -> None:
+    reg(store, name, "run1", evidence(V1_VAL, WEAK))
+    assert _locks(store, name) == []
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        bad = evidence(V2_VAL, WEAK)
+        register("runs:/no-such-run/model", name, ALIAS, evidence=bad, fp="x", tags={})
+    assert _locks(store, name) == []
+    assert reg(store, name, "run3", evidence(V2_VAL, WEAK)).outcome == "alias moved"
+
+
+def test_a_held_lock_times_out_with_a_message_naming_the_fix(
+    store: dict[str, Any], name: str
+) -> None:
+    lock = _hold_lock(store, name)
+    with pytest.raises(UserError) as err:
+        reg(store, name, "run1", evidence(V1_VAL, WEAK), lock_wait_s=0.3)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"registry lock '{lock}'" in message and "alice@box pid 4242" in message
+    assert f"delete_registered_model('{lock}')" in message
+    assert store["client"].search_model_versions(f"name = '{name}'") == []
+    assert _locks(store, name) == [lock]  # somebody else's: left alone
+    # A lock holds no version: what lists versions never sees it.
+    assert not any(v.name == lock for v in store["client"].search_model_versions())
+
+
+def test_an_unchanged_fingerprint_does_not_wait_for_the_lock(
+    store: dict[str, Any], name: str
+) -> None:
+    first = reg(store, name, "same", evidence(V1_VAL, WEAK))
+    _hold_lock(store, name)
+    again = reg(store, name, "same", evidence(V1_VAL, WEAK), lock_wait_s=0.01)
+    assert again.outcome == "unchanged" and again.version == first.version
+
+
+def test_a_stale_lock_is_broken_with_a_warning(
+    store: dict[str, Any], name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _hold_lock(store, name)
+    time.sleep(0.3)
+    with caplog.at_level(logging.WARNING, logger="multitune.tracking.registry_lock"):
+        got = reg(store, name, "run1", evidence(V1_VAL, WEAK), lock_stale_s=0.2)
+    assert got.outcome == "alias moved"
+    assert "breaking the registry lock" in caplog.text and "alice@box pid 4242" in caplog.text
+    assert _locks(store, name) == []
+
+
+def test_waiters_on_one_dead_lock_break_it_once_and_take_turns(
+    store: dict[str, Any], name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _hold_lock(store, name)
+    time.sleep(0.6)
+    spans: list[tuple[float, float]] = []
+
+    def hold() -> None:
+        with registry_lock(store["client"], name, wait_s=20, stale_s=0.5):
+            began = time.monotonic()
+            time.sleep(0.05)
+            spans.append((began, time.monotonic()))
+
+    with caplog.at_level(logging.WARNING, logger="multitune.tracking.registry_lock"):
+        threads = [threading.Thread(target=hold) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(spans) == 4
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    assert caplog.text.count("breaking the registry lock") == 1
+    assert _locks(store, name) == []

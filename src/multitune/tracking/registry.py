@@ -2,11 +2,21 @@
 
 Gating: see `multitune.tracking.gate` (both versions scored against this run's single-task
 validation metrics; a "hurts" verdict is not eligible by default; a holder measured on other
-data is not comparable). Every new version says what happened in its `gate` tag (one line)
-and is tagged `challenger` when it does not hold the alias. The test split never chooses:
-its figures are reported (version tags `test.*`). A version carries a `fingerprint` tag (a
-hash of params, data and code); registering again with an unchanged fingerprint returns the
-existing version and registers nothing.
+data is not comparable). Every new version says what happened in its `gate` tag (one line,
+naming the holder it was compared against) and is tagged `challenger` when it does not hold
+the alias: from the start, or from when a better version took the alias from it (its `gate`
+line then ends `lost <alias> to v<N>`). So exactly one version, the holder, is untagged. The
+test split never chooses: its figures are reported (version tags `test.*`). A version
+carries a `fingerprint` tag (a hash of params, data and code); registering again with an
+unchanged fingerprint returns the existing version and registers nothing.
+
+Concurrency: `register` reads the holder, registers the version and moves the alias while
+holding the registry lock of the model (`multitune.tracking.registry_lock`): a registered
+model named `<name>.lock`, with no versions, that exists only during a registration. Two
+final stages finishing together against one tracking server thus register one after the
+other, and the second is gated against the first's outcome, as if they had run in turn. A
+lock left by a killed process is broken after 10 minutes; to go on sooner, delete that
+registered model. Lock models hold no versions, so version searches never see them.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from multitune.tracking.gate import (
     decide,
     gate_tags,
 )
+from multitune.tracking.registry_lock import STALE_S, WAIT_S, registry_lock
 
 __all__ = [
     "CHALLENGER",
@@ -154,6 +165,16 @@ def unchanged(
     )
 
 
+def _displace(
+    client: MlflowClient, name: str, alias: str, old: ModelVersion, new_version: str
+) -> None:
+    """Tag the alias's previous holder a challenger: a better version has taken the alias."""
+    line = str((old.tags or {}).get(GATE, ""))
+    lost = f"lost {alias} to v{new_version}"
+    client.set_model_version_tag(name, old.version, GATE, f"{line}; {lost}" if line else lost)
+    client.set_model_version_tag(name, old.version, CHALLENGER, "true")
+
+
 def register(
     model_uri: str,
     name: str,
@@ -165,8 +186,13 @@ def register(
     allow_hurts: bool = False,
     description: str = "",
     client: MlflowClient | None = None,
+    lock_wait_s: float = WAIT_S,
+    lock_stale_s: float = STALE_S,
 ) -> Registration:
     """Register `model_uri` as a new version of `name` and gate `alias` (see `decide`).
+
+    Holds the model's registry lock from reading the holder to moving the alias, so
+    concurrent registrations are gated one after the other (see the module docstring).
 
     Args:
         model_uri: The logged model (`ModelInfo.model_uri`).
@@ -181,14 +207,51 @@ def register(
             (`registry.allow_hurts`).
         description: The new version's description.
         client: Registry client (default: the current tracking/registry URI).
+        lock_wait_s: How long to wait for another registration's lock.
+        lock_stale_s: A lock older than this is a killed holder's, and is broken.
 
     Returns:
         What happened.
+
+    Raises:
+        UserError: The registry lock stayed taken for `lock_wait_s`.
     """
     client = client or _client()
     found = existing_version(name, fp, client)
-    if found is not None:
+    if found is not None:  # the common rerun: no need to wait for the lock
         return unchanged(name, alias, found, client)
+    purpose = f"registering a version of {name!r} and gating its alias {alias!r}"
+    with registry_lock(client, name, purpose=purpose, wait_s=lock_wait_s, stale_s=lock_stale_s):
+        # Again under the lock: a concurrent run with this fingerprint may just have finished.
+        found = existing_version(name, fp, client)
+        if found is not None:
+            return unchanged(name, alias, found, client)
+        return _register_locked(
+            client,
+            model_uri=model_uri,
+            name=name,
+            alias=alias,
+            evidence=evidence,
+            fp=fp,
+            tags=tags,
+            allow_hurts=allow_hurts,
+            description=description,
+        )
+
+
+def _register_locked(
+    client: MlflowClient,
+    *,
+    model_uri: str,
+    name: str,
+    alias: str,
+    evidence: Evidence,
+    fp: str,
+    tags: Mapping[str, Any],
+    allow_hurts: bool,
+    description: str,
+) -> Registration:
+    """`register`'s read-decide-write, with the registry lock held."""
     before = _holder(client, name, alias)
     holder = (
         Holder.from_tags(str(before.version), dict(before.tags or {}))
@@ -199,15 +262,18 @@ def register(
     all_tags = {str(k): str(v) for k, v in tags.items()}
     all_tags.update(gate_tags(evidence, decision))
     all_tags[FINGERPRINT] = fp
+    if not decision.takes:
+        all_tags[CHALLENGER] = "true"
     version = mlflow.register_model(model_uri, name, tags=all_tags)
     if description:
         client.update_model_version(name, version.version, description=description)
     if decision.takes:
         client.set_registered_model_alias(name, alias, version.version)
+        if before is not None:
+            _displace(client, name, alias, before, str(version.version))
         outcome: Outcome = "alias moved"
         now_holder = str(version.version)
     else:
-        client.set_model_version_tag(name, version.version, CHALLENGER, "true")
         outcome = "challenger"
         now_holder = holder.version if holder else ""
     logger.info("registered %s version %s: %s (%s)", name, version.version, outcome, decision.line)
