@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from multitune.errors import UserError
 
@@ -27,7 +28,7 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

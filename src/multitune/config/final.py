@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import difflib
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from multitune.config._base import StrictModel
 
@@ -157,33 +158,93 @@ class GroupingConfig(StrictModel):
         "groups are merged greedily by affinity.",
     )
 
+    @field_validator("together", "apart", mode="before")
+    @classmethod
+    def _groups_of_tasks(cls, value: Any, info: ValidationInfo) -> Any:
+        # A flat list ([speaker, party]) is the likely slip: say how to nest it, in one line.
+        if isinstance(value, str):
+            tasks = [t.strip() for t in value.split(",") if t.strip()]
+            shown = repr(value)
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            tasks, shown = value, _flow(value)
+        else:
+            return value
+        what = "groups" if info.field_name == "together" else "pairs"
+        raise ValueError(
+            f"expected a list of {what} of tasks, each in brackets: write [{_flow(tasks)}] "
+            f"(got {shown})"
+        )
+
     def check_tasks(self, names: list[str]) -> None:
-        """`together` and `apart` name known tasks; `apart` holds pairs; no pair is both."""
+        """`together` and `apart` name known tasks; `apart` holds pairs; no pair is both apart
+        and joined by `together` (directly or through groups sharing a task); `apart` is not
+        set with method none, which ships all tasks in one network.
+
+        Raises:
+            ValueError: one line naming the key and the fix.
+        """
         for key in ("together", "apart"):
             for members in getattr(self, key):
                 unknown = [m for m in members if m not in names]
                 if unknown:
+                    close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.5)
+                    hint = f"did you mean '{close[0]}'? " if close else ""
                     raise ValueError(
-                        f"final.grouping.{key} names unknown task(s) {', '.join(unknown)}; "
+                        f"final.grouping.{key}: '{unknown[0]}' is not a task; {hint}"
                         f"tasks are: {', '.join(names)}"
                     )
                 if len(set(members)) < 2 or (key == "apart" and len(members) != 2):
                     want = "two different tasks" if key == "apart" else "two or more tasks"
-                    raise ValueError(f"final.grouping.{key} entry {members} must list {want}")
-        joined = {frozenset(p) for group in self.together for p in _pairs(group)}
-        clash = [pair for pair in self.apart if frozenset(pair) in joined]
-        if clash:
+                    raise ValueError(
+                        f"final.grouping.{key}: {_flow(members)} must list {want}, "
+                        f"e.g. [{', '.join(names[:2])}]"
+                    )
+        root = {t: t for t in names}
+
+        def find(task: str) -> str:
+            while root[task] != task:
+                task = root[task]
+            return task
+
+        for group in self.together:
+            for member in group[1:]:
+                root[find(member)] = find(group[0])
+        for a, b in self.apart:
+            if find(a) != find(b):
+                continue
+            direct = [g for g in self.together if a in g and b in g]
+            via = direct or [g for g in self.together if find(g[0]) == find(a)]
+            how = "also in" if direct else "joined through"
             raise ValueError(
-                f"final.grouping: {clash[0]} is both in together and in apart; drop one"
+                f"final.grouping.apart: {_flow([a, b])} is {how} final.grouping.together "
+                f"({', '.join(_flow(g) for g in via)}); drop it from one of them"
+            )
+        if self.method == "none" and self.apart:
+            raise ValueError(
+                f"final.grouping.apart: method none ships one network for all tasks, which "
+                f"puts {_flow(self.apart[0])} together; set final.grouping.method: tag, or "
+                "drop apart"
             )
 
 
-def _pairs(group: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for i, a in enumerate(group) for b in group[i + 1 :]]
+def _flow(members: list[str]) -> str:
+    """A list of tasks as YAML's flow style writes it: [a, b]."""
+    return f"[{', '.join(members)}]"
 
 
 class FinalConfig(StrictModel):
     """The final stage: retrain the best configs over seeds, compare, register."""
+
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "folds": "it is final.selection.folds (cross-validation of small tasks)",
+        "cv": "cross-validation of small tasks is final.selection (enabled, max_val_rows, "
+        "finalists, folds, seed)",
+        "cross_validation": "cross-validation of small tasks is final.selection (enabled, "
+        "max_val_rows, finalists, folds, seed)",
+        "together": "it is final.grouping.together",
+        "apart": "it is final.grouping.apart",
+        "groups": "which tasks train together is final.grouping (method, together, apart, ...)",
+    }
 
     seeds: int = Field(
         default=3, ge=1, le=50, description="Seeds per config (multi-task and each baseline)."

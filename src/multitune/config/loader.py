@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
+from multitune.config._messages import value_hint
 from multitune.config.schema import Params
 from multitune.errors import ConfigError
 
@@ -63,7 +65,8 @@ def params_problems(raw: dict[str, Any]) -> list[str]:
 
 def describe_error(error: ErrorDetails) -> str:
     """One line for one pydantic error: `key.path: what is wrong (and the likely fix)`."""
-    path, parent = _resolve(Params, error["loc"])
+    loc = error["loc"]
+    path, parent = _resolve(Params, loc)
     where = path or "(top level)"
     kind = error["type"]
     if not path and kind == "value_error":  # a cross-check: its message names the keys
@@ -73,6 +76,9 @@ def describe_error(error: ErrorDetails) -> str:
         allowed = _field_names(parent)
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
+        moved = getattr(_unwrap(parent), "KEY_HINTS", {}).get(key)
+        if moved:
+            return f"{where}: unknown key '{key}'; {moved}"
         valid = f" Valid keys here: {', '.join(allowed)}." if allowed else ""
         return f"{where}: unknown key '{key}'{hint}{valid}"
     if kind == "union_tag_invalid":
@@ -88,16 +94,64 @@ def describe_error(error: ErrorDetails) -> str:
     if kind == "missing":
         return f"{where}: required key is missing"
     got = error.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) else f" (got {_yaml_value(got)})"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{where}: expected true or false{shown}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        keys = _field_names(_resolve(Params, loc, at=True)[1])
+        if keys:
+            return f"{where}: expected a mapping of its keys ({', '.join(keys)}){shown}"
     msg = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}{shown}"
+    if "(got " in msg:  # the check showed the value itself
+        shown = ""
+    head, sep, rest = msg.partition(": ")
+    if kind == "value_error" and sep and head in _field_names(_resolve(Params, loc, at=True)[1]):
+        where, msg = f"{where}.{head}", rest  # a section's check that names one of its keys
+    hint = value_hint(kind, got, error.get("ctx", {}))
+    if kind in _TYPE_ERRORS and loc:
+        hint += _null_hint(parent, loc[-1])
+    return f"{where}: {msg}{shown}{hint}"
 
 
-def _resolve(root: Any, loc: tuple[int | str, ...]) -> tuple[str, Any]:
+_TYPE_ERRORS = (
+    "int_parsing",
+    "int_type",
+    "int_from_float",
+    "float_parsing",
+    "float_type",
+    "string_type",
+)
+"""Errors of a value of the wrong type, where a field that takes null says so."""
+
+
+def _null_hint(parent: Any, key: int | str) -> str:
+    """`; or null (what null means)` when the field `key` of model `parent` takes null."""
+    parent = _unwrap(parent)
+    if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+        return ""
+    info = parent.model_fields.get(str(key))
+    if info is None or type(None) not in get_args(info.annotation):
+        return ""
+    meaning = re.search(r"null: (.+?)(?:\.\s|\.$|;|$)", info.description or "")
+    return f"; or null ({meaning.group(1)})" if meaning else "; or null"
+
+
+def _yaml_value(value: Any) -> str:
+    """A scalar as the user wrote it: YAML's null, true and false; others as Python shows
+    them (strings quoted)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+def _resolve(root: Any, loc: tuple[int | str, ...], at: bool = False) -> tuple[str, Any]:
     """Follow a pydantic error location through the schema.
 
     Returns the user-facing key path (`tasks[1].column`; union tags dropped) and the type at
-    the parent of the last element, so unknown keys can be matched against valid ones.
+    the parent of the last element, so unknown keys can be matched against valid ones (with
+    `at`, the type at the location itself).
     """
     parts: list[str] = []
     tp: Any = root
@@ -111,12 +165,17 @@ def _resolve(root: Any, loc: tuple[int | str, ...]) -> tuple[str, Any]:
             parts.append(f"[{item}]")
         else:
             parts.append(("." if parts else "") + str(item))
-    return "".join(parts), parent
+    return "".join(parts), tp if at else parent
 
 
 def _step(tp: Any, item: int | str) -> tuple[Any, bool]:
     """The type one location element below `tp`, and whether the element was a union tag."""
     tp = _unwrap(tp)
+    for arg in get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ():
+        # A union discriminated by a function tags its members (`space.Knob`).
+        tags = get_args(arg)[1:] if get_origin(arg) is typing.Annotated else ()
+        if any(isinstance(t, Tag) and t.tag == item for t in tags):
+            return _unwrap(arg), True
     members = _union_members(tp)
     if members:
         for member in members:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator
 
@@ -163,6 +163,12 @@ class TrainConfig(StrictModel):
         default="auto", description="auto = CUDA when available, else CPU."
     )
 
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "standardize": "it is model.standardize (true or false)",
+        "class_weights": "set train.class_weighting (none | balanced, or {task: none|balanced}), "
+        "or class_weights on a classification task in tasks",
+    }
+
     _weighting_name = field_validator("weighting", mode="before")(_default_name("static"))
     _freezing_name = field_validator("freezing", mode="before")(_default_name("none"))
     _sampling_name = field_validator("sampling", mode="before")(_default_name("proportional"))
@@ -198,19 +204,36 @@ class TrainConfig(StrictModel):
         Raises:
             ValueError: one line naming the task and the valid names.
         """
-        if not isinstance(self.class_weighting, dict):
-            return
-        valid = [t for t, kind in task_types.items() if kind in WEIGHTED_TASK_TYPES]
-        for task in self.class_weighting:
-            if task in valid:
-                continue
-            if task in task_types:
-                problem = f"'{task}' is a {task_types[task]} task, which has no classes to weigh"
-            else:
-                close = difflib.get_close_matches(task, list(task_types), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problem = f"'{task}' is not a task{hint}"
-            raise ValueError(
-                f"train.class_weighting: {problem}; per-task class weighting takes "
-                f"{', '.join(valid) or 'no task here (no classification or binary task)'}"
-            )
+        check_class_weighting_tasks(self.class_weighting, task_types)
+
+
+def check_class_weighting_tasks(
+    setting: Any, task_types: Mapping[str, str], where: str = "train.class_weighting"
+) -> None:
+    """Every task a per-task class weighting (`{task: none|balanced}`) names is a
+    classification or binary task; one value for every task needs no check.
+
+    Args:
+        setting: A `class_weighting` value: one for every task, or a mapping by task.
+        task_types: The tasks' types by name (`params.tasks`).
+        where: The params key the setting comes from, for the message.
+
+    Raises:
+        ValueError: one line naming the key, the task and the valid names.
+    """
+    if not isinstance(setting, Mapping):
+        return
+    valid = [t for t, kind in task_types.items() if kind in WEIGHTED_TASK_TYPES]
+    for task in setting:
+        if task in valid:
+            continue
+        if task in task_types:
+            problem = f"'{task}' is a {task_types[task]} task, which has no classes to weigh"
+        else:
+            close = difflib.get_close_matches(str(task), list(task_types), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problem = f"'{task}' is not a task{hint}"
+        raise ValueError(
+            f"{where}: {problem}; per-task class weighting takes "
+            f"{', '.join(valid) or 'no task here (no classification or binary task)'}"
+        )

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 from multitune.config._base import StrictModel
 from multitune.config.data import DataConfig, SplitConfig
 from multitune.config.final import FinalConfig
-from multitune.config.model import ModelConfig, TrainConfig
+from multitune.config.model import ModelConfig, TrainConfig, check_class_weighting_tasks
 from multitune.config.space import MethodKnob, knob_values
 from multitune.config.tasks import Identifier, TaskConfig, TokenClassificationTask
 from multitune.config.tracking import MlflowConfig, RegistryConfig
@@ -60,7 +60,11 @@ class Params(StrictModel):
         if self.sweep.space.backbone is not None:  # baselines search it too
             check_backbone_space(self.data, self.model.backbone, self.sweep.space.backbone)
         check_warm_start_tasks(self.train.freezing, self.sweep.space.freezing, names)
-        self.train.check_class_weighting({t.name: t.type for t in self.tasks})
+        types = {t.name: t.type for t in self.tasks}
+        self.train.check_class_weighting(types)
+        if self.sweep.space.class_weighting is not None:  # a mapping among its values
+            for value in knob_values(self.sweep.space.class_weighting):
+                check_class_weighting_tasks(value, types, where="sweep.space.class_weighting")
         self.final.grouping.check_tasks(names)
         return self
 

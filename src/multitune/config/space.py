@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from multitune.config._base import StrictModel
+from multitune.config._messages import value_hint
 
 
 class Distribution(StrictModel):
@@ -259,8 +260,9 @@ def check_values(where: str, knob: Distribution | Choice | Fixed, info: FieldInf
         try:
             adapter.validate_python(value)
         except ValidationError as err:
-            msg = err.errors()[0]["msg"]
-            raise ValueError(f"{where}: {msg} (got {value!r})") from None
+            first = err.errors()[0]
+            hint = value_hint(first["type"], value, dict(first.get("ctx", {})))
+            raise ValueError(f"{where}: {first['msg']} (got {value!r}){hint}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{where}: must be finite (got {value!r})")
 

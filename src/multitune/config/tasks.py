@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from multitune.config._base import StrictModel
+from multitune.config._messages import value_hint
 
 Identifier = Annotated[
     str,
@@ -41,8 +43,41 @@ class ClassificationTask(_CategoricalTask):
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="CE label smoothing.")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         default=None,
-        description="Per-class loss weights: 'balanced' (inverse train frequency) or a mapping.",
+        description="Per-class loss weights: 'balanced' (inverse train frequency) or a mapping "
+        "{class: weight >= 0} (classes left out: 1).",
     )
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _one_line_class_weights(cls, value: Any, info: ValidationInfo) -> Any:
+        # One message instead of one per member of the union; classes checked when listed.
+        if value is None or value == "balanced":
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(
+                "expected balanced, or a weight per class {class: weight}"
+                + _shown(value)
+                + _balanced_hint(value)
+            )
+        for label, weight in value.items():
+            if not isinstance(label, str):
+                raise ValueError(f"class names are text: write '{label}' in quotes")
+            number = _weight(weight)
+            if number is None or number < 0:
+                raise ValueError(
+                    f"class '{label}': a weight is a number >= 0 (got {weight!r}), "
+                    f"e.g. {{{label}: 2.0}}"
+                )
+        if value and not any(_weight(w) for w in value.values()):
+            raise ValueError("every class weight is 0: give some class a weight > 0")
+        classes: list[str] | None = info.data.get("classes")
+        unknown = [c for c in value if classes is not None and c not in classes]
+        if classes is not None and unknown:
+            raise ValueError(
+                f"'{unknown[0]}' is not one of the task's classes; weigh some of "
+                f"{', '.join(classes)}"
+            )
+        return value
 
 
 class BinaryTask(_CategoricalTask):
@@ -50,8 +85,28 @@ class BinaryTask(_CategoricalTask):
 
     type: Literal["binary"] = "binary"
     pos_weight: float | Literal["balanced"] | None = Field(
-        default=None, description="BCE weight of positives: a number, or 'balanced' (neg/pos)."
+        default=None,
+        description="BCE weight of positives: a number > 0, or 'balanced' (neg/pos).",
     )
+
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "class_weights": "a binary task weighs its positives with pos_weight: a number > 0, "
+        "or balanced",
+    }
+
+    @field_validator("pos_weight", mode="before")
+    @classmethod
+    def _one_line_pos_weight(cls, value: Any) -> Any:
+        # One message instead of one per member of the union.
+        if value is None or value == "balanced":
+            return value
+        weight = _weight(value)
+        if weight is None or weight <= 0:
+            raise ValueError(
+                "expected a number > 0 (the loss weight of positives) or balanced "
+                f"(negatives / positives){_shown(value)}{_balanced_hint(value)}"
+            )
+        return value
 
     @field_validator("classes")
     @classmethod
@@ -106,6 +161,26 @@ class TokenClassificationTask(_CategoricalTask):
         description="The text modality whose tokens are labelled; null: the only modality "
         "whose encoder caches token states.",
     )
+
+
+def _weight(value: Any) -> float | None:
+    """A loss weight as a finite number, or None (YAML's true/false are not weights)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _balanced_hint(value: Any) -> str:
+    return value_hint("literal_error", value, {"expected": "'balanced'"})
+
+
+def _shown(value: Any) -> str:
+    """` (got <value>)` for a scalar, as the loader shows refused values."""
+    return "" if isinstance(value, dict | list) else f" (got {value!r})"
 
 
 TaskConfig = Annotated[

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -95,6 +95,10 @@ class SearchSpace(StrictModel):
     )
 
     _class_weighting_tasks: tuple[str, ...] | None = PrivateAttr(default=None)
+
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "standardize": "standardization is not searched: set model.standardize (true or false)",
+    }
 
     @model_validator(mode="after")
     def _check_targets(self) -> SearchSpace:
@@ -267,6 +271,18 @@ class BaselinesConfig(_SearchBudget):
         "and binary task's baseline when sweep.space does not set it (when it does, both "
         "sides search it per task).",
     )
+
+    @field_validator("class_weighting", mode="before")
+    @classmethod
+    def _a_switch(cls, value: Any) -> Any:
+        if value in ("none", "balanced"):
+            raise ValueError(
+                f"expected true or false (got {value!r}): true searches none | balanced for "
+                "each classification and binary task's baseline, false keeps "
+                f"train.class_weighting; to weigh classes one way, set train.class_weighting: "
+                f"{value}"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
