@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The GPU check, from a fresh clone on a machine with a CUDA GPU, in under 5 minutes:
+# The GPU check, from a fresh clone on a machine with a CUDA GPU, in under 10 minutes:
 #   1. the trainer's rows/s on the GPU against the CPU (benchmarks/trainer.py);
 #   2. sweep trials per hour with 4 trials sharing one GPU (resources.gpu: 0.25) against one
-#      trial at a time (benchmarks/sweep.py --gpu-only).
+#      trial at a time (benchmarks/sweep.py --gpu-only);
+#   3. a token task's epoch over the text encoder (frozen, top-1, top-2) against the path
+#      before issue 24 and a bare Hugging Face loop (benchmarks/encoder.py; aim on the GPU:
+#      trainer/bare >= 0.95).
 # Without a GPU it runs the CPU part and says what it skipped. Run: bash benchmarks/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,12 @@ if [ "$cuda" = 1 ]; then
     "$PY" -c "print(f'trainer rows/s, GPU / CPU: {$gpu_rate / $cpu_rate:.1f}x')"
     echo "== sweep: 4 trials sharing one GPU vs one at a time"
     timeout 180 "$PY" benchmarks/sweep.py --gpu-only --trials 8 --epochs 4 --rows 15000
+fi
+echo "== token task over the text encoder, CPU (2 threads, 300 statements)"
+timeout 300 "$PY" benchmarks/encoder.py --device cpu --n 300 --repeats 2
+if [ "$cuda" = 1 ]; then
+    echo "== token task over the text encoder, GPU (1,122 statements)"
+    timeout 300 "$PY" benchmarks/encoder.py --device cuda --repeats 3
 else
-    echo "no CUDA device: the GPU trainer run and the fractional-GPU sweep are skipped"
+    echo "no CUDA device: the GPU trainer run, the fractional-GPU sweep and the GPU encoder run are skipped"
 fi

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from synthetic import synthetic_params
 
 from multitune.data import load_encoder, load_features, read_dataset, read_meta, read_splits
 from multitune.embed.stage import embed
@@ -75,3 +76,37 @@ def test_fitted_on_train_rows_only(synthetic_data: tuple[Path, Any], tmp_path: P
     changed = dataset.copy()
     changed.loc[np.flatnonzero(train)[0], "num_a"] += 100.0
     assert not np.array_equal(train_vectors(changed, "train")["meta"], base["meta"])
+
+
+def test_a_cached_text_modality_is_encoded_in_one_pass(
+    synthetic_data: tuple[Path, Any], tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Pooled vectors, the states entering the cached layer and the final states come from
+    one encoder pass per text (once a batch), and the vectors are the encoder's own."""
+    from transformers.models.bert.modeling_bert import BertModel
+
+    from multitune.config import validate_params
+    from multitune.embed.token_cache import TokenCache, cache_dir
+
+    data_dir, _ = synthetic_data
+    frame = read_dataset(data_dir / "dataset.parquet").head(80)
+    raw = synthetic_params(data_dir / "dataset.parquet")
+    encoder = {"name": "sentence_transformer", "backend": "torch", "batch_size": 32}
+    raw["data"]["modalities"] = {
+        "text": {"column": "text", "encoder": encoder | {"cache_top_layers": 1}}
+    }
+    data = validate_params(raw).data
+    passes = []
+    forward = BertModel.forward
+    monkeypatch.setattr(
+        BertModel, "forward", lambda self, *a, **k: passes.append(1) or forward(self, *a, **k)
+    )
+    embed(frame, read_splits(data_dir / "splits.parquet"), data, tmp_path / "features")
+    assert len(passes) == 3  # 80 texts, 32 a batch: each text went through the model once
+    monkeypatch.setattr(BertModel, "forward", forward)
+
+    vectors = load_features(tmp_path / "features", "text", frame["id"])
+    again = load_encoder(tmp_path / "features", "text", data.modalities["text"])
+    np.testing.assert_allclose(vectors, again.transform(frame[["text"]]), atol=1e-6)
+    cache = TokenCache.read(cache_dir(tmp_path / "features", "text"))
+    assert cache.final is not None and cache.final.shape == cache.states.shape

@@ -6,6 +6,7 @@ all-MiniLM-L6-v2 caching the states that enter its top 2 layers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ from safetensors.torch import load_file
 from synthetic import run_data_stages, synthetic_params, write_synthetic
 
 from multitune.config import Params, validate_params
-from multitune.data import load_features, read_dataset, read_meta, read_tasks
+from multitune.config.tasks import TokenClassificationTask
+from multitune.data import load_encoder, load_features, read_dataset, read_meta, read_tasks
 from multitune.embed.token_cache import STATES, TokenCache, cache_dir
 from multitune.errors import ConfigError
 from multitune.models.backbone import TextLayers
+from multitune.models.heads import TaskSpec
+from multitune.models.multitask import MultiTaskModel
 from multitune.training import TrainingData, load_model, predict, train
 from multitune.training.tokens import PackedTokens
 
@@ -177,3 +181,64 @@ def test_top_k_without_a_cache_or_beyond_it_says_what_to_set(
     _, raw_cached = project
     with pytest.raises(ConfigError, match=f"cache_top_layers is {CACHED}"):
         _params(raw_cached, {"name": "top_k", "layers": CACHED + 1})
+
+
+def test_the_cache_holds_the_final_token_states_beside_the_states_entering_the_layers(
+    project: tuple[Path, dict[str, Any]], st_model: Any
+) -> None:
+    data_dir, _ = project
+    features = data_dir / "features"
+    cache = TokenCache.read(cache_dir(features, "text"))
+    assert cache.final is not None and cache.final.dtype == np.float16
+    assert cache.final.shape == cache.states.shape
+    rows = np.arange(0, len(cache.ids), 25)
+    texts = read_dataset(data_dir / "dataset.parquet").set_index("id").loc[cache.ids[rows], "text"]
+    # The model's own token embeddings and sentence vectors, text by text.
+    tokens = st_model.encode(texts.tolist(), output_value="token_embeddings")
+    vectors = st_model.encode(texts.tolist())
+    for i, row in enumerate(rows):
+        final = cache.final[cache.offsets[row] : cache.offsets[row + 1]]
+        np.testing.assert_allclose(final, tokens[i].numpy(), rtol=2**-10, atol=2**-14)
+    stored = load_features(features, "text", cache.ids[rows])
+    np.testing.assert_allclose(stored, vectors, atol=1e-5)
+
+
+def test_a_frozen_backbone_reads_the_final_states_and_predicts_as_running_its_layers(
+    project: tuple[Path, dict[str, Any]],
+) -> None:
+    """A token task (and a sentence task, through the pooled vector) over a frozen backbone:
+    read from the cached final states (a step's path now), from the cached layers run again
+    on the cached states (the path before them), and from raw text in float32 (the served
+    model's path): the same predictions, within the float16 cache's rounding."""
+    data_dir, raw = project
+    params = _params(raw, {"name": "frozen"})
+    data = TrainingData.from_files(data_dir, params, "cpu")
+    words = TaskSpec(TokenClassificationTask(name="words", column="words"), ["B", "I", "O"])
+    torch.manual_seed(0)
+    model = MultiTaskModel(
+        params.model, data.modality_dims, [*data.tasks, words], data.token_caches
+    )
+    layers = model.backbone["text"]
+    layers.load_pretrained(data.token_caches["text"]["model"])
+    calls = []
+    layers._layers = lambda *a: calls.append(1) or TextLayers._layers(layers, *a)  # counted
+
+    rows = data.splits["test"]
+    new = predict(model, data.inputs(rows, ["text"]))
+    assert not calls  # nothing ran: the states were read
+    cached = data.tokens["text"][rows]
+    before = predict(model, data.inputs(rows) | {"text": replace(cached, final=None)})
+    assert calls
+    frame = read_dataset(data_dir / "dataset.parquet").set_index("id").loc[data.ids[rows.numpy()]]
+    encoder = load_encoder(data_dir / "features", "text", params.data.modalities["text"])
+    states, offsets = encoder.token_states(frame[["text"]], data.token_caches["text"]["layers"])
+    served = predict(
+        model, data.inputs(rows) | {"text": PackedTokens.from_arrays(states, offsets)}
+    )
+    lengths = cached.lengths
+    real = np.arange(new["words"].shape[1])[None, :] < lengths[:, None]  # not the padding
+    for other in (before, served):
+        np.testing.assert_allclose(new["topic"], other["topic"], atol=1e-4)
+        np.testing.assert_allclose(new["words"][real], other["words"][real], atol=1e-3)
+        agree = (new["words"].argmax(-1) == other["words"].argmax(-1))[real].mean()
+        assert agree > 0.99

@@ -44,7 +44,8 @@ class SentenceTransformerConfig(MethodConfig):
     backend: Literal["onnx", "torch"] = Field(
         default="onnx",
         description="Run the transformer in ONNX Runtime (faster on CPU; falls back to PyTorch "
-        "if the export or its check fails) or in PyTorch.",
+        "if the export or its check fails) or in PyTorch. With cache_top_layers, PyTorch: "
+        "one pass gives the vectors and the cached states.",
     )
     onnx_cache: str = Field(
         default="data/.cache/onnx",
@@ -118,20 +119,29 @@ class SentenceTransformerEncoder(Encoder):
         )
 
     def _token_runner(self) -> TokenRunner | None:
-        """ONNX Runtime's token embeddings where configured and verified, else None (torch)."""
+        """ONNX Runtime's token embeddings where configured and verified, else None (torch).
+
+        A modality that caches token states runs in PyTorch: its vectors come from the
+        PyTorch pass that caches them, and are served the same way."""
         if not self._backend_ready:
             self._backend_ready = True
-            if self.config.backend == "onnx":
+            if self.config.backend == "onnx" and not self.config.cache_top_layers:
                 from multitune.embed._onnx import onnx_tokens
 
                 self._tokens = onnx_tokens(self.model, Path(self.config.onnx_cache))
         return self._tokens
 
     def write_token_cache(
-        self, frame: pd.DataFrame, ids: np.ndarray, out_dir: Path
+        self,
+        frame: pd.DataFrame,
+        ids: np.ndarray,
+        out_dir: Path,
+        vectors: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Write the token states entering the top `cache_top_layers` layers (see
-        `multitune.embed.token_cache`); returns the cache's description for meta.json."""
+        """Write the token states entering the top `cache_top_layers` layers and the final
+        ones (see `multitune.embed.token_cache`); returns the cache's description for
+        meta.json. `vectors` (a writable `(rows, dim)` float32 array), if given, receives
+        the rows' pooled vectors from the same encoder pass (what `transform` gives)."""
         from multitune.embed.token_cache import write_token_cache
 
         return write_token_cache(
@@ -142,6 +152,7 @@ class SentenceTransformerEncoder(Encoder):
             out_dir,
             model_dir=str(self.model_path),
             batch_size=self.config.batch_size,
+            vectors=vectors,
         )
 
     def token_states(self, frame: pd.DataFrame, layers: int) -> tuple[np.ndarray, np.ndarray]:

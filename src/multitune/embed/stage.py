@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from multitune.config.data import DataConfig
@@ -127,32 +128,52 @@ def embed(
             encoder = ENCODERS.build(modality.encoder)
             encoder.fit(rows.take(columns, train[: encoder.fit_rows]))
             where: dict[str, Any] = {}
-            if encoder.identity and rows.path is not None:
+            if getattr(modality.encoder, "cache_top_layers", 0):
+                out = cache_dir(tmp, name)
+                where = {"token_cache": _write_with_cache(encoder, rows, columns, tmp, name)}
+                where["token_cache"]["path"] = out.name
+            elif encoder.identity and rows.path is not None:
                 # The dataset's column is the only copy: ingest stored it checked, float32.
                 where = {VECTORS: stored_vectors(rows.path, columns[0], out_dir)}
             else:
                 _write_vectors(encoder, rows, columns, feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))
             meta[name] = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"} | where
-            if getattr(modality.encoder, "cache_top_layers", 0):
-                out = cache_dir(tmp, name)
-                meta[name]["token_cache"] = encoder.write_token_cache(  # type: ignore[attr-defined]
-                    rows.whole(columns), rows.ids, out
-                ) | {"path": out.name}
             log.info("embedded %s: %s", name, meta[name])
         write_json(tmp / META, meta)
     return meta
 
 
-def _write_vectors(encoder: Encoder, rows: _Rows, columns: list[str], path: Path) -> None:
-    """Encode `rows` batch by batch into the feature file at `path`."""
-    writer: pq.ParquetWriter | None = None
-    start = 0
+def _write_with_cache(
+    encoder: Encoder, rows: _Rows, columns: list[str], tmp: Path, name: str
+) -> dict[str, Any]:
+    """A text modality that caches token states: one encoder pass writes the cache and the
+    pooled vectors (through a memory-mapped scratch file, so memory stays at one batch);
+    returns the cache's description."""
+    scratch = tmp / f".{name}.vectors.npy"
+    vectors = np.lib.format.open_memmap(
+        scratch, mode="w+", dtype=np.float32, shape=(len(rows.ids), encoder.dim)
+    )
     try:
-        for batch in rows.batches(columns):
-            vectors = encoder.transform(batch)
-            table = features_table(rows.ids[start : start + len(batch)], vectors)
-            start += len(batch)
+        info: dict[str, Any] = encoder.write_token_cache(  # type: ignore[attr-defined]
+            rows.whole(columns), rows.ids, cache_dir(tmp, name), vectors=vectors
+        )
+        tables = (
+            features_table(rows.ids[s : s + BATCH_ROWS], np.asarray(vectors[s : s + BATCH_ROWS]))
+            for s in range(0, len(rows.ids), BATCH_ROWS)
+        )
+        _write_table(feature_path(tmp, name), tables, rows.ids[:0], encoder.dim)
+    finally:
+        del vectors
+        scratch.unlink()
+    return info
+
+
+def _write_table(path: Path, tables: Iterator[pa.Table], no_ids: np.ndarray, dim: int) -> None:
+    """Write `tables` one after another into one Parquet file (an empty one if none)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
@@ -160,4 +181,16 @@ def _write_vectors(encoder: Encoder, rows: _Rows, columns: list[str], path: Path
         if writer is not None:
             writer.close()
     if writer is None:  # no rows: still a (empty) feature file
-        pq.write_table(features_table(rows.ids, np.zeros((0, encoder.dim), np.float32)), path)
+        pq.write_table(features_table(no_ids, np.zeros((0, dim), np.float32)), path)
+
+
+def _write_vectors(encoder: Encoder, rows: _Rows, columns: list[str], path: Path) -> None:
+    """Encode `rows` batch by batch into the feature file at `path`."""
+
+    def tables() -> Iterator[pa.Table]:
+        start = 0
+        for batch in rows.batches(columns):
+            yield features_table(rows.ids[start : start + len(batch)], encoder.transform(batch))
+            start += len(batch)
+
+    _write_table(path, tables(), rows.ids[:0], encoder.dim)

@@ -6,6 +6,9 @@ instead of the whole model every step (`multitune.models.backbone`).
 Layout of `data/features/<modality>.tokens/`:
 
 * `states.npy`: float16 `(total_tokens, hidden)`, every row's tokens packed row after row;
+* `final.npy`: float16, packed the same way: the states leaving the top layer (the encoder's
+  final token states), what a step reads where no layer trains (a frozen backbone under a
+  token task), so the cached layers never run again for it;
 * `offsets.npy`: int64 `(rows + 1,)`; row `i` holds `states[offsets[i]:offsets[i + 1]]`. This
   is the attention mask in packed form: a row attends to exactly its own tokens;
 * `words.npy`: int32 `(total_tokens,)`, for the first sub-word token of each whitespace-
@@ -13,8 +16,9 @@ Layout of `data/features/<modality>.tokens/`:
 * `ids.parquet`: the row ids, in the order of `offsets`;
 * `cache.json`: layers cached, the transformer's config, its pooling, sizes.
 
-Rows are computed in length-sorted batches and written into a memory-mapped `.npy`, so
-memory stays at one batch of states however large the table.
+Rows are computed in length-sorted batches and written into memory-mapped `.npy` files, so
+memory stays at one batch of states however large the table. One encoder pass per text gives
+the cached states, the final states and, where asked, the pooled sentence vectors.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from multitune.errors import DataError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-STATES, OFFSETS, WORDS, IDS, INFO = (
+STATES, FINAL, OFFSETS, WORDS, IDS, INFO = (
     "states.npy",
+    "final.npy",
     "offsets.npy",
     "words.npy",
     "ids.parquet",
@@ -105,13 +110,31 @@ def word_index(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One length-sorted batch of an encoder pass: its rows (text positions), their token
+    counts, and per token, packed row after row, the states entering the top `layers` layers
+    and leaving the last; the pooled sentence vectors where asked."""
+
+    rows: np.ndarray
+    lengths: np.ndarray
+    states: np.ndarray
+    final: np.ndarray | None
+    pooled: np.ndarray | None
+
+
 def _batches(
-    model: SentenceTransformer, texts: list[str], layers: int, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """`(rows, lengths, packed float32 states)` per length-sorted batch."""
+    model: SentenceTransformer,
+    texts: list[str],
+    layers: int,
+    batch_size: int,
+    final: bool = False,
+    pooled: bool = False,
+) -> Iterator[_Batch]:
+    """The encoder pass over `texts`, longest first, a batch at a time."""
     import torch
 
-    from multitune.embed._batches import token_lengths
+    from multitune.embed._batches import finish, token_lengths
 
     order = np.argsort(-token_lengths(model, texts), kind="stable")
     transformer = _transformer(model)
@@ -127,8 +150,16 @@ def _batches(
         with torch.inference_mode():
             hidden = transformer(**inputs, output_hidden_states=True).hidden_states
         mask = inputs["attention_mask"].bool()
-        states = hidden[-(layers + 1)][mask]  # entering layer L - layers; row after row
-        yield rows, mask.sum(1).cpu().numpy(), states.float().cpu().numpy()
+        entering = hidden[-(layers + 1)][mask].float().cpu().numpy()  # layer L - layers
+        last = hidden[-1].float().cpu().numpy() if final or pooled else None  # the model's
+        # token embeddings, pooled below as `encode_sorted` pools them
+        yield _Batch(
+            rows,
+            mask.sum(1).cpu().numpy(),
+            entering,
+            None if last is None or not final else last[mask.cpu().numpy()],
+            None if last is None or not pooled else finish(model, last, features),
+        )
 
 
 def write_token_cache(
@@ -140,10 +171,16 @@ def write_token_cache(
     model_dir: str,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Compute and write the cache of `texts` (rows in the order of `ids`) to `out_dir`.
 
     `model_dir` (the model's directory) is recorded: fine-tuning starts from its weights.
+
+    Args:
+        vectors: a writable `(len(texts), dim)` float32 array (a memory map, say): filled
+            with the texts' pooled sentence vectors from the same encoder pass, equal to
+            `encode_sorted`'s in PyTorch with the same `batch_size`.
 
     Returns:
         The cache's description (also in `cache.json`): layers, tokens, bytes, dtype.
@@ -154,17 +191,23 @@ def write_token_cache(
     lengths = token_lengths(model, texts)
     offsets = _offsets(lengths)
     out_dir.mkdir(parents=True)
-    states = np.lib.format.open_memmap(
-        out_dir / STATES, mode="w+", dtype=DTYPE, shape=(int(offsets[-1]), info["hidden"])
-    )
-    for rows, lens, packed in _batches(model, texts, layers, batch_size):
-        if not np.array_equal(lens, lengths[rows]):
+    shape = (int(offsets[-1]), info["hidden"])
+    states = np.lib.format.open_memmap(out_dir / STATES, mode="w+", dtype=DTYPE, shape=shape)
+    final = np.lib.format.open_memmap(out_dir / FINAL, mode="w+", dtype=DTYPE, shape=shape)
+    pooled = vectors is not None
+    for batch in _batches(model, texts, layers, batch_size, final=True, pooled=pooled):
+        if not np.array_equal(batch.lengths, lengths[batch.rows]):
             raise RuntimeError("tokenizer lengths differ between passes")  # a bug, not input
-        states[_destinations(offsets, rows, lens)] = packed
+        where = _destinations(offsets, batch.rows, batch.lengths)
+        states[where] = batch.states
+        final[where] = batch.final
+        if vectors is not None:
+            vectors[batch.rows] = batch.pooled
         if progress is not None:
-            progress(len(rows))
-    states.flush()
-    del states
+            progress(len(batch.rows))
+    for written in (states, final):
+        written.flush()
+    del states, final
     np.save(out_dir / OFFSETS, offsets)
     words = word_index(model, texts)
     if len(words) != offsets[-1]:
@@ -194,8 +237,8 @@ def token_states(
     offsets = _offsets(lengths)
     hidden = int(_transformer(model).config.hidden_size)
     states = np.empty((int(offsets[-1]), hidden), dtype=np.float32)
-    for rows, lens, packed in _batches(model, texts, layers, batch_size):
-        states[_destinations(offsets, rows, lens)] = packed
+    for batch in _batches(model, texts, layers, batch_size):
+        states[_destinations(offsets, batch.rows, batch.lengths)] = batch.states
     return states, offsets
 
 
@@ -215,13 +258,15 @@ def _destinations(offsets: np.ndarray, rows: np.ndarray, lens: np.ndarray) -> np
 
 @dataclass(frozen=True)
 class TokenCache:
-    """A token cache read back: memory-mapped states, offsets and ids, plus its description."""
+    """A token cache read back: memory-mapped states (entering the cached layers, and leaving
+    them where the cache holds them), offsets and ids, plus its description."""
 
     states: np.ndarray
     offsets: np.ndarray
     words: np.ndarray
     ids: np.ndarray
     info: dict[str, Any]
+    final: np.ndarray | None = None
 
     @classmethod
     def read(cls, directory: Path) -> TokenCache:
@@ -236,7 +281,9 @@ class TokenCache:
         offsets = np.load(directory / OFFSETS)
         words = np.load(directory / WORDS)
         ids = pq.read_table(directory / IDS).column("id").to_numpy(zero_copy_only=False)
-        return cls(states, offsets, words, ids, json.loads((directory / INFO).read_text()))
+        info = json.loads((directory / INFO).read_text())
+        final = np.load(directory / FINAL, mmap_mode="r") if (directory / FINAL).exists() else None
+        return cls(states, offsets, words, ids, info, final)
 
     def aligned(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`(states, offsets, words)` with rows in the order of `ids` (states in float16).
@@ -249,6 +296,29 @@ class TokenCache:
         Raises:
             DataError: some of `ids` are not in the cache.
         """
+        rows = self._rows(ids)
+        if rows is None:
+            return self.states, self.offsets, self.words
+        source, offsets = self._tokens(rows)
+        return np.ascontiguousarray(self.states[source]), offsets, self.words[source]
+
+    def aligned_final(self, ids: np.ndarray) -> np.ndarray | None:
+        """The final token states, packed as `aligned(ids)` packs the states entering the
+        layers (the memory-mapped file itself in the cache's own order); None when the cache
+        holds none (written before they were cached)."""
+        if self.final is None:
+            return None
+        rows = self._rows(ids)
+        if rows is None:
+            return self.final
+        return np.ascontiguousarray(self.final[self._tokens(rows)[0]])
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray | None:
+        """The cache's row of each of `ids`; None when `ids` are its rows in its order.
+
+        Raises:
+            DataError: some of `ids` are not in the cache.
+        """
         wanted = pa.array(np.asarray(ids, dtype=object), type=pa.string())
         index = pc.index_in(wanted, value_set=pa.array(self.ids, type=pa.string()))
         if index.null_count:
@@ -256,9 +326,9 @@ class TokenCache:
                 f"{index.null_count} row id(s) have no cached token states; run `dvc repro embed`"
             )
         rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
-        if np.array_equal(rows, np.arange(len(self.ids))):
-            return self.states, self.offsets, self.words
+        return None if np.array_equal(rows, np.arange(len(self.ids))) else rows
+
+    def _tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(where each token of `rows` lies in the cache, the offsets of `rows` packed)`."""
         lens = self.offsets[rows + 1] - self.offsets[rows]
-        source = _destinations(self.offsets, rows, lens)  # where each wanted token lies
-        offsets = _offsets(lens)
-        return np.ascontiguousarray(self.states[source]), offsets, self.words[source]
+        return _destinations(self.offsets, rows, lens), _offsets(lens)

@@ -6,6 +6,9 @@ cached (`multitune.embed.token_cache`), trains the top `layers` of them, and poo
 as the sentence-transformers model pools (mean over tokens, then L2 normalization where the
 model normalizes). Only those layers run per step: the rest of the transformer ran once, in
 the embed stage. Untrained, `top_k` reproduces the frozen vectors (up to the float16 cache).
+Where no layer trains (token tasks over a frozen backbone, the epochs before gradual
+unfreezing), nothing runs: a step reads the final token states the embed stage cached.
+Batch shapes come from token counts the host holds, so a step never waits for the device.
 
 This is the "freeze all but the top layers" recipe of Howard & Ruder (2018, "Universal
 Language Model Fine-tuning", sec. 3.2-3.3), with gradual unfreezing via `unfreeze_after`.
@@ -13,8 +16,11 @@ Language Model Fine-tuning", sec. 3.2-3.3), with gradual unfreezing via `unfreez
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -60,9 +66,46 @@ BackboneConfig = Annotated[Union[FrozenConfig, TopKConfig], Field(discriminator=
 class TokenInput(Protocol):
     """A batch of token states (`multitune.training.tokens.PackedTokens`)."""
 
-    def padded(self) -> tuple[Tensor, Tensor]:
-        """`(states (B, T, H) float32, mask (B, T) bool)`."""
+    @property
+    def lengths(self) -> np.ndarray:
+        """`(B,)` each row's token count, on the host."""
         ...
+
+    @property
+    def has_final(self) -> bool:
+        """Whether the final token states (leaving the top cached layer) are held."""
+        ...
+
+    def padded(self, final: bool = False) -> tuple[Tensor, Tensor]:
+        """`(states (B, T, H) float32, mask (B, T) bool)`; the final states if `final`."""
+        ...
+
+    def packed(self, final: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """`(states (N, H) float32, where (B, T) long, row (N,) long)`: the batch's tokens
+        without padding, each token's place in the padded layout, each token's row."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenStates:
+    """A batch's token states as token heads read them: padded, or packed without padding.
+
+    Attributes:
+        values: `(B, T, H)` padded; or `(N, H)`, the batch's N tokens row after row.
+        where: None when padded; else `(B, T)` long, the position in `values` of row b's
+            token t, N past the row's end.
+    """
+
+    values: Tensor
+    where: Tensor | None = None
+
+    def apply(self, head: Callable[[Tensor], Tensor]) -> Tensor:
+        """`(B, T, C)`: a per-token map `(..., H) -> (..., C)` (a token head) of every token.
+        Packed, it runs on the N tokens only; past a row's end the output is 0."""
+        out = head(self.values)
+        if self.where is None:
+            return out
+        return torch.cat([out, out.new_zeros(1, *out.shape[1:])])[self.where]
 
 
 class TextLayers(nn.Module):
@@ -118,33 +161,83 @@ class TextLayers(nn.Module):
         self.below.eval()
         return self
 
+    @property
+    def frozen(self) -> bool:
+        """Whether no layer trains now: none is trained, or the trained ones wait (gradual
+        unfreezing, a freezing policy)."""
+        return not any(p.requires_grad for p in self.top.parameters())
+
     def forward(self, states: Tensor, mask: Tensor) -> Tensor:
         """Pooled `(B, H)` sentence vectors from `(B, T, H)` states and a `(B, T)` mask."""
         return self.encode(states, mask)[1]
 
-    def encode(self, states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def run(self, tokens: TokenInput) -> tuple[TokenStates, Tensor]:
+        """`(token states after the top layer, pooled (B, H))` of a batch.
+
+        Frozen (`frozen`), the layers' output never changes: the final token states the
+        embed stage cached are read instead of computing them again (equal up to the float16
+        cache), packed, so that token heads run on the batch's tokens and not on padding.
+        Otherwise the layers run on the states entering them (`encode`), padded.
+        """
+        if self.frozen and tokens.has_final:
+            states, where, row = tokens.packed(final=True)
+            sums = states.new_zeros(where.shape[0], states.shape[1]).index_add_(0, row, states)
+            lengths = (where < len(states)).sum(1, keepdim=True)
+            return TokenStates(states, where), self._normalized(sums / lengths.clamp(min=1))
+        h, pooled = self.encode(*tokens.padded(), tokens.lengths)
+        return TokenStates(h), pooled
+
+    def encode(
+        self, states: Tensor, mask: Tensor, lengths: np.ndarray | None = None
+    ) -> tuple[Tensor, Tensor]:
         """`(token states (B, T, H) after the top layer, pooled (B, H))`.
 
         Rows run in groups of `chunk_rows` of similar length, each padded only to its own
         longest row: one long row no longer makes the whole batch pay for its padding.
         Padding is masked out of attention and pooling, so grouping does not change results.
+
+        Args:
+            states: `(B, T, H)` entering the first cached layer.
+            mask: `(B, T)` bool, the rows' tokens.
+            lengths: `(B,)` each row's token count, on the host, where the groups and their
+                widths come from; None: read from `mask` (on a GPU, a wait for the device).
         """
-        lengths = mask.sum(1)
-        order = torch.argsort(lengths)
+        if lengths is None:
+            lengths = mask.sum(1).cpu().numpy()
+        order = np.argsort(lengths, kind="stable")
+        # One copy queued to the device; the groups are views of it.
+        device_order = torch.from_numpy(order).to(states.device, non_blocking=True)
         h = torch.zeros_like(states)
-        for group in order.split(self.chunk_rows):
-            width = max(int(lengths[group].max()), 1)
-            h[group, :width] = self._layers(states[group, :width], mask[group, :width])
+        for start in range(0, len(order), self.chunk_rows):
+            group = device_order[start : start + self.chunk_rows]
+            group_lengths = lengths[order[start : start + self.chunk_rows]]
+            width = max(int(group_lengths.max()), 1)
+            padded = bool((group_lengths < width).any())
+            h[group, :width] = self._layers(states[group, :width], mask[group, :width], padded)
+        return h, self.pool(h, mask)
+
+    def pool(self, h: Tensor, mask: Tensor) -> Tensor:
+        """`(B, H)`: the mean of each row's token states, L2-normalized where the model
+        normalizes (as the sentence-transformers model pools)."""
         weights = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return h, F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+        return self._normalized((h * weights).sum(1) / weights.sum(1).clamp(min=1e-9))
 
-    def _layers(self, states: Tensor, mask: Tensor) -> Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
+    def _normalized(self, pooled: Tensor) -> Tensor:
+        return F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
 
-        attention = create_bidirectional_mask(
-            config=self.config, inputs_embeds=states, attention_mask=mask.long()
-        )
+    def _layers(self, states: Tensor, mask: Tensor, padded: bool) -> Tensor:
+        attention = None  # no padding (known on the host): no mask, as transformers skips it
+        if padded:
+            from transformers.masking_utils import create_bidirectional_mask
+
+            # Not left to transformers to find out whether there is padding: that reads the
+            # mask back from the device.
+            attention = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=states,
+                attention_mask=mask.long(),
+                allow_is_bidirectional_skip=False,
+            )
         h = states
         if len(self.below):
             with torch.no_grad():

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from torch import Tensor, nn
 
-from multitune.models.backbone import TextLayers, TokenInput, TopKConfig
+from multitune.models.backbone import TextLayers, TokenInput, TokenStates, TopKConfig
 from multitune.models.encoders import ModalityEncoder
 from multitune.models.fusion import FUSIONS
 from multitune.models.heads import TaskHead, TaskSpec, build_head
@@ -35,8 +35,8 @@ class MultiTaskModel(nn.Module):
     With `config.standardize`, each vector modality is first standardized with statistics
     of the train rows (`fit_inputs`). With `config.backbone` `top_k`, a text modality's input
     is its cached token states, run through the top transformer layers (`backbone`) before
-    its encoder. Token tasks read the token states those layers give (frozen layers when the
-    backbone is frozen), not the trunk.
+    its encoder. Token tasks read the token states those layers give, not the trunk; where no
+    layer trains, those are the final token states the embed stage cached (`TextLayers.run`).
 
     Args:
         config: the `model:` section.
@@ -131,15 +131,17 @@ class MultiTaskModel(nn.Module):
 
     def forward_all(self, features: Mapping[str, Tensor | TokenInput]) -> ModelOutput:
         """Raw outputs of every head plus the shared features."""
-        encoded, tokens = {}, {}
+        encoded: dict[str, Tensor] = {}
+        tokens: dict[str, TokenStates] = {}
         for m in self.modality_dims:
             x = features[m]
             if m in self.backbone:
                 layers = cast(TextLayers, self.backbone[m])
-                tokens[m], x = layers.encode(*cast(TokenInput, x).padded())
+                tokens[m], x = layers.run(cast(TokenInput, x))
             elif m in self.standardize:
                 x = self.standardize[m](x)
-            encoded[m] = self.encoders[m](x)
+            if self.trunk_tasks:  # else nothing reads the encodings
+                encoded[m] = self.encoders[m](x)
         outputs: dict[str, Tensor] = {}
         shared_features: list[Tensor] = []
         if self.trunk_tasks:
@@ -147,7 +149,7 @@ class MultiTaskModel(nn.Module):
             outputs = {t: self.heads[t](shared.per_task[t]) for t in self.trunk_tasks}
             shared_features = shared.features
         for t, m in self.token_tasks.items():
-            outputs[t] = self.heads[t](tokens[m])
+            outputs[t] = tokens[m].apply(self.heads[t])
         return ModelOutput({t: outputs[t] for t in self.task_names}, shared_features)
 
     def forward(self, features: Mapping[str, Tensor | TokenInput]) -> dict[str, Tensor]:

@@ -42,7 +42,8 @@ class TrainingData:
         labelled: task -> bool ``(n,)``, rows that carry a label for the task.
         splits: "train"/"val"/"test" -> long row indices.
         tokens: modality -> cached token states of every row (text modalities whose encoder
-            has `cache_top_layers`); what a `top_k` backbone reads instead of `features`.
+            has `cache_top_layers`), entering the cached layers and leaving them; what a
+            backbone (`top_k`, or frozen under a token task) reads instead of `features`.
         token_caches: modality -> the token cache's description (`cache.json`).
     """
 
@@ -81,9 +82,19 @@ class TrainingData:
         return int(self.labelled[task][self.splits["train"]].sum())
 
     def inputs(
-        self, idx: Tensor, token_modalities: Collection[str] = ()
+        self,
+        idx: Tensor,
+        token_modalities: Collection[str] = (),
+        rows: np.ndarray | Tensor | None = None,
     ) -> dict[str, Tensor | PackedTokens]:
         """The model's input for rows `idx`: vectors, or token states for `token_modalities`.
+
+        Args:
+            idx: row indices, on the data's device.
+            token_modalities: modalities whose input is their token states.
+            rows: the same indices on the host (a CPU tensor or NumPy array), where a batch of
+                token states takes its shapes from; None: `idx` itself (on a GPU, read back:
+                a wait for the device).
 
         Raises:
             ValueError: a modality in `token_modalities` has no cached token states.
@@ -91,8 +102,9 @@ class TrainingData:
         missing = [m for m in token_modalities if m not in self.tokens]
         if missing:
             raise ValueError(f"no cached token states for modality {', '.join(missing)}")
+        host = idx if rows is None else rows
         return {
-            m: self.tokens[m][idx] if m in token_modalities else f[idx]
+            m: self.tokens[m][host] if m in token_modalities else f[idx]
             for m, f in self.features.items()
         }
 
@@ -240,7 +252,7 @@ class TrainingData:
         for t in specs:
             if t.type == "token_classification":
                 m = token_modality(params.data, t.config)
-                token_words[t.name] = (words[m], tokens[m].offsets.numpy())
+                token_words[t.name] = (words[m], tokens[m].offsets)
         data = cls.from_arrays(features, specs, labels, split.to_numpy(), ids, device, token_words)
         return replace(
             data,
@@ -298,7 +310,8 @@ def _token_caches(
         if getattr(modality.encoder, "cache_top_layers", 0):
             cache = TokenCache.read(cache_dir(features_dir, name))
             states, offsets, words[name] = cache.aligned(ids)
-            tokens[name] = PackedTokens.from_arrays(states, offsets)
+            final = cache.aligned_final(ids)
+            tokens[name] = PackedTokens.from_arrays(states, offsets, final=final)
             caches[name] = cache.info
     return tokens, caches, words
 

@@ -156,16 +156,19 @@ def train(
         )
         clip_params = [p for p in model.parameters() if p.requires_grad]
         torch.manual_seed(seed * 7919 + epoch)  # dropout stream per epoch: resumable
-        order = sampler.epoch_order(
+        host_order = sampler.epoch_order(
             rows, cfg.batch_size, epoch, cfg.epochs, seed, steps=cfg.epoch_steps
-        ).to(data.device)
+        )
+        order, host_rows = host_order.to(data.device), host_order.numpy()
         model.train()
         total = torch.zeros(len(names), device=data.device)
         weights = torch.ones(len(names))
         n_steps = 0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            batch = data.inputs(idx, model.token_modalities)
+            # Token batches take their shapes from the host's copy of the rows: no step
+            # waits for the device.
+            batch = data.inputs(idx, model.token_modalities, host_rows[s : s + cfg.batch_size])
             if step_hook is not None:
                 step_hook(model, data)
             out = model.forward_all(batch)

@@ -35,7 +35,10 @@ def predict_rows(
     """`predict_tensors` of rows `idx` of `data`, gathered one batch at a time: never a copy
     of a whole split's features (a million-row train split's would be most of the matrix)."""
     tokens = model.token_modalities
-    return _predict(model, len(idx), lambda a, b: data.inputs(idx[a:b], tokens), batch_size)
+    host = idx.cpu().numpy()  # read once here, not once per batch
+    return _predict(
+        model, len(idx), lambda a, b: data.inputs(idx[a:b], tokens, host[a:b]), batch_size
+    )
 
 
 def _predict(

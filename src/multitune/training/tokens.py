@@ -1,4 +1,9 @@
-"""Token states as training data: packed on the device, padded per batch."""
+"""Token states as training data: packed on the device, padded per batch.
+
+The states stay on the device; which rows a batch holds and how long each is stay on the host
+(the offsets are host data before the states are ever copied), so a batch's shapes never
+depend on reading a device tensor back: a step queues its kernels without waiting.
+"""
 
 from __future__ import annotations
 
@@ -15,36 +20,57 @@ class PackedTokens:
     """A view of some rows of packed token states.
 
     Row `r` holds `states[offsets[r]:offsets[r + 1]]`; the view holds rows `rows`. Indexing a
-    view (by a row-index tensor or a slice) gives another view without copying states;
-    `padded` gathers a batch into the `(B, T, H)` layout the transformer layers read.
+    view (by row indices or a slice) gives another view without copying states; `padded`
+    gathers a batch into the `(B, T, H)` layout the transformer layers read.
 
     Attributes:
-        states: `(total_tokens, H)`, float16 (as cached) or float32.
-        offsets: `(n + 1,)` long.
-        rows: `(B,)` long, the rows of this view.
+        states: `(total_tokens, H)`, float16 (as cached) or float32, on the device: the states
+            entering the cached layers.
+        offsets: `(n + 1,)` int64, on the host.
+        rows: `(B,)` int64, on the host: the rows of this view.
+        final: `(total_tokens, H)` packed like `states`, or None: the states leaving the top
+            cached layer (the encoder's final token states), what a step reads when no layer
+            of the backbone trains.
     """
 
     states: Tensor
-    offsets: Tensor
-    rows: Tensor
+    offsets: np.ndarray
+    rows: np.ndarray
+    final: Tensor | None = None
 
     @classmethod
     def from_arrays(
-        cls, states: np.ndarray, offsets: np.ndarray, device: torch.device | str = "cpu"
+        cls,
+        states: np.ndarray,
+        offsets: np.ndarray,
+        device: torch.device | str = "cpu",
+        final: np.ndarray | None = None,
     ) -> PackedTokens:
         """All rows of packed arrays (as `multitune.embed.token_cache` writes them)."""
-        offsets_t = torch.as_tensor(np.asarray(offsets, dtype=np.int64))
-        rows = torch.arange(len(offsets_t) - 1)
-        with warnings.catch_warnings():  # a read-only memory map is shared, never written
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            states_t = torch.as_tensor(states)
-        return cls(states_t, offsets_t, rows).to(device)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        rows = np.arange(len(offsets) - 1, dtype=np.int64)
+        tokens = cls(_tensor(states), offsets, rows, None if final is None else _tensor(final))
+        return tokens.to(device)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: Tensor | slice) -> PackedTokens:
+    def __getitem__(self, index: np.ndarray | Tensor | slice) -> PackedTokens:
+        """The view of rows `rows[index]`. Index by host data (a slice, a NumPy array, a CPU
+        tensor): a device tensor must be read back first, which waits for the device."""
+        if isinstance(index, Tensor):
+            index = index.numpy() if index.device.type == "cpu" else index.cpu().numpy()
         return replace(self, rows=self.rows[index])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """`(B,)` int64 on the host: each row's token count."""
+        return self.offsets[self.rows + 1] - self.offsets[self.rows]  # type: ignore[no-any-return]
+
+    @property
+    def has_final(self) -> bool:
+        """Whether the final token states are held (what `packed(final=True)` reads)."""
+        return self.final is not None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -58,23 +84,68 @@ class PackedTokens:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the states and offsets."""
-        return int(self.states.numel() * self.states.element_size() + self.offsets.numel() * 8)
+        """Bytes of the states (entering and final) and offsets."""
+        tensors = [t for t in (self.states, self.final) if t is not None]
+        return int(sum(t.numel() * t.element_size() for t in tensors) + self.offsets.nbytes)
 
     def to(self, device: torch.device | str) -> PackedTokens:
         """A copy on `device` (self if already there)."""
         device = torch.device(device)
         if self.device == device:
             return self
-        return PackedTokens(self.states.to(device), self.offsets.to(device), self.rows.to(device))
+        final = None if self.final is None else self.final.to(device)
+        return replace(self, states=self.states.to(device), final=final)
 
-    def padded(self) -> tuple[Tensor, Tensor]:
-        """`(states (B, T, H) float32, mask (B, T) bool)`, T the longest row of the batch."""
-        start = self.offsets[self.rows]
-        lengths = self.offsets[self.rows + 1] - start
-        width = max(int(lengths.max()), 1) if len(self.rows) else 1
+    def packed(self, final: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's tokens without padding: `(states (N, H) float32, where (B, T) long,
+        row (N,) long)`.
+
+        `states` holds the rows' N tokens row after row (the final states if `final`, else
+        those entering the layers); `where[b, t]` is the position of row b's token t among
+        them, N past the row's end (T the longest row); `row` is each token's row. Every
+        index comes from the host's offsets, copied without waiting for the device.
+        """
+        source = self._source(final)
+        lengths = self.lengths
+        n, width = int(lengths.sum()), max(int(lengths.max(initial=0)), 1)
+        ends = np.cumsum(lengths)
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        position = self.offsets[self.rows][row] + np.arange(n) - (ends - lengths)[row]
+        index, row_t = to_device(np.stack([position, row]), self.device)
+        first, length = to_device(np.stack([ends - lengths, lengths]), self.device)
         pos = torch.arange(width, device=self.device)
-        mask = pos.unsqueeze(0) < lengths.unsqueeze(1)
-        index = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=max(len(self.states) - 1, 0))
-        states = self.states[index].float() * mask.unsqueeze(-1)
-        return states, mask
+        where = (first.unsqueeze(1) + pos).masked_fill(pos >= length.unsqueeze(1), n)
+        return source.index_select(0, index).float(), where, row_t
+
+    def padded(self, final: bool = False) -> tuple[Tensor, Tensor]:
+        """`(states (B, T, H) float32, mask (B, T) bool)`, T the longest row of the batch.
+
+        Args:
+            final: gather the final token states instead of those entering the layers.
+        """
+        source = self._source(final)
+        lengths = self.lengths
+        width = max(int(lengths.max(initial=0)), 1)  # host data: no wait for the device
+        start, length = to_device(np.stack([self.offsets[self.rows], lengths]), self.device)
+        pos = torch.arange(width, device=self.device)
+        mask = pos.unsqueeze(0) < length.unsqueeze(1)
+        index = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=max(len(source) - 1, 0))
+        return source[index].float() * mask.unsqueeze(-1), mask
+
+    def _source(self, final: bool) -> Tensor:
+        source = self.final if final else self.states
+        if source is None:
+            raise ValueError("these token states hold no final states (an older token cache)")
+        return source
+
+
+def to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host array as a tensor on `device`, copied without waiting for the device (the copy
+    is queued on the current stream; a CPU "copy" shares the array's memory)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+
+
+def _tensor(array: np.ndarray) -> Tensor:
+    with warnings.catch_warnings():  # a read-only memory map is shared, never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array)
