@@ -6,21 +6,29 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 
 from multitune.errors import UserError
+from multitune.io import no_space_error
 
 console = Console(stderr=True, highlight=False)
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run an entry point: a `UserError` becomes one line on stderr and a non-zero exit."""
+    """Run an entry point: a `UserError` becomes one line on stderr and a non-zero exit.
+
+    So do the faults a user meets rather than makes, however deep they are raised: a full
+    disk (`OSError` ENOSPC/EDQUOT anywhere in the error's chain, or under the SQLite
+    tracking store) and a tracking server that stopped answering mid-stage
+    (`multitune.tracking.connection.lost_server`). Anything else keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -28,10 +36,32 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-            sys.exit(err.exit_code)
+            _fail(err)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             sys.exit(130)
+        except Exception as err:
+            explained = _fault(err)
+            if explained is None:
+                raise
+            logger.debug("%s", explained, exc_info=err)
+            _fail(explained)
 
     return wrapper
+
+
+def _fail(err: UserError) -> NoReturn:
+    console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+    sys.exit(err.exit_code)
+
+
+def _fault(err: Exception) -> UserError | None:
+    """The user-facing fault behind an unexpected error, if it is one we know."""
+    full = no_space_error(err)
+    if full is not None:
+        return full
+    if "mlflow" not in sys.modules:  # no tracking store was opened: none failed
+        return None
+    from multitune.tracking.connection import full_store, lost_server
+
+    return full_store(err) or lost_server(err)

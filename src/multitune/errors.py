@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """A mistake in the user's input: params, data, environment.
@@ -19,3 +21,50 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The input table or a derived artifact is not what the params describe."""
+
+
+class NoSpaceError(UserError):
+    """The disk (or the user's quota) filled up while an output was being written.
+
+    Attributes:
+        target: The output that could not be written.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(f"no space left on device writing {target}: free some space and rerun")
+
+    def __reduce__(self) -> tuple[type[NoSpaceError], tuple[str]]:
+        return type(self), (self.target,)  # raised in a worker, unpickled in the driver
+
+
+class TrackingServerLost(UserError):
+    """The MLflow tracking server stopped answering while a stage was running.
+
+    Attributes:
+        uri: The server's URI.
+    """
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri, self.reason = uri, reason
+        super().__init__(
+            f"the tracking server {uri} stopped answering ({reason}): restart it and rerun "
+            "the stage; runs that finished are read back, not retrained"
+        )
+
+    def __reduce__(self) -> tuple[type[TrackingServerLost], tuple[str, str]]:
+        return type(self), (self.uri, self.reason)
+
+
+def error_chain(err: BaseException) -> Iterator[BaseException]:
+    """`err` and every error it was raised from or while handling (`__cause__` and
+    `__context__`, both followed), each once, nearest first."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        at = todo.pop(0)
+        if id(at) in seen:
+            continue
+        seen.add(id(at))
+        yield at
+        todo += [e for e in (at.__cause__, at.__context__) if e is not None]

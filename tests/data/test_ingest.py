@@ -114,6 +114,10 @@ def test_id_column_is_used_and_checked(tmp_path: Path) -> None:
             "binary task 't3' needs exactly 2 classes",
         ),
         (
+            lambda raw, f: raw["tasks"][1].update(class_weights={"sport": 2.0}),
+            "tasks.topic.class_weights: sport not a class of column 'topic'",
+        ),
+        (
             lambda raw, f: f.__setitem__("sentiment", None),
             "tasks[0] (sentiment): column 'sentiment' holds no labels",
         ),

@@ -11,6 +11,7 @@ import torch
 
 from multitune.config import Params, validate_params
 from multitune.config.final import ReferenceConfig
+from multitune.errors import DataError
 from multitune.final.reference import fit_reference
 from multitune.final.selection import (
     LINEAR,
@@ -90,6 +91,12 @@ def test_one_unit_or_rare_classes_fall_back_with_a_stated_note() -> None:
     folds, notes = make_folds(data, np.arange(N), "small", 3, seed=0)
     assert len(folds) == 3
     assert any("(d) have fewer labelled train+val rows than 3 folds" in n for n in notes)
+
+
+def test_more_folds_than_rows_is_refused_naming_the_key() -> None:
+    data, _ = _data()
+    with pytest.raises(DataError, match=r"final\.selection\.folds: 1000 folds, but train\+val"):
+        make_folds(data, np.arange(N), "small", 1000, seed=0)
 
 
 def test_small_tasks_are_those_with_few_labelled_val_rows() -> None:

@@ -21,6 +21,7 @@ from multitune.tuning import run_baselines, run_sweep
 from multitune.tuning.cluster import ClusterInfo, NodeInfo, check_multi_node
 from multitune.tuning.state import restore_backups
 
+from .kill import all_runs, finished_children, killed, ready_to_kill, run_stage, stage_command
 from .project import tiny_params, write_project
 
 
@@ -231,39 +232,6 @@ def test_the_shared_storage_probe_sees_a_local_path(local_ray: Any, tmp_path: Pa
     assert _nodes_not_seeing(describe(), tmp_path) == []
 
 
-def _finished_children(db: Path) -> dict[str, Any]:
-    client = MlflowClient(f"sqlite:///{db}")
-    experiment = client.get_experiment_by_name("tests")
-    if experiment is None:
-        return {}
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    return {
-        r.data.tags["trial_id"]: r
-        for r in runs
-        if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"
-    }
-
-
-def _saved_trials(storage: Path) -> list[Any]:
-    """The trials of Tune's saved experiment state ([] before the first snapshot)."""
-    from ray import tune
-
-    for experiment in storage.glob("sweep-*"):
-        if experiment.is_dir() and list(experiment.glob("experiment_state-*.json")):
-            try:
-                return list(tune.ExperimentAnalysis(str(experiment)).trials)
-            except Exception:  # being written right now
-                return []
-    return []
-
-
-def _ready_to_kill(storage: Path) -> bool:
-    """A trial has finished and another, unfinished, has a checkpoint saved."""
-    trials = _saved_trials(storage)
-    done = any(t.status == "TERMINATED" for t in trials)
-    return done and any(t.status != "TERMINATED" and t.checkpoint for t in trials)
-
-
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
     baselines: Any, project: Path
@@ -272,49 +240,48 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
 
     raw = tiny_params(project)
     raw["mlflow"] = {"tracking_uri": "sqlite:///resume.db", "experiment": "tests"}
-    raw["train"]["epochs"] = 6
+    # Epochs enough that a trial checkpoints (every 3rd epoch) several times, each second
+    # checkpoint forcing a state snapshot: the kill always finds a finished trial beside an
+    # unfinished one in the saved state, however loaded the machine.
+    raw["train"] |= {"epochs": 30, "patience": 30}
     raw["sweep"] |= {"num_samples": 6, "storage_path": "resume_results"}
     raw["sweep"]["scheduler"] = {"name": "none"}
     (project / "resume.yaml").write_text(json.dumps(raw))
-    script = Path(__file__).parents[2] / "pipeline" / "sweep.py"
-    cmd = [sys.executable, str(script), "--params", "resume.yaml", "--out", "results/resume"]
+    cmd = stage_command("sweep", "resume.yaml", "results/resume")
     db = project / "resume.db"
+    storage = project / "resume_results"
 
-    first = subprocess.Popen(cmd, cwd=project, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not _ready_to_kill(project / "resume_results") and first.poll() is None:
-        assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(0.5)
-    first.kill()  # the driver dies mid-sweep (SIGKILL: no cleanup)
-    first.wait()
-    assert first.returncode != 0, "the sweep ended before it could be interrupted"
-    time.sleep(1)
-    (experiment,) = [p for p in (project / "resume_results").iterdir() if p.is_dir()]
-    restore_backups(experiment)  # as the resumed sweep does: a kill may truncate a state file
-    saved = tune.ExperimentAnalysis(str(experiment)).trials
-    done_before = {t.trial_id for t in saved if t.status == "TERMINATED"}
-    runs_before = _finished_children(db)
-    assert done_before and len(done_before) < 6
-    # The race a kill can hit: Tune deleted the checkpoint its last snapshot points at
-    # (num_to_keep) and died before the next snapshot. That trial must still finish.
-    lost = next(t for t in saved if t.status != "TERMINATED" and t.checkpoint)
-    shutil.rmtree(lost.checkpoint.path)
+    # The driver dies mid-sweep (SIGKILL: no cleanup).
+    with killed(cmd, project, lambda: ready_to_kill(storage, "sweep")):
+        (experiment,) = [p for p in storage.iterdir() if p.is_dir()]
+        restore_backups(experiment)  # as the resumed sweep does: a kill may truncate a file
+        saved = tune.ExperimentAnalysis(str(experiment)).trials
+        done_before = {t.trial_id for t in saved if t.status == "TERMINATED"}
+        runs_before = finished_children(db)
+        assert done_before and len(done_before) < 6
+        # The race a kill can hit: Tune deleted the checkpoint its last snapshot points at
+        # (num_to_keep) and died before the next snapshot. That trial must still finish.
+        lost = next(t for t in saved if t.status != "TERMINATED" and t.checkpoint)
+        shutil.rmtree(lost.checkpoint.path)  # type: ignore[union-attr]
 
-    second = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300)
+        second, seconds = run_stage(
+            cmd, project, (project / "results/resume/trials.parquet").exists
+        )
     assert second.returncode == 0, second.stderr
     assert "(resumed)" in second.stderr
 
     trials = pd.read_parquet(project / "results/resume/trials.parquet")
     assert len(trials) == 6 and trials["trial_id"].is_unique
-    runs_after = _finished_children(db)
+    runs_after = finished_children(db)
     assert set(runs_after) == set(trials["trial_id"]), (
         trials[["trial_id", "status", "error"]].to_string() + "\n" + second.stderr[-4000:]
     )
-    client = MlflowClient(f"sqlite:///{db}")
+    runs = all_runs(db)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"], "left RUNNING"
     children = [
         r
-        for r in client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-        if "mlflow.parentRunId" in r.data.tags
+        for r in runs
+        if "mlflow.parentRunId" in r.data.tags and r.info.lifecycle_stage == "active"
     ]
     assert len(children) == 6  # one run per trial, however often the driver started
     assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
@@ -322,4 +289,11 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
     assert f"trial {lost.trial_id}: checkpoint" in second.stderr  # said what it repaired
     for trial_id in done_before:  # finished before the kill: not run again
         assert runs_after[trial_id].info.end_time == runs_before[trial_id].info.end_time
-    print(f"resume: {len(done_before)} finished before the kill, 6 after, 6 runs")
+    retrained = [
+        t for t in runs_before if runs_after[t].info.end_time != runs_before[t].info.end_time
+    ]
+    assert not retrained
+    print(
+        f"sweep resume: {len(runs_before)} finished before the kill, {len(runs_after)} after, "
+        f"{len(runs)} runs, {len(retrained)} retrained; rerun {seconds:.0f} s"
+    )

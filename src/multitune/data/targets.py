@@ -115,6 +115,12 @@ def resolve_task(series: pd.Series, task: TaskConfig) -> TaskInfo:
             f"binary task '{task.name}' needs exactly 2 classes, column '{task.column}' holds "
             f"{len(classes)}: {', '.join(classes[:10])}; use type: classification"
         )
+    weights = getattr(task, "class_weights", None)
+    if isinstance(weights, dict) and (unknown := sorted(set(weights) - set(classes))):
+        raise DataError(
+            f"tasks.{task.name}.class_weights: {', '.join(unknown)} not a class of column "
+            f"'{task.column}' (classes: {', '.join(classes[:10])}); fix the class names"
+        )
     return TaskInfo(task.model_copy(update={"classes": classes}), classes, n)
 
 

@@ -35,9 +35,9 @@ import pandas as pd
 from multitune.config import Params
 from multitune.config.final import GroupingConfig
 from multitune.errors import ConfigError
-from multitune.final.protocol import Record, Trained, compare_sides, offline_record
+from multitune.final.protocol import Trained, compare_sides
 from multitune.final.reference import ReferenceResult
-from multitune.final.runs import RunJob, fit_all
+from multitune.final.runs import Record, Reuse, RunJob, offline_record, run_all
 from multitune.final.scoring import SeedRun
 from multitune.report import Comparison
 from multitune.training import TrainingData
@@ -290,6 +290,7 @@ def verify_groupings(
     seeds: Sequence[int],
     *,
     record: Record = offline_record,
+    reuse: Reuse | None = None,
     workers: int = 1,
     on_done: Callable[[RunJob], None] | None = None,
 ) -> GroupingResult:
@@ -305,6 +306,7 @@ def verify_groupings(
         reference: The linear reference (the single-task side where chosen).
         seeds: The final seeds (as `trained`'s).
         record: Turns a finished run into its record (the stage logs it).
+        reuse: Finds a group run that already finished (a resumed stage): not retrained.
         workers: Runs at once.
         on_done: Called as each run finishes.
     """
@@ -319,10 +321,16 @@ def verify_groupings(
     ]
     start = time.perf_counter()
     group_runs: dict[tuple[str, ...], list[SeedRun]] = {}
-    for job, fitted in fit_all(
-        jobs, data, workers=workers, threads=params.final.threads, on_done=on_done
+    for job, rec in run_all(
+        jobs,
+        data,
+        record=record,
+        reuse=reuse,
+        workers=workers,
+        threads=params.final.threads,
+        on_done=on_done,
     ):
-        group_runs.setdefault(tuple(job.tasks or ()), []).append(record(job, fitted))
+        group_runs.setdefault(tuple(job.tasks or ()), []).append(rec)
     for runs in group_runs.values():
         runs.sort(key=lambda r: r.seed)
     seconds = time.perf_counter() - start
@@ -349,7 +357,11 @@ def verify_groupings(
                 test=compare_sides(params, data, units, as_multi, reference),
             )
         )
-    chosen, why = choose(verified, alone, val_confidence)
+    # All in one is measured whatever `apart` says (it is the stage's multi-task model), but
+    # only a grouping the rules allow can ship; each alone is always the fallback.
+    chosen, why = choose(
+        [v for v in verified if _allowed(v.candidate.groups, cfg)], alone, val_confidence
+    )
     return GroupingResult(
         trained.affinity,
         candidates,

@@ -9,7 +9,7 @@ to MLflow (`multitune.final.runs.log_run`), `offline_record` keeps it in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,14 @@ import pandas as pd
 
 from multitune.config import Params
 from multitune.final.reference import ReferenceResult
-from multitune.final.runs import Fitted, RunJob, fit_all, mean_metrics, run_name, seed_run
+from multitune.final.runs import (
+    Record,
+    Reuse,
+    RunJob,
+    mean_metrics,
+    offline_record,
+    run_all,
+)
 from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.selection import LINEAR, Selection, SideChoice, choose_on_validation
 from multitune.final.transfer import transfer_jobs
@@ -27,18 +34,10 @@ from multitune.report.stats import dm_pairs_from
 from multitune.training import TrainingData
 from multitune.training.metrics import delta_m, primary_metric
 
-Record = Callable[[RunJob, Fitted], SeedRun]
-"""Turns a finished run into its record (and logs it, in the final stage)."""
-
 
 def delta_m_percent(mt: Any, st: Any) -> float:
     """The training library's Δm (a fraction) in percent, as the report shows it."""
     return 100.0 * delta_m(mt, st)
-
-
-def offline_record(job: RunJob, fitted: Fitted) -> SeedRun:
-    """A run's record without a tracking store (its run id is its name)."""
-    return seed_run(job, fitted, run_name(job, list(fitted.result.info["tasks"])))
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,7 @@ def train_sides(
     seeds: Sequence[int],
     *,
     record: Record = offline_record,
+    reuse: Reuse | None = None,
     reference_run_id: str = "reference",
     workers: int = 1,
     on_done: Callable[[RunJob], None] | None = None,
@@ -114,7 +114,9 @@ def train_sides(
     then takes the better on validation of its network (mean over seeds) and the linear
     reference; the multi-task runs stop early against the chosen sides' validation metrics.
     With `affinity_every`, the first seed's multi-task run also measures TAG's lookahead
-    affinity (`multitune.training.affinity`), which leaves its training unchanged.
+    affinity (`multitune.training.affinity`), which leaves its training unchanged. A run that
+    `reuse` finds finished (a resumed stage) is read back, not trained; `record` turns each
+    trained one into its record.
     """
     cfg, names = params.final, data.task_names
     threads = cfg.threads
@@ -128,8 +130,19 @@ def train_sides(
         first += transfer_jobs(selection.multi, names, cfg.transfer, seeds[0])
     network: dict[str, list[SeedRun]] = {t: [] for t in names}
     transfer: dict[tuple[str, ...], SeedRun] = {}
-    for job, fitted in fit_all(first, data, workers=workers, threads=threads, on_done=on_done):
-        rec = record(job, fitted)
+
+    def run(jobs: list[RunJob]) -> Iterator[tuple[RunJob, SeedRun]]:
+        return run_all(
+            jobs,
+            data,
+            record=record,
+            reuse=reuse,
+            workers=workers,
+            threads=threads,
+            on_done=on_done,
+        )
+
+    for job, rec in run(first):
         if job.kind == "single":
             network[job.key[1]].append(rec)
         else:
@@ -166,12 +179,10 @@ def train_sides(
         for s in seeds
     ]
     multi, affinity = [], None
-    for job, fitted in fit_all(
-        multi_jobs, data, workers=workers, threads=threads, on_done=on_done
-    ):
-        multi.append(record(job, fitted))
-        if fitted.affinity is not None:
-            affinity = pd.DataFrame(fitted.affinity, index=names, columns=names)
+    for _, rec in run(multi_jobs):
+        multi.append(rec)
+        if rec.affinity is not None:
+            affinity = pd.DataFrame(rec.affinity, index=names, columns=names)
     multi.sort(key=lambda r: r.seed)
     return Trained(multi, network, single, sides, transfer, baseline_val, affinity)
 

@@ -3,14 +3,20 @@ MLflow child run of the final stage's run.
 
 Training is pure (`fit`): a worker trains and predicts the test split, and the driver logs
 what it returns, so only the driver talks to the tracking store. With ``workers=1``
-everything runs in this process.
+everything runs in this process. `run_all` asks first whether a job's run already finished
+(a killed stage resumed: `multitune.final.resume`) and trains only the others.
+
+Each logged run carries its record as an artifact (`record/`: `record.json` and the
+predictions as `.npz`, `write_record`), so a finished run can be read back exactly.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -144,6 +150,42 @@ def fit_all(
             raise
 
 
+Record = Callable[[RunJob, Fitted], SeedRun]
+"""Turns a finished run into its record (and logs it, in the final stage)."""
+
+Reuse = Callable[[RunJob], SeedRun | None]
+"""The record of a job's run that already finished (a resumed stage), or None: train it."""
+
+
+def run_all(
+    jobs: Sequence[RunJob],
+    data: TrainingData,
+    *,
+    record: Record | None = None,
+    reuse: Reuse | None = None,
+    workers: int,
+    threads: int | None,
+    on_done: Callable[[RunJob], None] | None = None,
+) -> Iterator[tuple[RunJob, SeedRun]]:
+    """Each job's record: read back where `reuse` finds its finished run, else trained
+    (`fit_all`) and turned into a record by `record` (default `offline_record`)."""
+    record = record or offline_record
+    fresh = []
+    for job in jobs:
+        found = reuse(job) if reuse is not None else None
+        if found is None:
+            fresh.append(job)
+        else:
+            yield job, found
+    for job, fitted in fit_all(fresh, data, workers=workers, threads=threads, on_done=on_done):
+        yield job, record(job, fitted)
+
+
+def offline_record(job: RunJob, fitted: Fitted) -> SeedRun:
+    """A run's record without a tracking store (its run id is its name)."""
+    return seed_run(job, fitted, run_name(job, list(fitted.result.info["tasks"])))
+
+
 def _history_metrics(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     out = []
     for h in history:
@@ -210,8 +252,12 @@ def log_run(
                 "converged": float(result.converged),
             }
         )
+        run = seed_run(job, fitted, handle.run_id)
+        with tempfile.TemporaryDirectory(prefix="multitune-record-") as tmp:
+            handle.log_artifacts(write_record(run, Path(tmp) / "record"), "record")
         if save_to is not None:
             result.save(save_to)
+            handle.log_artifacts(save_to, "model")
     except BaseException as err:
         handle.end("FAILED", error=f"{type(err).__name__}: {err}")
         raise
@@ -222,7 +268,7 @@ def log_run(
             handle.run_id,
             job.params.train.epochs,
         )
-    return seed_run(job, fitted, handle.run_id)
+    return run
 
 
 def seed_run(job: RunJob, fitted: Fitted, run_id: str) -> SeedRun:
@@ -242,7 +288,58 @@ def seed_run(job: RunJob, fitted: Fitted, run_id: str) -> SeedRun:
         steps=result.steps_run,
         best_step=result.best_step,
         converged=result.converged,
+        affinity=fitted.affinity,
     )
+
+
+_SCALARS = ("run_id", "kind", "seed", "epochs_run", "steps", "best_step", "converged")
+
+
+def write_record(run: SeedRun, directory: Path) -> Path:
+    """Write `run` to `directory` (JSON, and its predictions as `.npz`: no pickle), exactly
+    as `read_record` reads it back."""
+    directory.mkdir(parents=True)
+    meta = {name: getattr(run, name) for name in _SCALARS}
+    meta |= {
+        "tasks": list(run.tasks),
+        "history": run.history,
+        "test_metrics": run.test_metrics,
+        "val_metrics": run.val_metrics,
+    }
+    (directory / "record.json").write_text(json.dumps(meta, default=_plain))
+    for split in ("test", "val"):
+        arrays: dict[str, Any] = dict(run.predictions(split))
+        np.savez(directory / f"{split}.npz", allow_pickle=False, **arrays)
+    if run.affinity is not None:
+        np.save(directory / "affinity.npy", run.affinity)
+    return directory
+
+
+def read_record(directory: Path) -> SeedRun:
+    """The run `write_record` wrote to `directory`."""
+    meta = json.loads((directory / "record.json").read_text())
+    preds = {}
+    for split in ("test", "val"):
+        with np.load(directory / f"{split}.npz", allow_pickle=False) as npz:
+            preds[split] = {k: npz[k] for k in npz.files}
+    affinity = directory / "affinity.npy"
+    return SeedRun(
+        **{name: meta[name] for name in _SCALARS},
+        tasks=tuple(meta["tasks"]),
+        history=meta["history"],
+        test_metrics=meta["test_metrics"],
+        val_metrics=meta["val_metrics"],
+        test_pred=preds["test"],
+        val_pred=preds["val"],
+        affinity=np.load(affinity, allow_pickle=False) if affinity.exists() else None,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays in a history (exact: float64 round-trips)."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
 def mean_metrics(runs: Sequence[SeedRun], task: str, split: str) -> dict[str, float]:

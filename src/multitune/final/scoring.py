@@ -38,7 +38,8 @@ class SplitTargets:
 
 @dataclass(frozen=True)
 class SeedRun:
-    """One final training run: which tasks, which seed, its MLflow run and test predictions."""
+    """One final training run: which tasks, which seed, its MLflow run, its validation and
+    test predictions and, for the run that measured it, TAG's affinity over its tasks."""
 
     run_id: str
     kind: str
@@ -53,6 +54,7 @@ class SeedRun:
     best_step: int | None = None
     converged: bool | None = None
     val_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    affinity: np.ndarray | None = None
 
     def predictions(self, split: str) -> dict[str, np.ndarray]:
         """Predictions for every row of the `test` or `val` split, by task."""

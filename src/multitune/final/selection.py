@@ -32,7 +32,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -42,8 +42,10 @@ from torch import Tensor
 
 from multitune.config import Params
 from multitune.config.final import FinalConfig
+from multitune.errors import DataError
 from multitune.final.reference import ReferenceResult, fit_reference
-from multitune.final.runs import RunJob, fit_all
+from multitune.final.runs import Record, Reuse, RunJob, run_all
+from multitune.final.scoring import SeedRun
 from multitune.training import TrainingData
 from multitune.training.metrics import higher_is_better, objective, primary_metric
 
@@ -105,6 +107,27 @@ class Selection:
     cv_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Runs:
+    """Runs the cross-validation's jobs (`run_all`) the same way for both sides."""
+
+    data: TrainingData
+    workers: int
+    threads: int | None
+    record: Record | None
+    reuse: Reuse | None
+
+    def __call__(self, jobs: Sequence[RunJob]) -> Iterator[tuple[RunJob, SeedRun]]:
+        return run_all(
+            jobs,
+            self.data,
+            record=self.record,
+            reuse=self.reuse,
+            workers=self.workers,
+            threads=self.threads,
+        )
+
+
 def small_tasks(data: TrainingData, max_val_rows: int) -> list[str]:
     """Tasks with fewer labelled validation rows than `max_val_rows`, in task order."""
     val = data.splits["val"]
@@ -134,6 +157,11 @@ def make_folds(
         y[labelled] = data.targets[stratify].cpu().numpy()[rows][labelled].astype(np.int64)
     else:
         y[labelled] = 0
+    if len(rows) < folds:
+        raise DataError(
+            f"final.selection.folds: {folds} folds, but train+val holds {len(rows)} rows; lower "
+            "final.selection.folds (>= 3) or set final.selection.enabled: false"
+        )
     groups = units[rows]
     notes: list[str] = []
     n_units = len(np.unique(groups))
@@ -211,6 +239,8 @@ def select(
     multis: Sequence[Params],
     reference: ReferenceResult | None,
     workers: int,
+    record: Record | None = None,
+    reuse: Reuse | None = None,
 ) -> Selection:
     """Choose every task's single-task side and the multi-task config (module doc).
 
@@ -225,6 +255,8 @@ def select(
         multis: The sweep's finalists, best first.
         reference: The linear reference fitted on train and tuned on val (None: disabled).
         workers: Training runs at once.
+        record: Turns a finished cross-validation run into its record (the stage logs it).
+        reuse: Finds a cross-validation run that already finished (a resumed stage).
 
     Returns:
         The choices, their scores and the cost.
@@ -249,9 +281,10 @@ def select(
         for k, fold in enumerate(folds)
     ]
     held: dict[tuple[str, int], list[Metrics]] = {}
-    for job, fitted in fit_all(jobs, data, workers=workers, threads=cfg.threads):
+    runs = _Runs(data, workers, cfg.threads, record, reuse)
+    for job, rec in runs(jobs):
         _, t, i, k = job.key
-        held.setdefault((t, i), [{}] * len(folds))[k] = fitted.result.metrics["test"].get(t, {})
+        held.setdefault((t, i), [{}] * len(folds))[k] = rec.test_metrics.get(t, {})
     for t in small:
         metric = primary_metric(types[t])
         candidates = {
@@ -279,7 +312,7 @@ def select(
             candidates[chosen],
         )
     multi, multi_how, multi_scores, multi_runs = _choose_multi(
-        params, data, folds, choices, single_val, reference, multis, workers
+        params, data, folds, choices, single_val, reference, multis, runs
     )
     return Selection(
         choices,
@@ -303,7 +336,7 @@ def _choose_multi(
     single_val: Mapping[str, Mapping[str, float]],
     reference: ReferenceResult | None,
     multis: Sequence[Params],
-    workers: int,
+    runs: _Runs,
 ) -> tuple[Params, str, dict[str, float], int]:
     """The sweep finalist with the best mean held-out objective (module doc), and the runs
     it took."""
@@ -332,9 +365,9 @@ def _choose_multi(
         for k, fold in enumerate(folds)
     ]
     per: dict[int, list[float]] = {i: [math.nan] * len(folds) for i in range(len(finalists))}
-    for job, fitted in fit_all(jobs, data, workers=workers, threads=cfg.threads):
+    for job, rec in runs(jobs):
         _, i, k = job.key
-        per[i][k] = objective(fitted.result.metrics["test"], types, bases[k])
+        per[i][k] = objective(rec.test_metrics, types, bases[k])
     scores = {f"sweep {i + 1}": _mean(v) for i, v in per.items()}
     chosen = _best(scores, True)
     if chosen is None:

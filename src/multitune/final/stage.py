@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from multitune.final.paths import FinalPaths
 from multitune.final.protocol import Trained, compare_sides, delta_m_percent, train_sides
 from multitune.final.reference import ReferenceResult, fit_reference
 from multitune.final.report_inputs import budgets, curves, provenance
-from multitune.final.runs import Fitted, RunJob, log_run, mean_metrics, run_name
+from multitune.final.resume import Ledger, attempt_tags, interrupted_attempt
+from multitune.final.runs import RunJob, mean_metrics, run_name
 from multitune.final.scoring import SeedRun
 from multitune.final.selection import Selection, select
 from multitune.final.sweep_view import sweep_view
@@ -40,7 +42,13 @@ from multitune.report import (
     write_curves,
 )
 from multitune.report.grouping import CandidateView, GroupingView
-from multitune.tracking import base_tags, connect, data_hash, params_hash, stage_run, start_child
+from multitune.tracking import (
+    base_tags,
+    connect,
+    data_hash,
+    params_hash,
+    stage_run,
+)
 from multitune.tracking.gate import Verdict
 from multitune.tracking.lineage import log_inputs, split_inputs
 from multitune.training import TrainingData
@@ -76,7 +84,8 @@ def _workers(cfg: FinalConfig) -> int:
 
 @dataclass(frozen=True)
 class _Stage:
-    """What every phase reads: the params, data, seeds and the stage's MLflow run."""
+    """What every phase reads: the params, data, seeds, the stage's MLflow run and its
+    ledger (every run of the stage is logged, or found again, through it)."""
 
     params: Params
     paths: FinalPaths
@@ -88,6 +97,7 @@ class _Stage:
     workers: int
     run: Any
     tmp: Path
+    ledger: Ledger
 
     @property
     def names(self) -> list[str]:
@@ -97,18 +107,24 @@ class _Stage:
     def types(self) -> dict[str, str]:
         return {t.name: t.type for t in self.data.tasks}
 
-    def log(self, job: RunJob, fitted: Fitted) -> SeedRun:
-        """Log a finished run as a child run; its model is saved, to publish (the shipped
-        grouping may route a task to any multi-task, group or single-task network)."""
-        save_to = self.model_dir(job.kind, job.tasks, job.seed) if job.kind in SAVED else None
-        return log_run(job, fitted, parent_run_id=self.run.run_id, tags=self.tags, save_to=save_to)
-
     def model_dir(self, kind: str, tasks: tuple[str, ...] | None, seed: int) -> Path:
-        """Where a run's model is saved (`log`)."""
-        return self.tmp / "models" / f"{kind}-{'+'.join(tasks or ('all',))}-s{seed}"
+        """Where a run's model is saved (`_saved_model`)."""
+        return _model_dir(self.tmp, kind, tasks, seed)
 
 
 SAVED = ("multi", "single", GROUP_KIND)
+
+
+def _model_dir(tmp: Path, kind: str, tasks: tuple[str, ...] | None, seed: int) -> Path:
+    return tmp / "models" / f"{kind}-{'+'.join(tasks or ('all',))}-s{seed}"
+
+
+def _saved_model(tmp: Path) -> Callable[[RunJob], Path | None]:
+    """Where each job's model is kept, to publish: the shipped grouping may route a task to
+    any multi-task, group or single-task network."""
+    return lambda job: (
+        _model_dir(tmp, job.kind, job.tasks, job.seed) if job.kind in SAVED else None
+    )
 
 
 @dataclass(frozen=True)
@@ -148,21 +164,40 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         paths.data / "features",
     ]
     dhash = data_hash(data_files)
+    attempt = attempt_tags(params, dhash, paths.root)
+    interrupted = interrupted_attempt(attempt)
     with (
-        stage_run("final", params, project_root=paths.root, data_paths=data_files) as run,
+        stage_run(
+            "final",
+            params,
+            project_root=paths.root,
+            data_paths=data_files,
+            run_id=interrupted,
+            tags=attempt,
+        ) as run,
         tempfile.TemporaryDirectory(prefix="multitune-final-") as tmp,
     ):
+        tags = base_tags("final", params, project_root=paths.root, data_hash=dhash)
+        ledger = Ledger.open(run.run_id, tags, _saved_model(Path(tmp)))
+        if interrupted is not None:
+            console.print(
+                f"final: resuming the interrupted run {interrupted}: "
+                f"{len(ledger.finished)} finished run(s) are read back, not retrained",
+                markup=False,
+                soft_wrap=True,
+            )
         stage = _Stage(
             params=params,
             paths=paths,
             data=data,
             units=read_units(paths.data / "splits.parquet", data.ids),
             seeds=[cfg.seed_base + i for i in range(cfg.seeds)],
-            tags=base_tags("final", params, project_root=paths.root, data_hash=dhash),
+            tags=tags,
             dhash=dhash,
             workers=_workers(cfg),
             run=run,
             tmp=Path(tmp),
+            ledger=ledger,
         )
         chosen = _choose(stage)
         trained = _train(stage, chosen)
@@ -172,6 +207,7 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         report = _report(
             stage, chosen, trained, comparison, shipped, registration, tracking, grouping
         )
+        run.log_metrics({"runs_trained": ledger.trained, "runs_reused": ledger.reused})
     summary = summary_text(report)
     return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
 
@@ -184,13 +220,18 @@ def _choose(stage: _Stage) -> _Chosen:
     if cfg.reference.enabled:
         with console.status("final: linear reference (tuned on validation)"):
             ref = fit_reference(stage.data, cfg.reference)
-        ref_run = start_child(
-            stage.run.run_id, "reference-linear", {**stage.tags, "kind": "reference"}
+        fitted = ref
+
+        def log(handle: Any) -> None:
+            handle.log_params(
+                {"grid": cfg.reference.model_dump(mode="json"), "chosen": fitted.chosen}
+            )
+            handle.log_metrics({"val": fitted.val, "test": fitted.test})
+
+        run_id = stage.ledger.child(
+            "reference-linear", "reference", {**stage.tags, "kind": "reference"}, log
         )
-        ref_run.log_params({"grid": cfg.reference.model_dump(mode="json"), "chosen": ref.chosen})
-        ref_run.log_metrics({"val": ref.val, "test": ref.test})
-        ref_run.end()
-        reference_runs.append(RunRecord(ref_run.run_id, "reference", tuple(stage.names), None))
+        reference_runs.append(RunRecord(run_id, "reference", tuple(stage.names), None))
     best_multi = inputs.best_multitask(params, paths.sweep)
     singles = {
         t: inputs.finalists(
@@ -210,6 +251,8 @@ def _choose(stage: _Stage) -> _Chosen:
             multis=inputs.finalists(params, paths.sweep / "finalists", best_multi),
             reference=ref,
             workers=stage.workers,
+            record=stage.ledger.record,
+            reuse=stage.ledger.find,
         )
     stage.run.log_params({"small_tasks": selection.small})
     stage.run.log_metrics(
@@ -228,7 +271,8 @@ def _train(stage: _Stage, chosen: _Chosen) -> Trained:
             chosen.selection,
             chosen.reference,
             stage.seeds,
-            record=stage.log,
+            record=stage.ledger.record,
+            reuse=stage.ledger.find,
             reference_run_id=chosen.reference_runs[0].run_id if chosen.reference_runs else "",
             workers=stage.workers,
             on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
@@ -257,7 +301,8 @@ def _group(stage: _Stage, chosen: _Chosen, trained: Trained) -> GroupingResult |
             chosen.selection.multi,
             chosen.reference,
             stage.seeds,
-            record=stage.log,
+            record=stage.ledger.record,
+            reuse=stage.ledger.find,
             workers=stage.workers,
             on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
         )
@@ -385,16 +430,16 @@ def _grouped(
         best = runs[int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0]
         members.append(GroupMember(g, "network", stage.model_dir(kind, g, best.seed)))
         parts.append(best)
-    handle = start_child(
-        stage.run.run_id,
-        f"grouping-{'-'.join('+'.join(g) for g in grouping.chosen.groups)}",
+    name = f"grouping-{'-'.join('+'.join(g) for g in grouping.chosen.groups)}"
+    run_id = stage.ledger.child(
+        name,
+        name,
         {**stage.tags, "kind": "grouping", "grouping": grouping.chosen.label},
+        lambda handle: handle.log_params({"groups": [list(g) for g in grouping.chosen.groups]}),
     )
-    handle.log_params({"groups": [list(g) for g in grouping.chosen.groups]})
-    handle.end()
     composed = merged(
         list(zip(grouping.chosen.groups, parts, strict=True)),
-        run_id=handle.run_id,
+        run_id=run_id,
         seed=parts[0].seed,
     )
     return composed, stage_grouped(stage.tmp / "grouped-model", members)

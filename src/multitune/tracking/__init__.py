@@ -18,8 +18,11 @@ from multitune.tracking.connection import (
 )
 from multitune.tracking.runs import (
     RunHandle,
+    StoredRun,
     base_tags,
+    child_runs,
     discard,
+    download,
     end_run,
     find_child,
     log_metrics,
@@ -28,18 +31,22 @@ from multitune.tracking.runs import (
     resumed,
     stage_run,
     start_child,
+    unfinished_runs,
 )
 from multitune.tracking.tags import data_hash, flatten, git_commit, params_hash
 
 __all__ = [
     "RunHandle",
+    "StoredRun",
     "Tracking",
     "base_tags",
+    "child_runs",
     "configured_uri",
     "connect",
     "current",
     "data_hash",
     "discard",
+    "download",
     "end_run",
     "find_child",
     "flatten",
@@ -53,5 +60,6 @@ __all__ = [
     "resumed",
     "stage_run",
     "start_child",
+    "unfinished_runs",
     "workspace_root",
 ]

@@ -23,12 +23,24 @@ import mlflow
 from mlflow import MlflowClient
 
 from multitune.config import MlflowConfig
-from multitune.errors import UserError
+from multitune.errors import NoSpaceError, TrackingServerLost, UserError, error_chain
 
 logger = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = "mlartifacts"
 PROBE_TIMEOUT_S = 5.0
+LOST_PROBE_TIMEOUT_S = 3.0
+# MLflow retries a failed request 7 times with a backoff factor of 2: about 4 minutes before a
+# dead server is reported. These ride out a blip of a few seconds (0+2+4 s of backoff, plus
+# up to 1 s of jitter each) and then fail: under 10 s a request, so a stage whose code tries
+# a second request after the first failed (a fallback query, a cleanup) still fails within
+# half a minute. Set either variable to choose otherwise. The request timeout
+# (MLFLOW_HTTP_REQUEST_TIMEOUT, 120 s) is kept: a shorter one would retry slow but live
+# requests, and a retried create-run makes a duplicate run.
+RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 ENV_URI = "MLFLOW_TRACKING_URI"
 # DVC runs a temporary or queued experiment in a directory under `<workspace>/.dvc/tmp/exps/`.
 _DVC_EXPS = (".dvc", "tmp", "exps")
@@ -99,6 +111,11 @@ def resolve_uri(uri: str, project_root: Path) -> str:
     return uri
 
 
+def is_server(uri: str) -> bool:
+    """Whether `uri` is an http(s) tracking server."""
+    return uri.startswith(("http://", "https://"))
+
+
 def probe_server(
     uri: str, timeout_s: float | None = None, origin: str = "mlflow.tracking_uri in params.yaml"
 ) -> None:
@@ -110,20 +127,90 @@ def probe_server(
     Raises:
         UserError: the server is unreachable or answers with an error; names the URI.
     """
+    reason = _unanswered(uri, timeout_s or PROBE_TIMEOUT_S)
+    if reason is None:
+        return
+    if reason.startswith("HTTP "):
+        raise UserError(f"MLflow tracking server {uri} answers {reason} on /health")
+    raise UserError(
+        f"MLflow tracking server {uri} is unreachable ({reason}); start it, or fix "
+        f"{origin} (e.g. sqlite:///mlflow.db for a local store)"
+    )
+
+
+def _unanswered(uri: str, timeout_s: float) -> str | None:
+    """Why the server at `uri` does not answer `/health` (None: it answers)."""
     url = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s or PROBE_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             status = response.status
     except urllib.error.HTTPError as err:
         status = err.code
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise UserError(
-            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or fix "
-            f"{origin} (e.g. sqlite:///mlflow.db for a local store)"
-        ) from None
-    if status >= 500:
-        raise UserError(f"MLflow tracking server {uri} answers HTTP {status} on /health")
+        return str(getattr(reason, "strerror", None) or reason).lower()
+    return f"HTTP {status}" if status >= 500 else None
+
+
+def lost_server(
+    err: BaseException | None = None, *, uri: str | None = None
+) -> TrackingServerLost | None:
+    """The tracking server `uri` (default: the one this process connected to), if it no
+    longer answers.
+
+    For an error met while tracking: a stage whose server died mid-run fails with MLflow's
+    "Max retries exceeded" (or a `requests`/`urllib3` error); this tells that apart from
+    any other failure by asking the server's `/health` once, briefly.
+
+    Args:
+        err: The error; None only asks the server. An error that came from no transport
+            (nothing in its chain is MLflow's, `requests`' or `urllib3`'s, or a connection
+            error) is not the server's doing: None.
+        uri: The tracking URI.
+
+    Returns:
+        The error to report instead (names the URI), or None: not a server, or it answers.
+    """
+    uri = uri if uri is not None else _current.uri if _current is not None else ""
+    if not is_server(uri) or (err is not None and not _from_transport(err)):
+        return None
+    reason = _unanswered(uri, LOST_PROBE_TIMEOUT_S)
+    return None if reason is None else TrackingServerLost(uri, reason)
+
+
+def _from_transport(err: BaseException) -> bool:
+    import requests
+    import urllib3
+    from mlflow.exceptions import MlflowException
+
+    kinds = (MlflowException, requests.RequestException, urllib3.exceptions.HTTPError)
+    return any(isinstance(at, (*kinds, ConnectionError, TimeoutError)) for at in error_chain(err))
+
+
+def full_store(err: BaseException) -> NoSpaceError | None:
+    """The SQLite tracking store this process connected to, if `err` says its disk is full
+    (SQLite's "database or disk is full": no errno, no path)."""
+    if _current is None or not _current.is_local_sqlite:
+        return None
+    if not any("database or disk is full" in str(at) for at in error_chain(err)):
+        return None
+    return NoSpaceError(_current.uri.removeprefix("sqlite:///").partition("?")[0])
+
+
+@contextlib.contextmanager
+def no_retries() -> Iterator[None]:
+    """MLflow's HTTP requests in this process fail at once while inside (for cleanup after
+    the server was found gone: nothing to wait for)."""
+    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    before = os.environ.get(key)
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
@@ -133,7 +220,8 @@ def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
     SQLite: a relative path is relative to the workspace root (`workspace_root`); the schema
     is created under a file lock so concurrent first connections do not race on MLflow's
     migrations. Artifacts go to `<workspace>/mlartifacts/`. A server URI is probed first and
-    fails within seconds.
+    fails within seconds; MLflow's retries are bounded (`RETRY_DEFAULTS`, unless the user set
+    them) so a server that dies mid-stage fails the stage in under half a minute.
 
     Args:
         mlflow_cfg: The `mlflow:` section of params.
@@ -151,8 +239,10 @@ def connect(mlflow_cfg: MlflowConfig, project_root: str | Path) -> Tracking:
     uri = resolve_uri(configured, root)
     if origin == ENV_URI:
         logger.info("%s=%s overrides mlflow.tracking_uri in params.yaml", ENV_URI, configured)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         probe_server(uri, origin=origin)
+        for key, value in RETRY_DEFAULTS.items():
+            os.environ.setdefault(key, value)
     with _init_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(mlflow_cfg.experiment)

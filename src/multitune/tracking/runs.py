@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from mlflow.entities import Metric, Param, RunTag
 from pydantic import BaseModel
 
 from multitune.tracking import tags as T
-from multitune.tracking.connection import Tracking, current
+from multitune.tracking.connection import Tracking, current, lost_server, no_retries
 
+logger = logging.getLogger(__name__)
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call
 _MAX_VALUE = 6000  # MLflow's limit on a param value's length
 _MAX_ERROR = 5000
@@ -93,7 +95,9 @@ def stage_run(
     """The parent run of one stage invocation, active (MLflow fluent API) while inside.
 
     Ends FINISHED on success, KILLED on Ctrl-C, FAILED (with the error as a tag) on any other
-    exception, which is re-raised.
+    exception, which is re-raised. Ending a failed run is best-effort: when the tracking
+    server itself is gone the run is left RUNNING (a rerun resumes or ends it) at once, and a
+    failure to tag it never hides the error that ended it.
 
     Args:
         stage: The stage name (`baselines`, `sweep`, `final`), also the run name.
@@ -124,23 +128,49 @@ def stage_run(
             handle.log_params(params)
         yield handle
     except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
+        _end_failed(handle, "KILLED", None)
         raise
     except BaseException as err:
-        handle.set_tags({T.ERROR: _error_text(err)})
-        mlflow.end_run(status="FAILED")
+        _end_failed(handle, "FAILED", err)
         raise
     else:
         mlflow.end_run(status="FINISHED")
 
 
+def _end_failed(handle: RunHandle, status: str, err: BaseException | None) -> None:
+    """End the active (stage) run after a failure, without waiting on, or raising over `err`
+    about, a tracking store that is itself what failed."""
+    lost = lost_server(uri=handle.tracking.uri)
+    try:
+        if err is not None and lost is None:
+            handle.set_tags({T.ERROR: _error_text(err)})
+    except Exception as failed:
+        logger.warning("could not tag run %s with its error: %s", handle.run_id, _brief(failed))
+    # mlflow.end_run pops the active run even when the store does not answer: nothing is
+    # left for MLflow's exit hook to end (and retry on) after the error is printed.
+    try:
+        with no_retries() if lost is not None else contextlib.nullcontext():
+            mlflow.end_run(status=status)
+    except Exception as failed:
+        if lost is None:
+            logger.warning("could not end run %s %s: %s", handle.run_id, status, _brief(failed))
+    if lost is not None:
+        logger.info("run %s left RUNNING: %s", handle.run_id, lost)
+
+
 @contextlib.contextmanager
 def resumed(run_id: str) -> Iterator[RunHandle]:
     """Make a finished run active again (nested under the active one), e.g. to log the model
-    on the run that trained it; it ends FINISHED again on leaving."""
-    tracking = current()
-    with mlflow.start_run(run_id=run_id, nested=True):
-        yield RunHandle(run_id, tracking)
+    on the run that trained it; it ends FINISHED again on leaving, FAILED on an error (ended
+    best-effort, as `stage_run` does: never over the error)."""
+    mlflow.start_run(run_id=run_id, nested=True)
+    handle = RunHandle(run_id, current())
+    try:
+        yield handle
+    except BaseException:
+        _end_failed(handle, "FAILED", None)
+        raise
+    mlflow.end_run(status="FINISHED")
 
 
 def start_child(
@@ -169,6 +199,59 @@ def find_child(
         max_results=1,
     )
     return RunHandle(runs[0].info.run_id, tracking) if runs else None
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as a search returns it: its id, status and tags."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+
+
+def _search(where: str, tracking: Tracking, order_by: list[str] | None = None) -> list[StoredRun]:
+    out: list[StoredRun] = []
+    token = None
+    while True:
+        page = tracking.client.search_runs(
+            [tracking.experiment_id],
+            filter_string=where,
+            order_by=order_by,
+            max_results=1000,
+            page_token=token,
+        )
+        out += [StoredRun(r.info.run_id, r.info.status, dict(r.data.tags)) for r in page]
+        token = page.token
+        if not token:
+            return out
+
+
+def child_runs(parent_run_id: str, *, tracking: Tracking | None = None) -> list[StoredRun]:
+    """Every (not deleted) child run of `parent_run_id`, whatever its status."""
+    return _search(f"tags.`{T.MLFLOW_PARENT}` = '{parent_run_id}'", tracking or current())
+
+
+def unfinished_runs(
+    tags: Mapping[str, str], *, tracking: Tracking | None = None
+) -> list[StoredRun]:
+    """The runs of the experiment carrying every one of `tags` that did not end FINISHED
+    (interrupted or failed stage invocations), newest first."""
+    where = " AND ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return _search(
+        f"{where} AND attributes.status != 'FINISHED'",
+        tracking or current(),
+        order_by=["attributes.start_time DESC"],
+    )
+
+
+def download(run_id: str, artifact_path: str, dst: str | Path) -> Path:
+    """Download a run's artifact (a file or directory) into the directory `dst`."""
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+    )
+    return Path(local)
 
 
 def reopen(run_id: str, *, tracking: Tracking | None = None) -> RunHandle:
@@ -215,10 +298,20 @@ def end_run(
     *,
     tracking: Tracking | None = None,
 ) -> None:
-    """End a run with `status`; an error is kept as the run's `error` tag."""
+    """End a run with `status`; an error is kept as the run's `error` tag.
+
+    Ending a run FAILED or KILLED is cleanup after a failure: when the tracking server does
+    not answer, the run is left RUNNING (a rerun resumes or ends it) at once, rather than
+    retrying and then raising over the failure being cleaned up after.
+    """
     tracking = tracking or current()
     if status not in _END_STATUSES:
         raise ValueError(f"a run ends {', '.join(_END_STATUSES)}; got {status!r}")
+    if status != "FINISHED":
+        lost = lost_server(uri=tracking.uri)
+        if lost is not None:
+            logger.info("run %s left RUNNING: %s", run_id, lost)
+            return
     if error is not None:
         text = error if isinstance(error, str) else _error_text(error)
         tracking.client.set_tag(run_id, T.ERROR, text[-_MAX_ERROR:])
@@ -240,6 +333,12 @@ def discard(run_id: str, reason: str, *, tracking: Tracking | None = None) -> No
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:_MAX_VALUE]
+
+
+def _brief(err: BaseException) -> str:
+    """An error's first line (a store's errors run to a page of SQL)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def _error_text(err: BaseException) -> str:

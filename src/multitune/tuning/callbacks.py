@@ -34,7 +34,9 @@ class TrialRuns(tune.Callback):
     """Logs each trial as a child run of the stage's parent run.
 
     A trial's run is found again by its `trial_id` tag when a sweep resumes, so each trial
-    has exactly one run however often the driver restarts.
+    has exactly one run however often the driver restarts. A run that had ended FINISHED is
+    left as it is: its trial finished after Tune's last state snapshot, and only reports its
+    result again (`multitune.tuning.trainable`).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class TrialRuns(tune.Callback):
         self.name_prefix = name_prefix
         self._runs: dict[str, tracking.RunHandle] = {}
         self._nodes: dict[str, str] = {}
+        self._finished: set[str] = set()
 
     def setup(
         self,
@@ -60,8 +63,14 @@ class TrialRuns(tune.Callback):
         total_num_samples: int | None = None,
         **info: Any,
     ) -> None:
-        """Forget cached runs (a restored experiment looks them up again)."""
+        """Forget cached runs (a restored experiment looks them up again), and note the
+        trials whose runs have ended FINISHED already."""
         self._runs, self._nodes = {}, {}
+        self._finished = {
+            run.tags[TRIAL_ID]
+            for run in tracking.child_runs(self.parent_run_id, tracking=self.tracker)
+            if run.status == "FINISHED" and run.tags.get(TRIAL_ID)
+        }
 
     def _run(self, trial: Trial) -> tracking.RunHandle:
         run = self._runs.get(trial.trial_id)
@@ -98,12 +107,15 @@ class TrialRuns(tune.Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Open (or reopen) the trial's run."""
-        self._run(trial)
+        if trial.trial_id not in self._finished:
+            self._run(trial)
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
         """Log an epoch's metrics at step=epoch; the final report as `final/...` metrics."""
+        if trial.trial_id in self._finished:
+            return
         run = self._run(trial)
         metrics = {k: v for k, v in result.items() if "/" in k or k in ("objective", "delta_m")}
         if result.get("final"):
@@ -123,19 +135,22 @@ class TrialRuns(tune.Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """End the run FINISHED (also when the scheduler stopped the trial early)."""
-        self._run(trial).end("FINISHED")
+        if trial.trial_id not in self._finished:
+            self._run(trial).end("FINISHED")
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Note the retry; the run stays open and continues from the checkpoint."""
-        self._run(trial).set_tags({"retries": trial.num_failures})
+        if trial.trial_id not in self._finished:
+            self._run(trial).set_tags({"retries": trial.num_failures})
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """End the run FAILED with the trial's error."""
-        self._run(trial).end("FAILED", error=trial_error(trial))
+        if trial.trial_id not in self._finished:
+            self._run(trial).end("FAILED", error=trial_error(trial))
 
 
 def trial_error(trial: Trial) -> str:

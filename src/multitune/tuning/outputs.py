@@ -48,23 +48,11 @@ def reconcile(
 
 def run_ids(tracker: tracking.Tracking, parent_run_id: str) -> dict[str, tuple[str, str]]:
     """`{trial_id: (run_id, status)}` of the (active) child runs of a stage's parent run."""
-    client = tracker.client
-    out: dict[str, tuple[str, str]] = {}
-    token = None
-    while True:
-        page = client.search_runs(
-            [tracker.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        for run in page:
-            trial = run.data.tags.get(TRIAL_ID)
-            if trial:
-                out[trial] = (run.info.run_id, run.info.status)
-        token = page.token
-        if not token:
-            return out
+    return {
+        run.tags[TRIAL_ID]: (run.run_id, run.status)
+        for run in tracking.child_runs(parent_run_id, tracking=tracker)
+        if run.tags.get(TRIAL_ID)
+    }
 
 
 def trials_frame(

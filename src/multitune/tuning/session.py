@@ -16,10 +16,12 @@ from typing import Any
 
 import pandas as pd
 
+import multitune
 from multitune import tracking
 from multitune.config import Params
 from multitune.config.tuning import BaselinesConfig, SweepConfig
 from multitune.errors import UserError
+from multitune.tracking.registry import code_hash
 from multitune.training import TrainingData
 from multitune.tuning.callbacks import quiet_user_errors
 from multitune.tuning.cluster import (
@@ -123,8 +125,8 @@ def stage_session(
     """Open tracking, Ray and the data; resume an interrupted invocation of the same inputs.
 
     An invocation is identified by a hash of the params and data it depends on: the same
-    inputs after an interruption resume the stored Tune experiment and MLflow parent run;
-    changed inputs, or a finished previous invocation, start afresh.
+    inputs after an interruption resume the stored Tune experiment and MLflow parent run
+    (see `_resume_from` for a finished one); changed inputs start afresh.
 
     Raises:
         UserError: tracking unreachable, cluster unable to run the trials, data missing.
@@ -145,8 +147,9 @@ def stage_session(
     if "://" not in storage:
         storage = str((project_root / storage).resolve())
     state_file = _state_file(storage, project_root, experiment)
-    state = _read_state(state_file)
-    resume_run = state.get("parent_run_id") if state and not state.get("complete") else None
+    code = code_hash(Path(multitune.__file__).parent)
+    where = f"{tracker.uri}#{tracker.experiment_id}"
+    resume_run = _resume_from(_read_state(state_file), code, where)
     if not resume_run:
         _clear(storage, experiment)
 
@@ -167,7 +170,8 @@ def stage_session(
             run_id=resume_run,
             tags={"experiment": experiment},
         ) as parent:
-            _write_state(state_file, {"parent_run_id": parent.run_id, "complete": False})
+            state = {"parent_run_id": parent.run_id, "store": where, "code": code}
+            _write_state(state_file, {**state, "complete": False})
             run_tags = tracking.base_tags(
                 stage, params, project_root=project_root, data_hash=dhash
             )
@@ -182,12 +186,30 @@ def stage_session(
                 resumed=bool(resume_run),
                 run_tags=run_tags,
             )
-            _write_state(state_file, {"parent_run_id": parent.run_id, "complete": True})
+            _write_state(state_file, {**state, "complete": True})
 
 
 def _state_file(storage: str, project_root: Path, experiment: str) -> Path:
     base = Path(storage) if "://" not in storage else project_root / "ray_results"
     return base / f"{experiment}{STATE_SUFFIX}"
+
+
+def _resume_from(state: dict[str, Any], code: str, store: str) -> str | None:
+    """The parent run of the previous invocation to continue, if any.
+
+    An interrupted invocation is continued. A finished one is taken up again, its finished
+    trials reused and nothing trained, when the package's code is the same: a rerun of the
+    same inputs and code is a rerun after a kill that came once the stage was done but before
+    its process ended (Ray shutting down, `dvc repro` recording the outputs), or a forced one
+    that would train the same trials again; after a code change, the search starts afresh.
+    A previous invocation that logged to another store (`mlflow` settings) is not continued.
+    """
+    run = state.get("parent_run_id")
+    if not run or state.get("store", store) != store:
+        return None
+    if state.get("complete") and state.get("code") != code:
+        return None
+    return str(run)
 
 
 def _read_state(path: Path) -> dict[str, Any]:

@@ -6,10 +6,12 @@ restored. While the sweep runs, a callback keeps a last known-good copy of each 
 beside it (`<name>.bak`, replaced atomically); before resuming, a truncated file is put back
 from its backup.
 
-Tune also deletes a trial's checkpoints beyond `num_to_keep` as new ones arrive, and records
-that in its next snapshot a moment later: a driver killed in between leaves a snapshot that
-points at a deleted checkpoint, and Tune refuses to restore that trial. Before resuming, such
-a checkpoint is put back from the newest checkpoint left in its trial directory.
+Trials save their checkpoints to storage as they report; Tune records them, and deletes
+those beyond `num_to_keep`, in its next snapshot a moment later: a driver killed in between
+leaves a snapshot that points at an older checkpoint than the trial's newest (a trial that
+has finished since included), or at a deleted one, which Tune refuses to restore. Before
+resuming, the checkpoint pointed at is replaced by the newest complete one in its trial
+directory (`restore_checkpoints`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any
 
 from ray import tune
 from ray.tune.experiment import Trial
+
+from multitune.training import Checkpoint
+from multitune.tuning.trainable import FINAL, STATE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +61,16 @@ def back_up(experiment: Path) -> None:
 
 
 def restore_checkpoints(experiment: Path) -> list[str]:
-    """Put back checkpoints that the saved state points at but Tune already deleted.
+    """Point each unfinished trial of the saved state at its newest checkpoint on disk.
 
-    Each is replaced by a copy of the newest checkpoint in its trial's directory, so the
-    trial continues from its latest epoch instead of failing every retry.
+    Trials save checkpoints to storage themselves as they report; Tune records them in its
+    state snapshot later (every few seconds). After a killed driver, a trial's newest
+    checkpoint can be newer than the one the snapshot points at (a trial that finished
+    since: its final report's, see `multitune.tuning.trainable`), or the one pointed at can
+    be gone (deleted beyond `num_to_keep` before the next snapshot, and Tune would refuse to
+    restore the trial). Either way the checkpoint pointed at is replaced by a copy of the
+    newest complete one, so the trial continues from its latest epoch, or reports its
+    result again without training.
 
     Returns:
         The ids of the trials repaired.
@@ -69,21 +80,44 @@ def restore_checkpoints(experiment: Path) -> list[str]:
         checkpoint = trial.checkpoint
         if trial.status == Trial.TERMINATED or checkpoint is None:
             continue
-        missing = Path(checkpoint.path)
-        if missing.exists():
-            continue
-        newer = sorted(missing.parent.glob("checkpoint_*"))
-        if not newer:
-            continue  # nothing to continue from: Tune reports the trial's error
-        shutil.copytree(newer[-1], missing)
-        repaired.append(trial.trial_id)
-        logger.warning(
-            "trial %s: checkpoint %s was deleted before Tune saved its state; continuing from %s",
-            trial.trial_id,
-            missing.name,
-            newer[-1].name,
+        pointed = Path(checkpoint.path)
+        newest = next(
+            (c for c in sorted(pointed.parent.glob("checkpoint_*"), reverse=True) if _usable(c)),
+            None,
         )
+        if newest is None or (pointed.exists() and newest.name <= pointed.name):
+            continue  # nothing newer to continue from (none at all: Tune reports the error)
+        if pointed.exists():
+            logger.warning(
+                "trial %s: continuing from %s, saved after Tune's last snapshot of %s",
+                trial.trial_id,
+                newest.name,
+                pointed.name,
+            )
+            shutil.rmtree(pointed)
+        else:
+            logger.warning(
+                "trial %s: checkpoint %s was deleted before Tune saved its state; "
+                "continuing from %s",
+                trial.trial_id,
+                pointed.name,
+                newest.name,
+            )
+        shutil.copytree(newest, pointed)
+        repaired.append(trial.trial_id)
     return repaired
+
+
+def _usable(checkpoint: Path) -> bool:
+    """Whether a trial's checkpoint was written whole (a kill can stop it half-copied)."""
+    try:
+        if (checkpoint / FINAL).is_file():
+            json.loads((checkpoint / FINAL).read_text())
+        else:
+            Checkpoint.load(checkpoint / STATE_DIR)
+    except Exception:  # truncated or missing files: not one to continue from
+        return False
+    return True
 
 
 def restore_backups(experiment: Path) -> list[str]:

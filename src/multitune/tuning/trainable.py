@@ -4,12 +4,17 @@ Each epoch reports the validation metrics (`val/<task>/<metric>`) and the score 
 objective the trial's early stopping maximizes (Delta-m over every metric against the
 baselines in the sweep, also reported as `delta_m`; the task's primary metric in a baseline);
 every `checkpoint_every` epochs with a checkpoint of the trainer's state, so a crashed or
-interrupted trial resumes from its last checkpointed epoch. The features arrive through Ray's
-object store (`tune.with_parameters`), put there once by the driver.
+interrupted trial resumes from its last checkpointed epoch. The final report carries a
+checkpoint too, holding only that report (`final.json`): a trial that Tune's saved state
+still shows unfinished after a killed driver (it finished after the last state snapshot)
+restarts from it and reports its result again at once, without training
+(`multitune.tuning.state.restore_checkpoints` points it there). The features arrive through
+Ray's object store (`tune.with_parameters`), put there once by the driver.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from collections.abc import Mapping
@@ -32,6 +37,7 @@ from multitune.tuning.trial import (
 )
 
 STATE_DIR = "state"
+FINAL = "final.json"
 
 
 def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> None:
@@ -47,6 +53,9 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
     tasks = spec.trial_tasks(config)
     types = {t.name: t.type for t in params.tasks}
     resume = _restored()
+    if isinstance(resume, dict):  # finished before its driver was killed: nothing to train
+        tune.report(resume)
+        return
 
     def report(epoch: EpochReport) -> None:
         metrics = _epoch_metrics(epoch, spec, types)
@@ -87,7 +96,9 @@ def run_trial(config: dict[str, Any], data: TrainingData, spec: TrialSpec) -> No
         "converged": int(result.converged),
         "final": 1,
     }
-    tune.report(final)
+    with tempfile.TemporaryDirectory(prefix="multitune-final-") as tmp:
+        (Path(tmp) / FINAL).write_text(json.dumps(final))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def _warm_start_here(params: Params, spec: TrialSpec, folder: Path) -> Params:
@@ -104,11 +115,15 @@ def _warm_start_here(params: Params, spec: TrialSpec, folder: Path) -> Params:
     return params.model_copy(update={"train": params.train.model_copy(update={"freezing": local})})
 
 
-def _restored() -> Checkpoint | None:
+def _restored() -> Checkpoint | dict[str, Any] | None:
+    """The trainer's state to continue from, or the final report of a finished trial."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
+        final = Path(directory) / FINAL
+        if final.is_file():
+            return dict(json.loads(final.read_text()))
         return Checkpoint.load(Path(directory) / STATE_DIR)
 
 
