@@ -22,6 +22,11 @@ from multitune.config import validate_params
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+WINDOW = 12
+# Three windows of WINDOW tokens (10 of text each, the default stride of 3 shared).
+THREE_WINDOWS = (
+    "The senate votes on the budget while the team scores a great goal in the lab and in Paris"
+)
 
 
 def _tiny_profile(source: Path) -> dict:
@@ -32,6 +37,9 @@ def _tiny_profile(source: Path) -> dict:
         "name": "sentence_transformer",
         "backend": "torch",
         "cache_top_layers": 1,
+        # A window of 12 tokens: the synthetic sentences of 13 to 15 span two windows (read
+        # through overlapping windows by the token task, truncated for the sequence tasks).
+        "window": WINDOW,
     }
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "topic", "rating")]
     raw["tasks"].append({"name": "keywords", "type": "token_classification", "column": "words"})
@@ -131,11 +139,46 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(repro: Path, tmp_path: Pat
     out = model.predict(pd.DataFrame(EXAMPLE_ROWS[:1]))
     assert out["topic"].iloc[0] in ("politics", "science", "sports")
     assert len(out["keywords"].iloc[0]) == 6  # a label per word of "A great goal by the team!"
-    assert model.unwrap_python_model().network.token_modalities == ["text"]  # fine-tuned layers
+    # A text three windows long: a label for every word, none lost past the first window.
+    long = pd.DataFrame([EXAMPLE_ROWS[1] | {"text": THREE_WINDOWS}])
+    assert _windows(THREE_WINDOWS) == 3
+    assert len(model.predict(long)["keywords"].iloc[0]) == len(THREE_WINDOWS.split())
+    served = model.unwrap_python_model()
+    # The network answering the token task runs its fine-tuned layers on the text (whether
+    # the chosen grouping serves one network or several).
+    (keywords,) = [m for m in served.members if "keywords" in m.tasks]
+    assert keywords.network.token_modalities == ["text"]
 
     second = _run(["dvc", "repro"], clone)
     assert second.returncode == 0
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
+
+
+def _windows(text: str) -> int:
+    from multitune.embed.sentence_transformer import default_model_path, load_model
+    from multitune.embed.token_cache import windows
+
+    model = load_model(default_model_path())
+    model.max_seq_length = WINDOW
+    return len(windows(model, [text]).input_ids)
+
+
+@pytest.mark.slow
+def test_the_token_metrics_score_every_word_of_the_test_split(repro: Path):
+    """Sentences longer than the window are read through overlapping windows: the test
+    metrics count every word of every labelled test row, and the embed stage said how many
+    texts exceeded the window."""
+    metrics = json.loads((repro / "reports" / "metrics.json").read_text())
+    dataset = pd.read_parquet(repro / "data" / "dataset.parquet")
+    splits = pd.read_parquet(repro / "data" / "splits.parquet")
+    test = dataset[dataset["id"].isin(splits.loc[splits["split"] == "test", "id"])]
+    words = int(test["words"].dropna().map(len).sum())
+    assert metrics["scored_words"] == {"keywords": words}
+    meta = json.loads((repro / "data" / "features" / "meta.json").read_text())["text"]
+    over = sum(_windows(t) > 1 for t in dataset["text"])
+    assert (
+        over > 0 and meta["texts_over_window"] == over == meta["token_cache"]["texts_over_window"]
+    )
 
 
 @pytest.mark.slow

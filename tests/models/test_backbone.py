@@ -231,9 +231,9 @@ def test_a_frozen_backbone_reads_the_final_states_and_predicts_as_running_its_la
     assert calls
     frame = read_dataset(data_dir / "dataset.parquet").set_index("id").loc[data.ids[rows.numpy()]]
     encoder = load_encoder(data_dir / "features", "text", params.data.modalities["text"])
-    states, offsets = encoder.token_states(frame[["text"]], data.token_caches["text"]["layers"])
+    got = encoder.token_states(frame[["text"]], data.token_caches["text"]["layers"])
     served = predict(
-        model, data.inputs(rows) | {"text": PackedTokens.from_arrays(states, offsets)}
+        model, data.inputs(rows) | {"text": PackedTokens.from_arrays(got.states, got.offsets)}
     )
     lengths = cached.lengths
     real = np.arange(new["words"].shape[1])[None, :] < lengths[:, None]  # not the padding

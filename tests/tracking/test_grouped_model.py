@@ -17,6 +17,7 @@ from final.project import tiny_raw
 from multitune.config import validate_params
 from multitune.config.final import ReferenceConfig
 from multitune.data import read_dataset, read_tasks
+from multitune.embed.token_cache import TokenArrays
 from multitune.errors import UserError
 from multitune.final.reference import ReferenceResult, fit_reference
 from multitune.tracking.linear import LINEAR_NPZ, load_linear
@@ -228,7 +229,7 @@ def test_serving_a_linear_model_imports_no_scikit_learn(grouped: dict[str, Any])
 
 
 class _CountingText:
-    """A text encoder that counts what it is asked: vectors, token states, word indices."""
+    """A text encoder that counts what it is asked: vectors, token states (with their words)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -237,13 +238,11 @@ class _CountingText:
         self.calls.append("vectors")
         return np.ones((len(frame), 4), np.float32)
 
-    def token_states(self, frame: pd.DataFrame, layers: int) -> tuple[np.ndarray, np.ndarray]:
+    def token_states(self, frame: pd.DataFrame, layers: int) -> TokenArrays:
         self.calls.append(f"tokens/{layers}")
-        return np.ones((2 * len(frame), 4), np.float32), np.arange(0, 2 * len(frame) + 1, 2)
-
-    def word_index(self, frame: pd.DataFrame) -> np.ndarray:
-        self.calls.append("words")
-        return np.zeros(2 * len(frame), np.int64)
+        offsets = np.arange(0, 2 * len(frame) + 1, 2)
+        words = np.zeros(2 * len(frame), np.int32)
+        return TokenArrays(np.ones((2 * len(frame), 4), np.float32), offsets, offsets, words)
 
 
 class _Reads:
@@ -264,9 +263,9 @@ def test_each_modality_is_encoded_once_in_each_form_its_readers_need() -> None:
     linear = _Reads({"text", "other"}, set())  # the embed stage's vectors
     rows = pd.DataFrame({"text": ["a b", "c d", "e"], "other": [1, 2, 3]})
     encoded = served.encode(rows, [fine_tuned, linear, fine_tuned])  # type: ignore[list-item]
-    assert sorted(text.calls) == ["tokens/1", "vectors", "words"]
+    assert sorted(text.calls) == ["tokens/1", "vectors"]  # words come with the tokens
     assert other.calls == ["vectors"]
     assert set(encoded.vectors) == {"text", "other"} and set(encoded.tokens) == {("text", 1)}
     text.calls.clear()
     served.encode(rows.drop(columns="other"), [_Reads(set(), {("text", 1)})])  # type: ignore[list-item]
-    assert sorted(text.calls) == ["tokens/1", "words"]  # no vectors nobody reads
+    assert text.calls == ["tokens/1"]  # no vectors nobody reads

@@ -30,7 +30,9 @@ def test_a_step_on_cuda_never_synchronizes(
     """Each path's steps (pooled vectors, frozen token states, top-k fine-tuning) under
     `set_sync_debug_mode("error")`: any wait for the device inside a step raises."""
     setup = PATHS[path]
-    data = token_data(tiny_transformer(tmp_path / "tiny_bert"))
+    data = token_data(
+        tiny_transformer(tmp_path / "tiny_bert"), windows=setup.get("windows", False)
+    )
     params = token_params(setup["backbone"], epoch_steps=3, device="cuda")
     try:
         run_steps(

@@ -121,13 +121,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data(model_dir: Path) -> TrainingData:
-    return token_data(model_dir)
+def data(model_dir: Path) -> dict[bool, TrainingData]:
+    """The token data, with each row in one window (False) and long rows in two (True)."""
+    return {w: token_data(model_dir, windows=w) for w in (False, True)}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
 def test_a_training_step_reads_nothing_back_from_the_device(
-    path: str, data: TrainingData, monkeypatch: pytest.MonkeyPatch
+    path: str, data: dict[bool, TrainingData], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setup = PATHS[path]
     params = token_params(setup["backbone"], epoch_steps=2)
@@ -135,7 +136,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(
     with reads, HostCopies(reads):
         run_steps(
             params,
-            data,
+            data[setup.get("windows", False)],
             setup["tasks"],
             lambda: setattr(reads, "armed", True),
             lambda: setattr(reads, "armed", False),

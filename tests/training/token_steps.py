@@ -4,7 +4,8 @@ layers, a token task, a sequence task, and a vector modality beside the text.
 
 The three paths a training step can take (`PATHS`): the text modality's pooled vectors (no
 token task, frozen backbone), frozen token states (a token task over the frozen backbone) and
-top-k fine-tuning (a token task and the top layer trained).
+top-k fine-tuning (a token task and the top layer trained); the last two also with rows
+longer than the encoder's window, held as two windows.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ PATHS: dict[str, dict[str, Any]] = {
     "pooled vectors": {"backbone": {"name": "frozen"}, "tasks": ["kind"]},
     "frozen token states": {"backbone": {"name": "frozen"}, "tasks": None},
     "top-k fine-tuning": {"backbone": {"name": "top_k", "layers": 1}, "tasks": None},
+    # Rows longer than the encoder's window, held as two windows each.
+    "frozen token states, windowed": {
+        "backbone": {"name": "frozen"},
+        "tasks": None,
+        "windows": True,
+    },
+    "top-k fine-tuning, windowed": {
+        "backbone": {"name": "top_k", "layers": 1},
+        "tasks": None,
+        "windows": True,
+    },
 }
 
 
@@ -66,26 +78,36 @@ def cache_info(model_dir: Path) -> dict[str, Any]:
     }
 
 
-def final_states(info: dict[str, Any], states: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The states leaving the cached layers, packed like `states` (float16): what the embed
-    stage caches beside them."""
+def final_states(
+    info: dict[str, Any], states: np.ndarray, offsets: np.ndarray, segments: np.ndarray | None
+) -> np.ndarray:
+    """The states leaving the cached layers, packed like `states` (float16), each window run
+    apart: what the embed stage caches beside them."""
     layers = TextLayers(info, 0)
     layers.load_pretrained(info["model"])
-    tokens = PackedTokens.from_arrays(states, offsets)
+    tokens = PackedTokens.from_arrays(states, offsets, segments=segments)
     with torch.no_grad():
-        h, _ = layers.eval().encode(*tokens.padded())
+        h = layers.eval().run(tokens)[0].apply(lambda x: x)
     lengths = np.diff(offsets)
     keep = np.arange(h.shape[1])[None, :] < lengths[:, None]
     return h.numpy()[keep].astype(np.float16)
 
 
-def token_data(model_dir: Path, n: int = 48, seed: int = 0, final: bool = True) -> TrainingData:
+def token_data(
+    model_dir: Path, n: int = 48, seed: int = 0, final: bool = True, windows: bool = False
+) -> TrainingData:
     """`n` rows of 3 to 12 tokens: text token states (and the pooled vectors of a frozen
-    encoder), a 6-d vector modality, a token task `tags` and a 3-class task `kind`."""
+    encoder), a 6-d vector modality, a token task `tags` and a 3-class task `kind`.
+    With `windows`, each row of 8 tokens or more is held as two windows (the encoder's
+    windows of a row longer than one)."""
     rng = np.random.default_rng(seed)
     info = cache_info(model_dir)
     lengths = rng.integers(3, 13, size=n)
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    segments = None
+    if windows:
+        halves = [[k] if k < 8 else [k // 2, k - k // 2] for k in lengths]
+        segments = np.r_[0, np.cumsum([h for row in halves for h in row])].astype(np.int64)
     states = rng.normal(size=(int(offsets[-1]), HIDDEN)).astype(np.float16)
     # Words: every token but the first ([CLS]) and last ([SEP]) starts one.
     words = np.concatenate([np.r_[-1, np.arange(k - 2), -1] for k in lengths]).astype(np.int32)
@@ -94,11 +116,11 @@ def token_data(model_dir: Path, n: int = 48, seed: int = 0, final: bool = True) 
     split = np.array(["train"] * n, dtype=object)
     split[int(0.7 * n) : int(0.85 * n)] = "val"
     split[int(0.85 * n) :] = "test"
-    packed = PackedTokens.from_arrays(states, offsets)
+    packed = PackedTokens.from_arrays(states, offsets, segments=segments)
     with torch.no_grad():
         text = TextLayers(info, 0)
         text.load_pretrained(str(model_dir))
-        pooled = text.eval()(*packed.padded()).numpy()
+        pooled = text.eval().run(packed)[1].numpy()
     params = token_params("frozen")
     specs = [TaskSpec(t, None) for t in params.tasks]
     data = TrainingData.from_arrays(
@@ -108,8 +130,8 @@ def token_data(model_dir: Path, n: int = 48, seed: int = 0, final: bool = True) 
         split,
         token_words={"tags": (words, offsets)},
     )
-    extra = {"final": final_states(info, states, offsets)} if final else {}
-    tokens = PackedTokens.from_arrays(states, offsets, **extra)
+    extra = {"final": final_states(info, states, offsets, segments)} if final else {}
+    tokens = PackedTokens.from_arrays(states, offsets, segments=segments, **extra)
     return replace(data, tokens={"text": tokens}, token_caches={"text": info})
 
 

@@ -20,12 +20,15 @@ def embedding_dim(model: SentenceTransformer) -> int:
     return int(model.get_sentence_embedding_dimension() or 0)
 
 
-def token_lengths(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
-    """Each text's token count after truncation to the model's `max_seq_length`."""
+def token_lengths(
+    model: SentenceTransformer, texts: list[str], max_length: int | None = None
+) -> np.ndarray:
+    """Each text's token count after truncation to `max_length` (default: the model's
+    `max_seq_length`)."""
     encoded = model.tokenizer(
         texts,
         truncation=True,
-        max_length=model.max_seq_length,
+        max_length=max_length or model.max_seq_length,
         add_special_tokens=True,
         return_attention_mask=False,
         return_token_type_ids=False,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from multitune.embed._batches import TokenRunner
+    from multitune.embed.token_cache import TokenArrays
 
 log = logging.getLogger(__name__)
 STATE = "sentence_transformer.json"
@@ -58,6 +59,21 @@ class SentenceTransformerConfig(MethodConfig):
         description="Also store the token states entering the model's top k layers (float16, "
         "under data/features/<modality>.tokens/), so `model.backbone: {name: top_k}` can "
         "fine-tune up to k layers. 0: pooled vectors only.",
+    )
+    window: int | None = Field(
+        default=None,
+        ge=8,
+        le=8192,
+        description="Tokens the encoder reads at once (its max_seq_length); null: the model's "
+        "own (256 for all-MiniLM-L6-v2). A longer text's pooled vector reads its first window; "
+        "with cache_top_layers, token tasks read every word through overlapping windows.",
+    )
+    stride: int | None = Field(
+        default=None,
+        ge=0,
+        description="Tokens shared by neighbouring windows of a text longer than one (each "
+        "word is labelled from the window where it has the most context); null: a quarter "
+        "of the window.",
     )
 
 
@@ -103,6 +119,8 @@ class SentenceTransformerEncoder(Encoder):
         """The loaded model (loaded on first use)."""
         if self._model is None:
             self._model = load_model(self.model_path)
+            if self.config.window is not None:
+                self._model.max_seq_length = self.config.window
         return self._model
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -153,19 +171,24 @@ class SentenceTransformerEncoder(Encoder):
             model_dir=str(self.model_path),
             batch_size=self.config.batch_size,
             vectors=vectors,
+            stride=self.config.stride,
         )
 
-    def token_states(self, frame: pd.DataFrame, layers: int) -> tuple[np.ndarray, np.ndarray]:
-        """`(states, offsets)` entering the top `layers` layers, in memory (serving)."""
+    def token_states(self, frame: pd.DataFrame, layers: int) -> TokenArrays:
+        """The texts' states entering the top `layers` layers, every window, and the word
+        each token labels, in memory (serving)."""
         from multitune.embed.token_cache import token_states
 
-        return token_states(self.model, _texts(frame), layers, self.config.batch_size)
+        texts = _texts(frame)
+        return token_states(self.model, texts, layers, self.config.batch_size, self.config.stride)
 
-    def word_index(self, frame: pd.DataFrame) -> np.ndarray:
-        """Per packed token of the texts: its word's index if it starts the word, else -1."""
-        from multitune.embed.token_cache import word_index
+    def over_window(self, frame: pd.DataFrame) -> int:
+        """How many of the texts are longer than the encoder's window (their pooled vectors
+        read the first window only)."""
+        from multitune.embed._batches import token_lengths
 
-        return word_index(self.model, _texts(frame))
+        window = int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
+        return int((token_lengths(self.model, _texts(frame), window + 1) > window).sum())
 
     @property
     def backend(self) -> str:

@@ -139,9 +139,38 @@ def embed(
                 _write_vectors(encoder, rows, columns, feature_path(tmp, name))
             encoder.save(encoder_dir(tmp, name))
             meta[name] = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"} | where
+            if hasattr(encoder, "over_window"):
+                meta[name] |= _over_window(name, encoder, rows, columns, where)
             log.info("embedded %s: %s", name, meta[name])
         write_json(tmp / META, meta)
     return meta
+
+
+def _over_window(
+    name: str, encoder: Encoder, rows: _Rows, columns: list[str], where: dict[str, Any]
+) -> dict[str, int]:
+    """How many texts exceed the text encoder's window, said once in the stage's log:
+    their pooled vectors (sequence tasks) read the first window; with cached token states,
+    token tasks read every word through overlapping windows."""
+    cache = where.get("token_cache")
+    window = int(encoder.model.max_seq_length)  # type: ignore[attr-defined]
+    over = cache["texts_over_window"] if cache else encoder.over_window(rows.whole(columns))  # type: ignore[attr-defined]
+    if over:
+        words = (
+            f"token tasks read every word (overlapping windows, stride {cache['stride']})"
+            if cache
+            else "token tasks would need encoder.cache_top_layers"
+        )
+        log.warning(
+            "%s: %d of %d texts are longer than the encoder's %d-token window: sequence tasks "
+            "read their first window (truncated); %s",
+            name,
+            over,
+            len(rows.ids),
+            window,
+            words,
+        )
+    return {"window": window, "texts_over_window": int(over)}
 
 
 def _write_with_cache(

@@ -9,16 +9,23 @@ Layout of `data/features/<modality>.tokens/`:
 * `final.npy`: float16, packed the same way: the states leaving the top layer (the encoder's
   final token states), what a step reads where no layer trains (a frozen backbone under a
   token task), so the cached layers never run again for it;
-* `offsets.npy`: int64 `(rows + 1,)`; row `i` holds `states[offsets[i]:offsets[i + 1]]`. This
-  is the attention mask in packed form: a row attends to exactly its own tokens;
+* `offsets.npy`: int64 `(rows + 1,)`; row `i` holds `states[offsets[i]:offsets[i + 1]]`;
+* `segments.npy`: int64 `(windows + 1,)`, the windows' bounds in the same packed positions
+  (every row bound is one). A text longer than the encoder's window (`max_seq_length`
+  tokens) is encoded as overlapping windows, `stride` tokens shared by neighbours, each with
+  its own special tokens; a row holds its windows one after another. This is the attention
+  mask in packed form: a token attends to exactly its own window's tokens;
 * `words.npy`: int32 `(total_tokens,)`, for the first sub-word token of each whitespace-
-  separated word the word's index in its text, -1 for the other tokens (token tasks);
+  separated word the word's index in its text, -1 for the other tokens (token tasks). A word
+  inside two windows is labelled once, in the window where it has the most context (the
+  farthest from that window's edges), so every word of every text counts exactly once;
 * `ids.parquet`: the row ids, in the order of `offsets`;
 * `cache.json`: layers cached, the transformer's config, its pooling, sizes.
 
 Rows are computed in length-sorted batches and written into memory-mapped `.npy` files, so
 memory stays at one batch of states however large the table. One encoder pass per text gives
-the cached states, the final states and, where asked, the pooled sentence vectors.
+the cached states, the final states and, where asked, the pooled sentence vectors (those
+of a text's first window: the encoder's truncated vector, as without windows).
 """
 
 from __future__ import annotations
@@ -40,10 +47,11 @@ from multitune.errors import DataError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-STATES, FINAL, OFFSETS, WORDS, IDS, INFO = (
+STATES, FINAL, OFFSETS, SEGMENTS, WORDS, IDS, INFO = (
     "states.npy",
     "final.npy",
     "offsets.npy",
+    "segments.npy",
     "words.npy",
     "ids.parquet",
     "cache.json",
@@ -89,32 +97,117 @@ def backbone_info(model: SentenceTransformer, layers: int) -> dict[str, Any]:
     }
 
 
-def word_index(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
-    """Packed int32 per token of `texts`: the index of the whitespace-separated word whose
-    first sub-word token it is, else -1 (special tokens, later sub-words)."""
+@dataclass(frozen=True)
+class Windows:
+    """Texts cut into the encoder's windows of at most `max_seq_length` tokens.
+
+    A text that fits is one window, tokenized exactly as the encoder tokenizes it. A longer
+    one is several, `stride` tokens shared by neighbours (the tokenizer's overflowing
+    tokens), each with its own special tokens.
+
+    Attributes:
+        input_ids: Each window's token ids, windows text after text, in order.
+        text: `(W,)` int64: the text each window belongs to.
+        words: Packed int32 per token of every window: the index of the whitespace-separated
+            word whose first sub-word token it is, in the one window that labels the word;
+            else -1 (special tokens, later sub-words, a word another window labels).
+        window: The window size in tokens.
+        stride: Tokens shared by neighbouring windows.
+    """
+
+    input_ids: list[list[int]]
+    text: np.ndarray
+    words: np.ndarray
+    window: int
+    stride: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """`(W,)` tokens per window."""
+        return np.fromiter(map(len, self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    @property
+    def segments(self) -> np.ndarray:
+        """`(W + 1,)` the windows' bounds in packed token positions."""
+        return _offsets(self.lengths)
+
+    def offsets(self, n_texts: int) -> np.ndarray:
+        """`(n_texts + 1,)` each text's bounds in packed token positions (all its windows)."""
+        return _offsets(
+            np.bincount(self.text, weights=self.lengths, minlength=n_texts).astype(np.int64)
+        )
+
+    @property
+    def first(self) -> np.ndarray:
+        """`(W,)` bool: whether a window is its text's first (the one that is pooled)."""
+        return (
+            np.r_[True, self.text[1:] != self.text[:-1]] if len(self.text) else np.zeros(0, bool)
+        )
+
+    @property
+    def over(self) -> int:
+        """How many texts exceed one window."""
+        return int((np.bincount(self.text) > 1).sum()) if len(self.text) else 0
+
+
+def windows(model: SentenceTransformer, texts: list[str], stride: int | None = None) -> Windows:
+    """Cut `texts` into the model's windows (see `Windows`).
+
+    Raises:
+        DataError: `stride` leaves no new token per window.
+    """
+    window = int(model.max_seq_length or model.tokenizer.model_max_length)
+    room = window - model.tokenizer.num_special_tokens_to_add()
+    stride = window // 4 if stride is None else stride
+    if not 0 <= stride < room:
+        raise DataError(
+            f"encoder.stride is {stride}, but a window holds {room} text tokens "
+            f"(window {window}): set encoder.stride from 0 to {room - 1}"
+        )
+    if not texts:
+        return Windows([], np.zeros(0, np.int64), np.zeros(0, np.int32), window, stride)
     encoded = model.tokenizer(
         texts,
         truncation=True,
-        max_length=model.max_seq_length,
+        max_length=window,
+        stride=stride,
+        return_overflowing_tokens=True,
         return_offsets_mapping=True,
         return_attention_mask=False,
+        return_token_type_ids=False,
     )
-    out = []
-    for text, spans in zip(texts, encoded["offset_mapping"], strict=True):
-        starts = np.array([m.start() for m in re.finditer(r"\S+", text)], dtype=np.int64)
+    text = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
+    starts = [np.array([m.start() for m in re.finditer(r"\S+", t)], np.int64) for t in texts]
+    word, score = [], []
+    for t, spans in zip(text, encoded["offset_mapping"], strict=True):
         spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         special = spans[:, 1] <= spans[:, 0]
-        word = np.where(special, -1, np.searchsorted(starts, spans[:, 0], side="right") - 1)
-        first = np.r_[True, word[1:] != word[:-1]]
-        out.append(np.where(first & (word >= 0), word, -1).astype(np.int32))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
+        w = np.where(special, -1, np.searchsorted(starts[t], spans[:, 0], side="right") - 1)
+        first = np.r_[True, w[1:] != w[:-1]] & (w >= 0)
+        word.append(np.where(first, w, -1))
+        pos = np.arange(len(w))
+        content = np.flatnonzero(~special)
+        lo, hi = (content[0], content[-1]) if len(content) else (0, 0)
+        score.append(np.minimum(pos - lo, hi - pos))  # context on the nearer side
+    lengths = np.fromiter(map(len, word), dtype=np.int64, count=len(word))
+    words = np.concatenate(word)
+    candidate = np.flatnonzero(words >= 0)
+    owner = np.repeat(np.arange(len(word)), lengths)[candidate]
+    key_text = text[owner]
+    # Per (text, word): the candidate with the most context; ties to the earlier window.
+    order = np.lexsort((owner, -np.concatenate(score)[candidate], words[candidate], key_text))
+    ranked = candidate[order]
+    keep = np.r_[True, (np.diff(key_text[order]) != 0) | (np.diff(words[ranked]) != 0)]
+    labelled = np.full(len(words), -1, dtype=np.int32)
+    labelled[ranked[keep]] = words[ranked[keep]]
+    return Windows(list(encoded["input_ids"]), text, labelled, window, stride)
 
 
 @dataclass(frozen=True)
 class _Batch:
-    """One length-sorted batch of an encoder pass: its rows (text positions), their token
-    counts, and per token, packed row after row, the states entering the top `layers` layers
-    and leaving the last; the pooled sentence vectors where asked."""
+    """One length-sorted batch of an encoder pass: its windows, their token counts, and per
+    token, packed window after window, the states entering the top `layers` layers and
+    leaving the last; the windows' pooled sentence vectors where asked."""
 
     rows: np.ndarray
     lengths: np.ndarray
@@ -125,39 +218,43 @@ class _Batch:
 
 def _batches(
     model: SentenceTransformer,
-    texts: list[str],
+    cut: Windows,
     layers: int,
     batch_size: int,
     final: bool = False,
     pooled: bool = False,
 ) -> Iterator[_Batch]:
-    """The encoder pass over `texts`, longest first, a batch at a time."""
+    """The encoder pass over the windows in `cut`, longest first, a batch at a time."""
     import torch
 
-    from multitune.embed._batches import finish, token_lengths
+    from multitune.embed._batches import finish
 
-    order = np.argsort(-token_lengths(model, texts), kind="stable")
+    lengths = cut.lengths
+    order = np.argsort(-lengths, kind="stable")
     transformer = _transformer(model)
+    pad = model.tokenizer.pad_token_id or 0
     model.eval()
-    for start in range(0, len(texts), batch_size):
+    for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        features = model.preprocess([texts[i] for i in rows])
-        inputs = {
-            k: v.to(model.device)
-            for k, v in features.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
+        width = int(lengths[rows].max())
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        for j, w in enumerate(rows):
+            ids[j, : lengths[w]] = torch.as_tensor(cut.input_ids[w])
+        mask = torch.arange(width) < torch.from_numpy(lengths[rows]).unsqueeze(1)
+        features = {"input_ids": ids, "attention_mask": mask.long()}
+        if "token_type_ids" in model.tokenizer.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(ids)
+        inputs = {k: v.to(model.device) for k, v in features.items()}
         with torch.inference_mode():
             hidden = transformer(**inputs, output_hidden_states=True).hidden_states
-        mask = inputs["attention_mask"].bool()
-        entering = hidden[-(layers + 1)][mask].float().cpu().numpy()  # layer L - layers
+        entering = hidden[-(layers + 1)][mask.to(model.device)].float().cpu().numpy()
         last = hidden[-1].float().cpu().numpy() if final or pooled else None  # the model's
         # token embeddings, pooled below as `encode_sorted` pools them
         yield _Batch(
             rows,
-            mask.sum(1).cpu().numpy(),
+            lengths[rows],
             entering,
-            None if last is None or not final else last[mask.cpu().numpy()],
+            None if last is None or not final else last[mask.numpy()],
             None if last is None or not pooled else finish(model, last, features),
         )
 
@@ -172,6 +269,7 @@ def write_token_cache(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     vectors: np.ndarray | None = None,
+    stride: int | None = None,
 ) -> dict[str, Any]:
     """Compute and write the cache of `texts` (rows in the order of `ids`) to `out_dir`.
 
@@ -179,40 +277,38 @@ def write_token_cache(
 
     Args:
         vectors: a writable `(len(texts), dim)` float32 array (a memory map, say): filled
-            with the texts' pooled sentence vectors from the same encoder pass, equal to
-            `encode_sorted`'s in PyTorch with the same `batch_size`.
+            with the texts' pooled sentence vectors from the same encoder pass (each text's
+            first window), equal to `encode_sorted`'s in PyTorch with the same `batch_size`.
+        stride: Tokens shared by neighbouring windows of a text longer than one (None: a
+            quarter of the window).
 
     Returns:
-        The cache's description (also in `cache.json`): layers, tokens, bytes, dtype.
+        The cache's description (also in `cache.json`): layers, tokens, bytes, dtype, and
+        the texts longer than one window.
     """
-    from multitune.embed._batches import token_lengths
-
     info = backbone_info(model, layers)
-    lengths = token_lengths(model, texts)
-    offsets = _offsets(lengths)
+    cut = windows(model, texts, stride)
+    offsets, segments = cut.offsets(len(texts)), cut.segments
     out_dir.mkdir(parents=True)
     shape = (int(offsets[-1]), info["hidden"])
     states = np.lib.format.open_memmap(out_dir / STATES, mode="w+", dtype=DTYPE, shape=shape)
     final = np.lib.format.open_memmap(out_dir / FINAL, mode="w+", dtype=DTYPE, shape=shape)
-    pooled = vectors is not None
-    for batch in _batches(model, texts, layers, batch_size, final=True, pooled=pooled):
-        if not np.array_equal(batch.lengths, lengths[batch.rows]):
-            raise RuntimeError("tokenizer lengths differ between passes")  # a bug, not input
-        where = _destinations(offsets, batch.rows, batch.lengths)
+    first = cut.first
+    for batch in _batches(model, cut, layers, batch_size, final=True, pooled=vectors is not None):
+        where = _destinations(segments, batch.rows, batch.lengths)
         states[where] = batch.states
         final[where] = batch.final
-        if vectors is not None:
-            vectors[batch.rows] = batch.pooled
+        if vectors is not None and batch.pooled is not None:
+            pooled = first[batch.rows]
+            vectors[cut.text[batch.rows[pooled]]] = batch.pooled[pooled]
         if progress is not None:
-            progress(len(batch.rows))
+            progress(int(first[batch.rows].sum()))
     for written in (states, final):
         written.flush()
     del states, final
     np.save(out_dir / OFFSETS, offsets)
-    words = word_index(model, texts)
-    if len(words) != offsets[-1]:
-        raise RuntimeError("tokenizer lengths differ between passes")
-    np.save(out_dir / WORDS, words)
+    np.save(out_dir / SEGMENTS, segments)
+    np.save(out_dir / WORDS, cut.words)
     pq.write_table(pa.table({"id": pa.array(list(ids), type=pa.string())}), out_dir / IDS)
     size = sum(f.stat().st_size for f in out_dir.iterdir())
     info |= {
@@ -221,25 +317,47 @@ def write_token_cache(
         "tokens": int(offsets[-1]),
         "dtype": np.dtype(DTYPE).name,
         "bytes": size,
+        "window": cut.window,
+        "stride": cut.stride,
+        "windows": len(cut.text),
+        "texts_over_window": cut.over,
     }
     (out_dir / INFO).write_text(json.dumps(info, indent=2))
     return {k: v for k, v in info.items() if k != "transformer_config"}
 
 
-def token_states(
-    model: SentenceTransformer, texts: list[str], layers: int, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """The same states for `texts`, in memory (serving): `(float32 states, offsets)`; the
-    word of each token is `word_index(model, texts)`."""
-    from multitune.embed._batches import token_lengths
+@dataclass(frozen=True)
+class TokenArrays:
+    """Token states of some texts, in memory (serving): packed as the cache packs them.
 
-    lengths = token_lengths(model, texts)
-    offsets = _offsets(lengths)
+    Attributes:
+        states: `(tokens, H)` float32, entering the top layers.
+        offsets: `(texts + 1,)` each text's bounds.
+        segments: `(windows + 1,)` each window's bounds.
+        words: `(tokens,)` int32, the word each token labels (`Windows.words`).
+    """
+
+    states: np.ndarray
+    offsets: np.ndarray
+    segments: np.ndarray
+    words: np.ndarray
+
+
+def token_states(
+    model: SentenceTransformer,
+    texts: list[str],
+    layers: int,
+    batch_size: int = 64,
+    stride: int | None = None,
+) -> TokenArrays:
+    """The cache's states of `texts`, every window of them, in memory (serving)."""
+    cut = windows(model, texts, stride)
+    offsets, segments = cut.offsets(len(texts)), cut.segments
     hidden = int(_transformer(model).config.hidden_size)
     states = np.empty((int(offsets[-1]), hidden), dtype=np.float32)
-    for batch in _batches(model, texts, layers, batch_size):
-        states[_destinations(offsets, batch.rows, batch.lengths)] = batch.states
-    return states, offsets
+    for batch in _batches(model, cut, layers, batch_size):
+        states[_destinations(segments, batch.rows, batch.lengths)] = batch.states
+    return TokenArrays(states, offsets, segments, cut.words)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
@@ -259,7 +377,7 @@ def _destinations(offsets: np.ndarray, rows: np.ndarray, lens: np.ndarray) -> np
 @dataclass(frozen=True)
 class TokenCache:
     """A token cache read back: memory-mapped states (entering the cached layers, and leaving
-    them where the cache holds them), offsets and ids, plus its description."""
+    them where the cache holds them), offsets, window bounds and ids, plus its description."""
 
     states: np.ndarray
     offsets: np.ndarray
@@ -267,6 +385,7 @@ class TokenCache:
     ids: np.ndarray
     info: dict[str, Any]
     final: np.ndarray | None = None
+    segments: np.ndarray | None = None
 
     @classmethod
     def read(cls, directory: Path) -> TokenCache:
@@ -283,10 +402,12 @@ class TokenCache:
         ids = pq.read_table(directory / IDS).column("id").to_numpy(zero_copy_only=False)
         info = json.loads((directory / INFO).read_text())
         final = np.load(directory / FINAL, mmap_mode="r") if (directory / FINAL).exists() else None
-        return cls(states, offsets, words, ids, info, final)
+        segments = np.load(directory / SEGMENTS) if (directory / SEGMENTS).exists() else None
+        return cls(states, offsets, words, ids, info, final, segments)
 
     def aligned(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`(states, offsets, words)` with rows in the order of `ids` (states in float16).
+        """`(states, offsets, words)` with rows in the order of `ids` (states in float16);
+        `aligned_segments(ids)` gives their windows.
 
         When `ids` are the cache's own rows in its order (as the embed stage writes it for
         the dataset), the states are the memory-mapped file itself, read-only: pages load as
@@ -301,6 +422,18 @@ class TokenCache:
             return self.states, self.offsets, self.words
         source, offsets = self._tokens(rows)
         return np.ascontiguousarray(self.states[source]), offsets, self.words[source]
+
+    def aligned_segments(self, ids: np.ndarray) -> np.ndarray:
+        """The window bounds of the rows of `aligned(ids)` (one window a row in a cache
+        written before windows)."""
+        segments = self.offsets if self.segments is None else self.segments
+        rows = self._rows(ids)
+        if rows is None:
+            return segments
+        first = np.searchsorted(segments, self.offsets[rows])
+        counts = np.searchsorted(segments, self.offsets[rows + 1]) - first
+        window = _destinations(first, np.arange(len(rows)), counts)
+        return _offsets(segments[window + 1] - segments[window])
 
     def aligned_final(self, ids: np.ndarray) -> np.ndarray | None:
         """The final token states, packed as `aligned(ids)` packs the states entering the

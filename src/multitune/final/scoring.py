@@ -61,6 +61,16 @@ class SeedRun:
         return self.val_pred if split == "val" else self.test_pred
 
 
+def scored_words(targets: Mapping[str, SplitTargets], run: SeedRun) -> dict[str, int]:
+    """Per token task, how many words the run's token metrics score on the split: every
+    labelled word of the labelled rows, however long their texts."""
+    return {
+        name: int(token_counts(t.spec, run.test_pred[name], t.target)[t.labelled, 4].sum())
+        for name, t in targets.items()
+        if t.spec.type == "token_classification" and name in run.test_pred
+    }
+
+
 class _TaskScorer:
     """A run's metrics of one task on a set of rows; recomputed once per distinct row set."""
 

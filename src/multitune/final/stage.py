@@ -22,12 +22,18 @@ from multitune.final import inputs
 from multitune.final.grouping import ALL_IN_ONE, GroupingResult, merged, verify_groupings
 from multitune.final.grouping import KIND as GROUP_KIND
 from multitune.final.paths import FinalPaths
-from multitune.final.protocol import Trained, compare_sides, delta_m_percent, train_sides
+from multitune.final.protocol import (
+    Trained,
+    compare_sides,
+    delta_m_percent,
+    scored_targets,
+    train_sides,
+)
 from multitune.final.reference import ReferenceResult, fit_reference
 from multitune.final.report_inputs import budgets, curves, provenance
 from multitune.final.resume import Ledger, attempt_tags, interrupted_attempt
 from multitune.final.runs import RunJob, mean_metrics, run_name
-from multitune.final.scoring import SeedRun
+from multitune.final.scoring import SeedRun, scored_words
 from multitune.final.selection import Selection, select
 from multitune.final.sweep_view import sweep_view
 from multitune.final.transfer import transfer_matrix
@@ -517,6 +523,7 @@ def _report(
         budgets=budgets(params, trained.multi, trained.network, sel),
         reference_chosen=ref.chosen if ref else {},
         grouping=_grouping_view(grouping, comparison) if grouping else None,
+        scored_words=scored_words(scored_targets(stage.data), trained.multi[0]),
     )
     render(report, paths.reports)
     write_curves(report.curves, paths.reports / "curves")

@@ -82,7 +82,21 @@ class TokenInput(Protocol):
 
     def packed(self, final: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """`(states (N, H) float32, where (B, T) long, row (N,) long)`: the batch's tokens
-        without padding, each token's place in the padded layout, each token's row."""
+        without padding, each token's place in the padded layout, the row each is pooled
+        into (B past the row's first window)."""
+        ...
+
+    @property
+    def windowed(self) -> bool:
+        """Whether some row is longer than the encoder's window."""
+        ...
+
+    def padded_windows(
+        self, final: bool = False
+    ) -> tuple[Tensor, Tensor, np.ndarray, Tensor, Tensor]:
+        """`(states (W, S, H), mask (W, S), lengths (W,) host, where (B, T), first (B,))`:
+        the rows' windows padded, each row token's place in them flattened, each row's
+        first window."""
         ...
 
 
@@ -177,13 +191,23 @@ class TextLayers(nn.Module):
         Frozen (`frozen`), the layers' output never changes: the final token states the
         embed stage cached are read instead of computing them again (equal up to the float16
         cache), packed, so that token heads run on the batch's tokens and not on padding.
-        Otherwise the layers run on the states entering them (`encode`), padded.
+        Otherwise the layers run on the states entering them (`encode`), padded; a row
+        longer than the encoder's window runs window by window, as the encoder ran it.
+        The pooled vector is the mean over a row's first window (the encoder's truncated
+        sentence vector, what the embed stage's vectors hold).
         """
         if self.frozen and tokens.has_final:
             states, where, row = tokens.packed(final=True)
-            sums = states.new_zeros(where.shape[0], states.shape[1]).index_add_(0, row, states)
-            lengths = (where < len(states)).sum(1, keepdim=True)
-            return TokenStates(states, where), self._normalized(sums / lengths.clamp(min=1))
+            b, hidden = where.shape[0], states.shape[1]
+            sums = states.new_zeros(b + 1, hidden).index_add_(0, row, states)[:b]
+            counts = states.new_zeros(b + 1).index_add_(0, row, states.new_ones(len(row)))[:b]
+            pooled = sums / counts.clamp(min=1).unsqueeze(1)
+            return TokenStates(states, where), self._normalized(pooled)
+        if tokens.windowed:
+            states, mask, lengths, where, first = tokens.padded_windows()
+            h, _ = self.encode(states, mask, lengths)
+            pooled = self.pool(h.index_select(0, first), mask.index_select(0, first))
+            return TokenStates(h.reshape(-1, h.shape[-1]), where), pooled
         h, pooled = self.encode(*tokens.padded(), tokens.lengths)
         return TokenStates(h), pooled
 

@@ -76,6 +76,8 @@ class ReportInputs:
             (e.g. `{"model": "logistic", "c": 0.1}`).
         grouping: Which tasks to train together (`multitune.report.grouping`); None when
             not measured.
+        scored_words: Per token task, the words its test metrics score (every word of the
+            labelled test rows).
     """
 
     comparison: Comparison
@@ -94,6 +96,7 @@ class ReportInputs:
     budgets: dict[str, Any] = field(default_factory=dict)
     reference_chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
     grouping: GroupingView | None = None
+    scored_words: dict[str, int] = field(default_factory=dict)
 
 
 def not_converged(runs: list[RunRecord]) -> list[RunRecord]:
@@ -317,7 +320,8 @@ def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
     raw interval (`ci_low`, `ci_high`) and family-wise one (`adjusted_ci`), its verdict
     (adjusted for the family; `raw_verdict` off the raw interval) and the linear reference's
     floor; `task_verdicts.<task>` (and `group_verdicts.<group>`) the task's verdict;
-    `verdict` is Δm's and `overall` the overall verdict (which can be "not trustworthy").
+    `verdict` is Δm's and `overall` the overall verdict (which can be "not trustworthy");
+    `scored_words.<task>` the words a token task's test metrics score.
     """
     c = inputs.comparison
     verdicts = task_verdicts(c)
@@ -347,6 +351,8 @@ def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
         out["group_verdicts"] = {v.name: v.verdict for v in verdicts.values() if v.kind == "group"}
     if inputs.grouping is not None:
         out |= grouping_metrics(inputs.grouping)
+    if inputs.scored_words:
+        out["scored_words"] = dict(inputs.scored_words)
     out["runs"] = _runs_json(inputs.runs)
     out["not_converged"] = [r.run_id for r in not_converged(inputs.runs)]
     return out

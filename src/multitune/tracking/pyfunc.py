@@ -20,7 +20,8 @@ Output, one row per input row:
   * `<task>_proba`: the class probabilities in the order of `spec.json`'s classes
     (categorical tasks only);
   * for a token task, `<task>` is the list of predicted labels, one per word of the text
-    (words past the encoder's maximum length are not labelled).
+    (every word, however long the text: a text longer than the encoder's window is read
+    through overlapping windows).
 
 Params: `tasks` (a list) keeps a subset of tasks; `task` (one name) gives the single-task
 view old single-output callers expect: columns `prediction` and, for categorical tasks,
@@ -102,6 +103,12 @@ def _as_proba(values: np.ndarray, task: TaskSpec) -> np.ndarray:
     return values
 
 
+def _word_tokens(words: np.ndarray) -> np.ndarray:
+    """The positions of a row's labelling tokens (`words >= 0`), in the order of the words."""
+    labelling = np.flatnonzero(words >= 0)
+    return labelling[np.argsort(words[labelling], kind="stable")]  # type: ignore[no-any-return]
+
+
 def format_predictions(
     raw: Mapping[str, np.ndarray],
     tasks: Sequence[TaskSpec],
@@ -115,8 +122,8 @@ def format_predictions(
             `(n,)` for regression, as `multitune.training.predict` returns them.
         tasks: Every task of the model, in order.
         wanted: The tasks to return.
-        token_words: Token task -> `(words, offsets)`: each packed token's word index (-1
-            but for a word's first sub-word token) and the row offsets.
+        token_words: Token task -> `(words, offsets)`: the word each packed token labels (-1
+            for none; each word has exactly one) and the row offsets.
 
     Returns:
         A frame with `<task>` and `<task>_proba` columns (see the module docstring).
@@ -134,11 +141,7 @@ def format_predictions(
             words, offsets = (token_words or {})[task.name]
             out[task.name] = [
                 list(
-                    classes[
-                        values[i, np.flatnonzero(words[offsets[i] : offsets[i + 1]] >= 0)].argmax(
-                            -1
-                        )
-                    ]
+                    classes[values[i, _word_tokens(words[offsets[i] : offsets[i + 1]])].argmax(-1)]
                 )
                 for i in range(len(values))
             ]
@@ -387,10 +390,11 @@ class MultituneModel(PythonModel):
                 out.vectors[name] = enc.transform(frame[cols])
         for name, layers in sorted(tokens):
             enc, cols = self.encoders[name]
-            states, offsets = enc.token_states(frame[cols], layers)  # type: ignore[attr-defined]
-            out.tokens[(name, layers)] = PackedTokens.from_arrays(states, offsets, self.device)
-            if name not in out.words:
-                out.words[name] = (enc.word_index(frame[cols]), offsets)  # type: ignore[attr-defined]
+            got = enc.token_states(frame[cols], layers)  # type: ignore[attr-defined]
+            out.tokens[(name, layers)] = PackedTokens.from_arrays(
+                got.states, got.offsets, self.device, segments=got.segments
+            )
+            out.words.setdefault(name, (got.words, got.offsets))
         return out
 
     def predict(

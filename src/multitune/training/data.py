@@ -175,7 +175,7 @@ class TrainingData:
             ids: row ids (default "0".."n-1").
             device: where the tensors go (default CPU).
             token_words: token task name -> `(words, offsets)` of its modality's token cache
-                (`multitune.embed.token_cache.word_index` per packed token, row offsets);
+                (`multitune.embed.token_cache.Windows.words` per packed token, row offsets);
                 its labels are lists aligned to words.
         """
         device = torch.device(device or "cpu")
@@ -310,8 +310,10 @@ def _token_caches(
         if getattr(modality.encoder, "cache_top_layers", 0):
             cache = TokenCache.read(cache_dir(features_dir, name))
             states, offsets, words[name] = cache.aligned(ids)
-            final = cache.aligned_final(ids)
-            tokens[name] = PackedTokens.from_arrays(states, offsets, final=final)
+            final, segments = cache.aligned_final(ids), cache.aligned_segments(ids)
+            tokens[name] = PackedTokens.from_arrays(
+                states, offsets, final=final, segments=segments
+            )
             caches[name] = cache.info
     return tokens, caches, words
 

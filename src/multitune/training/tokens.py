@@ -31,12 +31,17 @@ class PackedTokens:
         final: `(total_tokens, H)` packed like `states`, or None: the states leaving the top
             cached layer (the encoder's final token states), what a step reads when no layer
             of the backbone trains.
+        segments: `(windows + 1,)` int64, on the host, or None (one window a row): the bounds
+            of the encoder's windows in packed positions (`multitune.embed.token_cache`). A
+            row longer than one window holds its windows one after another; the layers run
+            each window apart, as the encoder did.
     """
 
     states: Tensor
     offsets: np.ndarray
     rows: np.ndarray
     final: Tensor | None = None
+    segments: np.ndarray | None = None
 
     @classmethod
     def from_arrays(
@@ -45,11 +50,20 @@ class PackedTokens:
         offsets: np.ndarray,
         device: torch.device | str = "cpu",
         final: np.ndarray | None = None,
+        segments: np.ndarray | None = None,
     ) -> PackedTokens:
         """All rows of packed arrays (as `multitune.embed.token_cache` writes them)."""
         offsets = np.asarray(offsets, dtype=np.int64)
         rows = np.arange(len(offsets) - 1, dtype=np.int64)
-        tokens = cls(_tensor(states), offsets, rows, None if final is None else _tensor(final))
+        if segments is not None and len(segments) == len(offsets):
+            segments = None  # one window a row
+        tokens = cls(
+            _tensor(states),
+            offsets,
+            rows,
+            None if final is None else _tensor(final),
+            None if segments is None else np.asarray(segments, dtype=np.int64),
+        )
         return tokens.to(device)
 
     def __len__(self) -> int:
@@ -102,16 +116,23 @@ class PackedTokens:
 
         `states` holds the rows' N tokens row after row (the final states if `final`, else
         those entering the layers); `where[b, t]` is the position of row b's token t among
-        them, N past the row's end (T the longest row); `row` is each token's row. Every
-        index comes from the host's offsets, copied without waiting for the device.
+        them, N past the row's end (T the longest row); `row` is the row each token is pooled
+        into: its own within the row's first window, B (none) past it. Every index comes from
+        the host's offsets, copied without waiting for the device.
         """
         source = self._source(final)
         lengths = self.lengths
         n, width = int(lengths.sum()), max(int(lengths.max(initial=0)), 1)
         ends = np.cumsum(lengths)
         row = np.repeat(np.arange(len(lengths)), lengths)
-        position = self.offsets[self.rows][row] + np.arange(n) - (ends - lengths)[row]
-        index, row_t = to_device(np.stack([position, row]), self.device)
+        within = np.arange(n) - (ends - lengths)[row]
+        position = self.offsets[self.rows][row] + within
+        pooled = row
+        if self.segments is not None:
+            window_lengths, _ = self.windows()
+            first = window_lengths[np.cumsum(self._window_counts()) - self._window_counts()]
+            pooled = np.where(within < first[row], row, len(lengths))
+        index, row_t = to_device(np.stack([position, pooled]), self.device)
         first, length = to_device(np.stack([ends - lengths, lengths]), self.device)
         pos = torch.arange(width, device=self.device)
         where = (first.unsqueeze(1) + pos).masked_fill(pos >= length.unsqueeze(1), n)
@@ -131,6 +152,69 @@ class PackedTokens:
         mask = pos.unsqueeze(0) < length.unsqueeze(1)
         index = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=max(len(source) - 1, 0))
         return source[index].float() * mask.unsqueeze(-1), mask
+
+    @property
+    def windowed(self) -> bool:
+        """Whether some row of this view is longer than one window."""
+        return self.segments is not None and bool((self._window_counts() > 1).any())
+
+    def _window_counts(self) -> np.ndarray:
+        """`(B,)` how many windows each row of the view holds."""
+        if self.segments is None:
+            return np.ones(len(self.rows), dtype=np.int64)
+        first = np.searchsorted(self.segments, self.offsets[self.rows])
+        return np.searchsorted(self.segments, self.offsets[self.rows + 1]) - first  # type: ignore[no-any-return]
+
+    def windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(tokens per window (W,), packed start of each window (W,))` of the view's rows'
+        windows, row after row, on the host."""
+        if self.segments is None:
+            return self.lengths, self.offsets[self.rows]
+        counts = self._window_counts()
+        first = np.searchsorted(self.segments, self.offsets[self.rows])
+        index = (
+            np.repeat(first, counts)
+            + np.arange(int(counts.sum()))
+            - np.repeat(np.cumsum(counts) - counts, counts)
+        )
+        return self.segments[index + 1] - self.segments[index], self.segments[index]
+
+    def padded_windows(
+        self, final: bool = False
+    ) -> tuple[Tensor, Tensor, np.ndarray, Tensor, Tensor]:
+        """The batch's windows as the layers read them, and how to put the rows back.
+
+        Returns:
+            `(states (W, S, H) float32, mask (W, S) bool, lengths (W,) on the host, where
+            (B, T) long, first (B,) long)`: every window of the rows, padded to the longest
+            (S); `where[b, t]` is the position of row b's token t in the windows flattened to
+            `(W * S,)`, `W * S` past the row's end; `first[b]` is row b's first window.
+        """
+        source = self._source(final)
+        lengths, starts = self.windows()
+        counts = self._window_counts()
+        width = max(int(lengths.max(initial=0)), 1)
+        start, length = to_device(np.stack([starts, lengths]), self.device)
+        pos = torch.arange(width, device=self.device)
+        mask = pos.unsqueeze(0) < length.unsqueeze(1)
+        index = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=max(len(source) - 1, 0))
+        states = source[index].float() * mask.unsqueeze(-1)
+        # Row b's tokens are its windows' tokens in order: token j of window w sits at w * S + j.
+        window = np.repeat(np.arange(len(lengths)), lengths)
+        flat = (
+            window * width
+            + np.arange(int(lengths.sum()))
+            - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        rows = self.lengths
+        where = np.full((len(rows), max(int(rows.max(initial=0)), 1)), len(lengths) * width)
+        row = np.repeat(np.arange(len(rows)), rows)
+        where[row, np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)] = flat
+        where_t, first = (
+            to_device(where, self.device),
+            to_device(np.cumsum(counts) - counts, self.device),
+        )
+        return states, mask, lengths, where_t, first
 
     def _source(self, final: bool) -> Tensor:
         source = self.final if final else self.states
