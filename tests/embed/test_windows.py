@@ -97,9 +97,31 @@ def test_a_word_in_two_windows_is_labelled_where_it_has_the_most_context(model: 
     assert len(set(owner.values())) >= 3  # the words are spread over the windows
 
 
-def test_a_stride_that_leaves_no_new_token_is_refused(model: Any) -> None:
+def test_a_stride_that_leaves_no_new_token_or_a_window_past_the_model_is_refused(
+    model: Any,
+) -> None:
     with pytest.raises(DataError, match=r"encoder\.stride is 14.*from 0 to 13"):
         windows(model, TEXTS, 14)
+    model.max_seq_length = 600
+    with pytest.raises(DataError, match=r"encoder\.window is 600, .* at most 512 tokens"):
+        windows(model, TEXTS)
+
+
+def test_texts_with_no_word_at_all_have_windows_and_no_label(model: Any) -> None:
+    cut = windows(model, ["", "   "])
+    assert list(cut.text) == [0, 1] and (cut.words == -1).all()
+
+
+def test_rows_in_another_order_keep_their_windows(model: Any, tmp_path: Path) -> None:
+    ids = np.array([f"r{i}" for i in range(len(TEXTS))])
+    write_token_cache(model, TEXTS, ids, 1, tmp_path / "c", "unused")
+    cache = TokenCache.read(tmp_path / "c")
+    order = np.array([3, 0, 2])  # a subset, reordered: the long text in the middle
+    _, offsets, words = cache.aligned(ids[order])
+    fresh = token_states(model, [TEXTS[i] for i in order], 1, stride=cache.info["stride"])
+    np.testing.assert_array_equal(cache.aligned_segments(ids[order]), fresh.segments)
+    np.testing.assert_array_equal(offsets, fresh.offsets)
+    np.testing.assert_array_equal(words, fresh.words)
 
 
 def test_layers_read_a_long_text_window_by_window_as_the_encoder_did(

@@ -154,9 +154,16 @@ def windows(model: SentenceTransformer, texts: list[str], stride: int | None = N
     """Cut `texts` into the model's windows (see `Windows`).
 
     Raises:
-        DataError: `stride` leaves no new token per window.
+        DataError: the window is longer than the model reads, or `stride` leaves no new
+            token per window.
     """
     window = int(model.max_seq_length or model.tokenizer.model_max_length)
+    positions = getattr(_transformer(model).config, "max_position_embeddings", None)
+    if positions is not None and window > positions:
+        raise DataError(
+            f"encoder.window is {window}, but the model reads at most {positions} tokens: "
+            f"set encoder.window to {positions} or less"
+        )
     room = window - model.tokenizer.num_special_tokens_to_add()
     stride = window // 4 if stride is None else stride
     if not 0 <= stride < room:
@@ -197,7 +204,8 @@ def windows(model: SentenceTransformer, texts: list[str], stride: int | None = N
     # Per (text, word): the candidate with the most context; ties to the earlier window.
     order = np.lexsort((owner, -np.concatenate(score)[candidate], words[candidate], key_text))
     ranked = candidate[order]
-    keep = np.r_[True, (np.diff(key_text[order]) != 0) | (np.diff(words[ranked]) != 0)]
+    keep = np.ones(len(ranked), dtype=bool)  # the first of each (text, word)
+    keep[1:] = (np.diff(key_text[order]) != 0) | (np.diff(words[ranked]) != 0)
     labelled = np.full(len(words), -1, dtype=np.int32)
     labelled[ranked[keep]] = words[ranked[keep]]
     return Windows(list(encoded["input_ids"]), text, labelled, window, stride)
