@@ -20,6 +20,7 @@ from multitune.embed.sentence_transformer import default_model_path
 from multitune.embed.token_cache import TokenCache, token_states, windows, write_token_cache
 from multitune.errors import DataError
 from multitune.models.backbone import TextLayers
+from multitune.tracking.pyfunc import word_labels
 from multitune.training.tokens import PackedTokens
 
 WINDOW, STRIDE = 16, 4
@@ -110,6 +111,20 @@ def test_a_stride_that_leaves_no_new_token_or_a_window_past_the_model_is_refused
 def test_texts_with_no_word_at_all_have_windows_and_no_label(model: Any) -> None:
     cut = windows(model, ["", "   "])
     assert list(cut.text) == [0, 1] and (cut.words == -1).all()
+    assert list(cut.counts) == [0, 0]
+
+
+def test_a_word_without_a_token_is_served_its_neighbours_label(model: Any) -> None:
+    """A lone zero-width space is a word (`str.split`) but no token: the served labels still
+    count one per word, each aligned to its word."""
+    text = "\u200b Paris is \u200b big"
+    cut = windows(model, [text])
+    assert list(cut.counts) == [len(text.split())] == [5]
+    np.testing.assert_array_equal(cut.words[cut.words >= 0], [1, 2, 4])
+    scores = np.zeros((len(cut.words), 3))
+    labelled = np.flatnonzero(cut.words >= 0)
+    scores[labelled, [0, 1, 2]] = 1.0  # Paris -> 0, is -> 1, big -> 2
+    np.testing.assert_array_equal(word_labels(scores, cut.words, 5), [0, 0, 1, 1, 2])
 
 
 def test_rows_in_another_order_keep_their_windows(model: Any, tmp_path: Path) -> None:

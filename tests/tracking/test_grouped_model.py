@@ -242,7 +242,9 @@ class _CountingText:
         self.calls.append(f"tokens/{layers}")
         offsets = np.arange(0, 2 * len(frame) + 1, 2)
         words = np.zeros(2 * len(frame), np.int32)
-        return TokenArrays(np.ones((2 * len(frame), 4), np.float32), offsets, offsets, words)
+        counts = np.ones(len(frame), np.int64)
+        states = np.ones((2 * len(frame), 4), np.float32)
+        return TokenArrays(states, offsets, offsets, words, counts)
 
 
 class _Reads:

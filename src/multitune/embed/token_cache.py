@@ -113,6 +113,8 @@ class Windows:
             else -1 (special tokens, later sub-words, a word another window labels).
         window: The window size in tokens.
         stride: Tokens shared by neighbouring windows.
+        counts: `(texts,)` each text's whitespace-separated words (a word the tokenizer
+            gives no token, a lone zero-width character say, is counted but not labelled).
     """
 
     input_ids: list[list[int]]
@@ -120,6 +122,7 @@ class Windows:
     words: np.ndarray
     window: int
     stride: int
+    counts: np.ndarray
 
     @property
     def lengths(self) -> np.ndarray:
@@ -172,7 +175,8 @@ def windows(model: SentenceTransformer, texts: list[str], stride: int | None = N
             f"(window {window}): set encoder.stride from 0 to {room - 1}"
         )
     if not texts:
-        return Windows([], np.zeros(0, np.int64), np.zeros(0, np.int32), window, stride)
+        none = np.zeros(0, np.int64)
+        return Windows([], none, np.zeros(0, np.int32), window, stride, none)
     encoded = model.tokenizer(
         texts,
         truncation=True,
@@ -208,7 +212,8 @@ def windows(model: SentenceTransformer, texts: list[str], stride: int | None = N
     keep[1:] = (np.diff(key_text[order]) != 0) | (np.diff(words[ranked]) != 0)
     labelled = np.full(len(words), -1, dtype=np.int32)
     labelled[ranked[keep]] = words[ranked[keep]]
-    return Windows(list(encoded["input_ids"]), text, labelled, window, stride)
+    counts = np.fromiter(map(len, starts), dtype=np.int64, count=len(starts))
+    return Windows(list(encoded["input_ids"]), text, labelled, window, stride, counts)
 
 
 @dataclass(frozen=True)
@@ -343,12 +348,14 @@ class TokenArrays:
         offsets: `(texts + 1,)` each text's bounds.
         segments: `(windows + 1,)` each window's bounds.
         words: `(tokens,)` int32, the word each token labels (`Windows.words`).
+        counts: `(texts,)` each text's words (`Windows.counts`).
     """
 
     states: np.ndarray
     offsets: np.ndarray
     segments: np.ndarray
     words: np.ndarray
+    counts: np.ndarray
 
 
 def token_states(
@@ -365,7 +372,7 @@ def token_states(
     states = np.empty((int(offsets[-1]), hidden), dtype=np.float32)
     for batch in _batches(model, cut, layers, batch_size):
         states[_destinations(segments, batch.rows, batch.lengths)] = batch.states
-    return TokenArrays(states, offsets, segments, cut.words)
+    return TokenArrays(states, offsets, segments, cut.words, cut.counts)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

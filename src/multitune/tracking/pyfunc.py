@@ -103,17 +103,35 @@ def _as_proba(values: np.ndarray, task: TaskSpec) -> np.ndarray:
     return values
 
 
-def _word_tokens(words: np.ndarray) -> np.ndarray:
-    """The positions of a row's labelling tokens (`words >= 0`), in the order of the words."""
-    labelling = np.flatnonzero(words >= 0)
-    return labelling[np.argsort(words[labelling], kind="stable")]  # type: ignore[no-any-return]
+TokenWords = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A token modality's `(words, offsets, counts)`: the word each packed token labels (-1 for
+none), the row offsets, and each row's number of words."""
+
+
+def word_labels(scores: np.ndarray, words: np.ndarray, count: int) -> np.ndarray:
+    """One class index per word of a row, from its tokens' `(T, C)` scores.
+
+    Each word takes its labelling token's class (`words[t] == w`). A word the tokenizer gave
+    no token (a lone zero-width character, say) takes the preceding word's class, the
+    following one's at the start: the list always has `count` entries, aligned to words.
+    """
+    at = np.flatnonzero((words >= 0) & (words < count))
+    labels = np.full(count, -1, dtype=np.int64)
+    labels[words[at]] = scores[at].argmax(-1)
+    seen = np.flatnonzero(labels >= 0)
+    if len(seen) < count:
+        if not len(seen):
+            return np.full(count, int(scores[0].argmax(-1)) if len(scores) else 0)
+        filled = np.maximum.accumulate(np.where(labels >= 0, np.arange(count), -1))
+        labels = labels[np.where(filled >= 0, filled, seen[0])]
+    return labels
 
 
 def format_predictions(
     raw: Mapping[str, np.ndarray],
     tasks: Sequence[TaskSpec],
     wanted: Sequence[str],
-    token_words: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    token_words: Mapping[str, TokenWords] | None = None,
 ) -> pd.DataFrame:
     """Turn the network's per-task outputs into the served columns.
 
@@ -122,8 +140,9 @@ def format_predictions(
             `(n,)` for regression, as `multitune.training.predict` returns them.
         tasks: Every task of the model, in order.
         wanted: The tasks to return.
-        token_words: Token task -> `(words, offsets)`: the word each packed token labels (-1
-            for none; each word has exactly one) and the row offsets.
+        token_words: Token task -> `(words, offsets, counts)` (`TokenWords`): the word each
+            packed token labels (-1 for none; a word has at most one), the row offsets and
+            each row's number of words.
 
     Returns:
         A frame with `<task>` and `<task>_proba` columns (see the module docstring).
@@ -138,12 +157,10 @@ def format_predictions(
             continue
         classes = np.asarray(task.classes, dtype=object)
         if task.type == "token_classification":
-            words, offsets = (token_words or {})[task.name]
+            words, offsets, counts = (token_words or {})[task.name]
             out[task.name] = [
-                list(
-                    classes[values[i, _word_tokens(words[offsets[i] : offsets[i + 1]])].argmax(-1)]
-                )
-                for i in range(len(values))
+                list(classes[word_labels(values[i], words[offsets[i] : offsets[i + 1]], n)])
+                for i, n in enumerate(counts)
             ]
             continue
         proba = _as_proba(values, task)
@@ -233,13 +250,13 @@ class Encoded:
     Attributes:
         vectors: Modality -> the embed stage's vectors (`Encoder.transform`).
         tokens: ``(modality, layers)`` -> the token states entering its top `layers` layers.
-        words: Token modality -> ``(words, offsets)``: each packed token's word index (-1 but
-            for a word's first sub-word token) and the row offsets.
+        words: Token modality -> its `TokenWords`: the word each packed token labels, the
+            row offsets, each row's number of words.
     """
 
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     tokens: dict[tuple[str, int], Any] = field(default_factory=dict)
-    words: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    words: dict[str, TokenWords] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -264,7 +281,7 @@ class NetworkMember:
 
     def run(
         self, encoded: Encoded, device: Any
-    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, TokenWords]]:
         """Raw predictions of `tasks` (`multitune.training.predict`) and their token words."""
         from multitune.training import predict as predict_network
 
@@ -292,7 +309,7 @@ class LinearMember:
 
     def run(
         self, encoded: Encoded, device: Any
-    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, TokenWords]]:
         """The task's predictions, in the networks' format (as stored: float32 vectors)."""
         vectors = {m: np.asarray(encoded.vectors[m], np.float32) for m in self.linear.modalities}
         return {self.linear.task: self.linear.predict(vectors)}, {}
@@ -394,7 +411,7 @@ class MultituneModel(PythonModel):
             out.tokens[(name, layers)] = PackedTokens.from_arrays(
                 got.states, got.offsets, self.device, segments=got.segments
             )
-            out.words.setdefault(name, (got.words, got.offsets))
+            out.words.setdefault(name, (got.words, got.offsets, got.counts))
         return out
 
     def predict(
@@ -414,7 +431,7 @@ class MultituneModel(PythonModel):
         members = [m for m in self.members if set(m.tasks) & set(wanted)]
         encoded = self.encode(frame.reset_index(drop=True), members)
         raw: dict[str, np.ndarray] = {}
-        token_words: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        token_words: dict[str, TokenWords] = {}
         with torch.no_grad():
             for member in members:
                 values, words = member.run(encoded, self.device)
