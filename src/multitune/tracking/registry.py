@@ -144,10 +144,14 @@ def existing_version(name: str, fp: str, client: MlflowClient | None = None) -> 
 
 
 def _holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version `alias` points at; None when the model or the alias does not exist (a
+    store that cannot answer raises: it must not look like an empty alias)."""
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def unchanged(
