@@ -308,7 +308,7 @@ def write_token_cache(
     final = np.lib.format.open_memmap(out_dir / FINAL, mode="w+", dtype=DTYPE, shape=shape)
     first = cut.first
     for batch in _batches(model, cut, layers, batch_size, final=True, pooled=vectors is not None):
-        where = _destinations(segments, batch.rows, batch.lengths)
+        where = runs(segments[batch.rows], batch.lengths)
         states[where] = batch.states
         final[where] = batch.final
         if vectors is not None and batch.pooled is not None:
@@ -371,7 +371,7 @@ def token_states(
     hidden = int(_transformer(model).config.hidden_size)
     states = np.empty((int(offsets[-1]), hidden), dtype=np.float32)
     for batch in _batches(model, cut, layers, batch_size):
-        states[_destinations(segments, batch.rows, batch.lengths)] = batch.states
+        states[runs(segments[batch.rows], batch.lengths)] = batch.states
     return TokenArrays(states, offsets, segments, cut.words, cut.counts)
 
 
@@ -382,11 +382,12 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def _destinations(offsets: np.ndarray, rows: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Packed positions of a batch's tokens: row `rows[j]`'s `lens[j]` tokens, in order."""
-    starts = np.repeat(offsets[rows], lens)
-    within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-    return starts + within  # type: ignore[no-any-return]
+def runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """`starts[j], starts[j] + 1, ..., starts[j] + lengths[j] - 1` for each j, concatenated:
+    the packed positions of runs (a batch's rows, a row's windows) given their starts."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + within  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -447,7 +448,7 @@ class TokenCache:
             return segments
         first = np.searchsorted(segments, self.offsets[rows])
         counts = np.searchsorted(segments, self.offsets[rows + 1]) - first
-        window = _destinations(first, np.arange(len(rows)), counts)
+        window = runs(first, counts)
         return _offsets(segments[window + 1] - segments[window])
 
     def aligned_final(self, ids: np.ndarray) -> np.ndarray | None:
@@ -479,4 +480,4 @@ class TokenCache:
     def _tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(where each token of `rows` lies in the cache, the offsets of `rows` packed)`."""
         lens = self.offsets[rows + 1] - self.offsets[rows]
-        return _destinations(self.offsets, rows, lens), _offsets(lens)
+        return runs(self.offsets[rows], lens), _offsets(lens)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from multitune.embed.token_cache import runs
+
 
 @dataclass(frozen=True)
 class PackedTokens:
@@ -125,13 +127,12 @@ class PackedTokens:
         n, width = int(lengths.sum()), max(int(lengths.max(initial=0)), 1)
         ends = np.cumsum(lengths)
         row = np.repeat(np.arange(len(lengths)), lengths)
-        within = np.arange(n) - (ends - lengths)[row]
-        position = self.offsets[self.rows][row] + within
+        position = runs(self.offsets[self.rows], lengths)
         pooled = row
-        if self.segments is not None:
-            window_lengths, _ = self.windows()
-            first = window_lengths[np.cumsum(self._window_counts()) - self._window_counts()]
-            pooled = np.where(within < first[row], row, len(lengths))
+        if self.segments is not None:  # only the first window's tokens are pooled
+            window = np.searchsorted(self.segments, self.offsets[self.rows])
+            first_end = self.segments[window + 1]
+            pooled = np.where(position < first_end[row], row, len(lengths))
         index, row_t = to_device(np.stack([position, pooled]), self.device)
         first, length = to_device(np.stack([ends - lengths, lengths]), self.device)
         pos = torch.arange(width, device=self.device)
@@ -144,10 +145,15 @@ class PackedTokens:
         Args:
             final: gather the final token states instead of those entering the layers.
         """
-        source = self._source(final)
-        lengths = self.lengths
+        return self._gather(self._source(final), self.offsets[self.rows], self.lengths)
+
+    def _gather(
+        self, source: Tensor, starts: np.ndarray, lengths: np.ndarray
+    ) -> tuple[Tensor, Tensor]:
+        """`(states (R, T, H) float32, mask (R, T) bool)`: the runs of `source` starting at
+        `starts` (host) with `lengths` (host) tokens, padded to the longest, T."""
         width = max(int(lengths.max(initial=0)), 1)  # host data: no wait for the device
-        start, length = to_device(np.stack([self.offsets[self.rows], lengths]), self.device)
+        start, length = to_device(np.stack([starts, lengths]), self.device)
         pos = torch.arange(width, device=self.device)
         mask = pos.unsqueeze(0) < length.unsqueeze(1)
         index = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=max(len(source) - 1, 0))
@@ -170,13 +176,8 @@ class PackedTokens:
         windows, row after row, on the host."""
         if self.segments is None:
             return self.lengths, self.offsets[self.rows]
-        counts = self._window_counts()
         first = np.searchsorted(self.segments, self.offsets[self.rows])
-        index = (
-            np.repeat(first, counts)
-            + np.arange(int(counts.sum()))
-            - np.repeat(np.cumsum(counts) - counts, counts)
-        )
+        index = runs(first, self._window_counts())
         return self.segments[index + 1] - self.segments[index], self.segments[index]
 
     def padded_windows(
@@ -190,26 +191,16 @@ class PackedTokens:
             (S); `where[b, t]` is the position of row b's token t in the windows flattened to
             `(W * S,)`, `W * S` past the row's end; `first[b]` is row b's first window.
         """
-        source = self._source(final)
         lengths, starts = self.windows()
         counts = self._window_counts()
-        width = max(int(lengths.max(initial=0)), 1)
-        start, length = to_device(np.stack([starts, lengths]), self.device)
-        pos = torch.arange(width, device=self.device)
-        mask = pos.unsqueeze(0) < length.unsqueeze(1)
-        index = (start.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=max(len(source) - 1, 0))
-        states = source[index].float() * mask.unsqueeze(-1)
+        states, mask = self._gather(self._source(final), starts, lengths)
+        width = states.shape[1]
         # Row b's tokens are its windows' tokens in order: token j of window w sits at w * S + j.
-        window = np.repeat(np.arange(len(lengths)), lengths)
-        flat = (
-            window * width
-            + np.arange(int(lengths.sum()))
-            - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        )
+        flat = runs(np.arange(len(lengths)) * width, lengths)
         rows = self.lengths
         where = np.full((len(rows), max(int(rows.max(initial=0)), 1)), len(lengths) * width)
         row = np.repeat(np.arange(len(rows)), rows)
-        where[row, np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)] = flat
+        where[row, runs(np.zeros(len(rows)), rows)] = flat
         where_t, first = (
             to_device(where, self.device),
             to_device(np.cumsum(counts) - counts, self.device),
