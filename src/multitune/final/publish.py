@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import multitune
 from multitune.config import Params
 from multitune.data import read_dataset, read_splits, read_tasks
 from multitune.final.paths import FinalPaths
@@ -28,9 +27,9 @@ from multitune.tracking.registry import (
     Metrics,
     Registration,
     Verdict,
-    code_hash,
     existing_version,
     fingerprint,
+    package_code_hash,
     register,
     unchanged,
 )
@@ -104,7 +103,7 @@ def publish(
         The registration outcome (`gate`: one line saying why the alias moved or stayed).
     """
     reg = params.registry
-    fp = fingerprint(phash, dhash, code_hash(Path(multitune.__file__).parent))
+    fp = fingerprint(phash, dhash, package_code_hash())
     found = existing_version(reg.model_name, fp)
     if found is not None:
         return unchanged(reg.model_name, reg.alias, found)

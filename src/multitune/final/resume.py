@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import multitune
 from multitune import tracking
 from multitune.config import Params
 from multitune.final.runs import Fitted, RunJob, log_run, read_record
 from multitune.final.scoring import SeedRun
 from multitune.tracking import tags as T
-from multitune.tracking.registry import code_hash
+from multitune.tracking.registry import package_code_hash
 
 ATTEMPT = "attempt"
 RUN_KEY = "run_key"
@@ -55,7 +54,7 @@ def attempt_tags(params: Params, data_hash: str, project_root: Path) -> dict[str
         {
             "params": params.model_dump(mode="json", exclude={"mlflow"}),
             "data": data_hash,
-            "code": code_hash(Path(multitune.__file__).parent),
+            "code": package_code_hash(),
         }
     )
     return {

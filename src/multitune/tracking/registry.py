@@ -21,6 +21,7 @@ registered model. Lock models hold no versions, so version searches never see th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -68,6 +69,7 @@ __all__ = [
     "decide",
     "existing_version",
     "fingerprint",
+    "package_code_hash",
     "register",
     "unchanged",
 ]
@@ -115,6 +117,14 @@ def code_hash(package_dir: Path) -> str:
         digest.update(str(file.relative_to(package_dir)).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+@functools.cache
+def package_code_hash() -> str:
+    """`code_hash` of the installed multitune package (read once per process)."""
+    import multitune
+
+    return code_hash(Path(multitune.__file__).parent)
 
 
 def fingerprint(params_hash: str, data_hash: str, code: str) -> str:

@@ -16,12 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-import multitune
 from multitune import tracking
 from multitune.config import Params
 from multitune.config.tuning import BaselinesConfig, SweepConfig
 from multitune.errors import UserError
-from multitune.tracking.registry import code_hash
+from multitune.tracking.registry import package_code_hash
 from multitune.training import TrainingData
 from multitune.tuning.callbacks import quiet_user_errors
 from multitune.tuning.cluster import (
@@ -147,7 +146,7 @@ def stage_session(
     if "://" not in storage:
         storage = str((project_root / storage).resolve())
     state_file = _state_file(storage, project_root, experiment)
-    code = code_hash(Path(multitune.__file__).parent)
+    code = package_code_hash()
     where = f"{tracker.uri}#{tracker.experiment_id}"
     resume_run = _resume_from(_read_state(state_file), code, where)
     if not resume_run:

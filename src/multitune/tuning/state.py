@@ -28,8 +28,7 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
-from multitune.training import Checkpoint
-from multitune.tuning.trainable import FINAL, STATE_DIR
+from multitune.tuning.trainable import read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +110,7 @@ def restore_checkpoints(experiment: Path) -> list[str]:
 def _usable(checkpoint: Path) -> bool:
     """Whether a trial's checkpoint was written whole (a kill can stop it half-copied)."""
     try:
-        if (checkpoint / FINAL).is_file():
-            json.loads((checkpoint / FINAL).read_text())
-        else:
-            Checkpoint.load(checkpoint / STATE_DIR)
+        read_checkpoint(checkpoint)
     except Exception:  # truncated or missing files: not one to continue from
         return False
     return True

@@ -121,10 +121,16 @@ def _restored() -> Checkpoint | dict[str, Any] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        final = Path(directory) / FINAL
-        if final.is_file():
-            return dict(json.loads(final.read_text()))
-        return Checkpoint.load(Path(directory) / STATE_DIR)
+        return read_checkpoint(Path(directory))
+
+
+def read_checkpoint(directory: Path) -> Checkpoint | dict[str, Any]:
+    """A trial checkpoint's contents: the final report of a finished trial (`FINAL`), else
+    the trainer's state to continue from (`STATE_DIR`). Raises on a file cut short."""
+    final = directory / FINAL
+    if final.is_file():
+        return dict(json.loads(final.read_text()))
+    return Checkpoint.load(directory / STATE_DIR)
 
 
 def _epoch_metrics(
