@@ -114,7 +114,11 @@ CASES: list[Case] = [
     Case("final.selection.max_val_rows", -1, "greater than or equal to 0"),
     Case("final.selection.enabled", "sometimes", "expected true or false"),
     Case("final.selection.fold", 5, "did you mean 'folds'?"),
-    Case("final.folds", 5, "it is final.selection.folds"),
+    Case("final.folds", 5, "it is final.crossfit.folds"),
+    Case("final.crossfit.folds", 1, "greater than or equal to 2"),
+    Case("final.crossfit.repeats", 0, "greater than or equal to 1"),
+    Case("final.crossfit.margin", -0.01, "greater than or equal to 0"),
+    Case("final.margin", 0.01, "it is final.crossfit.margin"),
     Case("final.selection", 5, "expected a mapping of its keys (enabled, max_val_rows"),
     # Groupings.
     Case("final.grouping.method", "tags", "did you mean 'tag'?"),

@@ -35,6 +35,8 @@ def tiny_raw(source: Path, **final: Any) -> dict[str, Any]:
         "seeds": 2,
         "bootstrap_samples": 100,
         "transfer": {"method": "pairwise", "epochs": 1},
+        # The smallest cross-fit (2 folds, once): what is tested is its plumbing.
+        "crossfit": {"folds": 2, "repeats": 1},
         **final,
     }
     raw["mlflow"] = {"tracking_uri": "sqlite:///mlflow.db", "experiment": "final-tests"}

@@ -70,6 +70,8 @@ def _tiny_profile(source: Path) -> dict:
         "seeds": 2,
         "bootstrap_samples": 100,
         "transfer": {"method": "pairwise", "epochs": 1},
+        # The smallest cross-fit (2 folds, once): what is tested is its plumbing.
+        "crossfit": {"folds": 2, "repeats": 1},
     }
     # A tiny budget's multi-task model may well "hurt": these tests serve it whatever its
     # verdict (tests/tracking covers the gate's refusal).

@@ -284,3 +284,44 @@ def test_delta_m_of_the_shipped_seed_is_nan_not_a_crash_without_shared_metrics()
         pytest.approx(12.5)
     )
     assert math.isnan(_safe_delta_m({"b": {}}, {"b": {}}))
+
+
+def test_the_report_opens_with_the_cross_fitted_verdict_and_the_gate_reads_it(
+    project: dict[str, Any],
+):
+    root = project["root"]
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    method = metrics["method"]
+    data = read_dataset(root / "data" / "dataset.parquet")
+    for task, row in method["tasks"].items():
+        # every labelled row of the task is scored, not the test split's share
+        column = next(t.column for t in project["params"].tasks if t.name == task)
+        assert row["rows"] == int(data[column].notna().sum())
+        assert row["verdict"] in ("improves", "hurts", "equivalent", "inconclusive")
+    assert metrics["overall"] == method["verdict"]
+    text = (root / "reports" / "comparison.md").read_text()
+    assert text.index("About the method") < text.index("The trained models on the test split")
+    client = MlflowClient(project["uri"])
+    version = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    if version.tags["grouping"] == "all in one":
+        assert version.tags["verdict"] == method["verdict"]
+    assert version.tags["method_delta_m"] == f"{method['delta_m']['delta']:.6g}"
+
+
+def test_the_gate_verdict_reads_no_test_figure():
+    """Whatever the test split says, the gate's verdict is the cross-fitted one."""
+    from multitune.final.stage import gate_verdict
+    from multitune.report.crossfit import FoldDiffs, compare_method
+    from multitune.report.stats import Comparison
+
+    rng = np.random.default_rng(0)
+    d = 0.0005 * rng.standard_normal(10)
+    dm = FoldDiffs("Δm", "delta_m", True, 100 * d, np.zeros(10), 500, 1.0)
+    task = FoldDiffs("a", "auroc", True, 0.7 + d, np.full(10, 0.7), 500, 0.01)
+    method = compare_method([task], dm, folds=5, repeats=2)
+    assert method.verdict == "equivalent"
+    for test_verdict in ("improves", "hurts", "no clear difference"):
+        test = Comparison([], -50.0, -60.0, -40.0, test_verdict, 100, 100, 0.95)
+        assert gate_verdict(None, method, test) == "equivalent"
+    hurts = Comparison([], -50.0, -60.0, -40.0, "hurts", 100, 100, 0.95)
+    assert gate_verdict(None, None, hurts) == "hurts"  # cross-fitting off: the old rule

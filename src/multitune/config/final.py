@@ -111,6 +111,49 @@ class SelectionConfig(StrictModel):
     seed: int = Field(default=0, ge=0, description="Seed of the fold assignment.")
 
 
+class CrossfitConfig(StrictModel):
+    """The verdict about the method: repeated K-fold cross-fitting over the whole table.
+
+    `repeats` times, the table's units are dealt into `folds` folds stratified over every
+    task; in each fold both sides train on the other folds (their inner validation carved from
+    those rows by the split's rule) and predict the held-out fold, so every labelled row is
+    scored once per repeat by models that never saw it. The per-fold differences give a
+    corrected resampled t interval (Nadeau & Bengio 2003), family-wise over the tasks, and one
+    of improves / hurts / equivalent (within `margin`) / inconclusive. The cost is
+    ``folds x repeats`` x (the single-task networks + one multi-task run).
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="Cross-fit the comparison (false: only the test-split bootstrap, which "
+        "describes the trained models, not the method).",
+    )
+    folds: int = Field(
+        default=5,
+        ge=2,
+        le=20,
+        description="Folds per repeat (>= 2; at most the units, groups or duplicate sets, "
+        "each task's labelled rows form).",
+    )
+    repeats: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        description="Repeats of the fold assignment, each seeded apart (>= 1): the interval "
+        "has folds x repeats - 1 degrees of freedom.",
+    )
+    margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="The practical margin, declared before the run: 'equivalent' when the 90% "
+        "interval of the difference lies inside +-margin. In the metric's units for scores "
+        "(AUROC, F1, accuracy, R2), relative to the single-task value for errors (mae, rmse, "
+        "kl); 100 x margin percent for the overall delta-m. 0: never 'equivalent'.",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the fold assignment.")
+
+
 class GroupingConfig(StrictModel):
     """Which tasks to train together: measured affinity proposes groupings, retraining
     chooses one.
@@ -236,7 +279,11 @@ class FinalConfig(StrictModel):
     """The final stage: retrain the best configs over seeds, compare, register."""
 
     KEY_HINTS: ClassVar[dict[str, str]] = {
-        "folds": "it is final.selection.folds (cross-validation of small tasks)",
+        "folds": "it is final.crossfit.folds (the verdict about the method) or "
+        "final.selection.folds (cross-validation of small tasks)",
+        "repeats": "it is final.crossfit.repeats",
+        "margin": "it is final.crossfit.margin",
+        "cross_fit": "it is final.crossfit (enabled, folds, repeats, margin, seed)",
         "cv": "cross-validation of small tasks is final.selection (enabled, max_val_rows, "
         "finalists, folds, seed)",
         "cross_validation": "cross-validation of small tasks is final.selection (enabled, "
@@ -260,6 +307,7 @@ class FinalConfig(StrictModel):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     grouping: GroupingConfig = Field(default_factory=GroupingConfig)
+    crossfit: CrossfitConfig = Field(default_factory=CrossfitConfig)
     top_trials: int = Field(default=10, ge=1, description="Sweep trials shown in the report.")
     importance: Literal["fanova", "mean_decrease_impurity", "ped_anova"] = Field(
         default="fanova", description="Optuna importance evaluator over the sweep's trials."

@@ -144,7 +144,7 @@ def split_rows(
         )
     )
     unit_size = np.bincount(unit_of_row, minlength=n_units).astype(float)
-    assignment = _assign(counts, unit_size, order, np.array(params.split.fractions))
+    assignment = assign_units(counts, unit_size, order, np.array(params.split.fractions))
     _every_split_filled(assignment, params, n_units)
     split = np.array(SPLIT_NAMES, dtype=object)[assignment[unit_of_row]]
     have = np.stack([np.asarray(counts[assignment == s].sum(axis=0)).ravel() for s in range(3)])
@@ -192,18 +192,30 @@ def _every_split_filled(assignment: np.ndarray, params: Params, n_units: int) ->
     raise DataError(f"split: {' and '.join(empty)} got no rows: {cause}")
 
 
-def _assign(
+def assign_units(
     counts: sparse.csr_matrix, unit_size: np.ndarray, order: np.ndarray, fractions: np.ndarray
 ) -> np.ndarray:
-    """Iterative stratification over units; returns the split index (0, 1, 2) of each unit."""
+    """Iterative stratification over units (module doc) into ``len(fractions)`` parts: the
+    split's three, or the final stage's cross-fitting folds.
+
+    Args:
+        counts: Units x labels: how many rows of each unit carry each label.
+        unit_size: Rows per unit.
+        order: The seeded order in which units are taken.
+        fractions: Each part's share of the rows.
+
+    Returns:
+        The part index of each unit.
+    """
+    parts = len(fractions)
     n_units, n_labels = counts.shape
     by_label = counts.tocsc()
     position = np.empty(n_units, dtype=np.int64)
     position[order] = np.arange(n_units)
     label_target = fractions[:, None] * np.asarray(counts.sum(axis=0)).ravel()[None, :]
     size_target = fractions * unit_size.sum()
-    have = np.zeros((3, n_labels))
-    size = np.zeros(3)
+    have = np.zeros((parts, n_labels))
+    size = np.zeros(parts)
     remaining = np.asarray(counts.sum(axis=0)).ravel().astype(float)
     assigned = np.full(n_units, -1)
 
@@ -220,7 +232,7 @@ def _assign(
         units = units[assigned[units] < 0]
         for unit in units[np.argsort(position[units], kind="stable")]:
             lacking = have[:, c] == 0
-            candidates = np.flatnonzero(lacking) if lacking.any() else np.arange(3)
+            candidates = np.flatnonzero(lacking) if lacking.any() else np.arange(parts)
             score = [
                 (label_target[s, c] - have[s, c], size_target[s] - size[s]) for s in candidates
             ]

@@ -14,12 +14,15 @@
    the same stopping rule (Δm against the single-task sides' validation metrics). A one-task
    group is that task's single-task side, as the comparison has it (network or linear). A
    group shared by two candidates trains once.
-4. **Chosen on validation.** Each candidate's composed predictions are compared with each
-   alone on the validation split, with the report's bootstrap (whole units, seeds) at a
-   Bonferroni-corrected level over the candidates. A candidate whose validation Δm interval
-   lies above zero is *clearly better than each alone*; the best such by validation Δm is
-   shipped, else each alone. The test split then measures every candidate once, for the
-   report; it chooses nothing.
+4. **Chosen out of fold.** With cross-fitting on (`final.crossfit`, the default), every
+   candidate's new groups also train over the cross-fit's folds (the same folds, seeds and
+   stopping rule as the all-in-one side) and each candidate is compared with each alone on
+   every labelled row, by the corrected resampled t at a Bonferroni-corrected level over the
+   candidates (`multitune.report.crossfit`). A candidate whose Δm interval lies above zero is
+   *clearly better than each alone*; the best such by cross-fitted Δm is shipped, else each
+   alone. Without cross-fitting the same rule reads the validation split's bootstrap (fewer
+   rows, and the split the runs stopped on). The test split then measures every candidate
+   once, for the report, labelled exploratory; it chooses nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from multitune.final.reference import ReferenceResult
 from multitune.final.runs import Record, Reuse, RunJob, offline_record, run_all
 from multitune.final.scoring import SeedRun
 from multitune.report import Comparison
+from multitune.report.crossfit import MethodComparison
 from multitune.training import TrainingData
 
 Partition = tuple[tuple[str, ...], ...]
@@ -76,11 +80,20 @@ class Verified:
     runs: list[SeedRun]
     val: Comparison
     test: Comparison
+    method: MethodComparison | None = None
 
     @property
     def clearly_better(self) -> bool:
-        """Validation Δm interval above zero (at the Bonferroni-corrected level)."""
+        """Δm interval above zero at the Bonferroni-corrected level: the cross-fitted one
+        when measured, else validation's."""
+        if self.method is not None:
+            return self.method.delta_m.low > 0
         return self.val.delta_m_low > 0
+
+    @property
+    def chosen_on(self) -> float:
+        """The Δm the choice ranks on: cross-fitted when measured, else validation's."""
+        return self.method.delta_m.delta if self.method is not None else self.val.delta_m
 
 
 @dataclass(frozen=True)
@@ -267,16 +280,23 @@ def choose(
     each alone when none is."""
     better = [v for v in verified if v.clearly_better]
     pct = f"{confidence:.1%}".replace(".0%", "%")
+    oof = any(v.method is not None for v in verified)
+    where = "cross-fitted (every labelled row, out of fold)" if oof else "validation"
     if not better:
         return alone, (
-            f"no candidate's validation Δm against each alone had its {pct} interval above "
+            f"no candidate's {where} Δm against each alone had its {pct} interval above "
             "zero, so each task keeps its own model"
         )
-    best = max(better, key=lambda v: v.val.delta_m)
+    best = max(better, key=lambda v: v.chosen_on)
+    if best.method is not None:
+        dm = best.method.delta_m
+        low, high = dm.low, dm.high
+    else:
+        low, high = best.val.delta_m_low, best.val.delta_m_high
     return best.candidate, (
-        f"{best.candidate.name} had the highest validation Δm ({best.val.delta_m:+.2f}%, "
-        f"{pct} interval [{best.val.delta_m_low:+.2f}%, {best.val.delta_m_high:+.2f}%]) of "
-        f"the {len(better)} candidate(s) clearly better than each alone on validation"
+        f"{best.candidate.name} had the highest {where} Δm ({best.chosen_on:+.2f}%, "
+        f"{pct} interval [{low:+.2f}%, {high:+.2f}%]) of "
+        f"the {len(better)} candidate(s) clearly better than each alone"
     )
 
 
@@ -293,6 +313,7 @@ def verify_groupings(
     reuse: Reuse | None = None,
     workers: int = 1,
     on_done: Callable[[RunJob], None] | None = None,
+    out_of_fold: Callable[[Sequence[Candidate], float], dict[str, MethodComparison]] | None = None,
 ) -> GroupingResult:
     """Propose candidates from `trained.affinity`, train their new groups, measure each
     candidate against each alone on validation (to choose) and on test (to report).
@@ -309,6 +330,8 @@ def verify_groupings(
         reuse: Finds a group run that already finished (a resumed stage): not retrained.
         workers: Runs at once.
         on_done: Called as each run finishes.
+        out_of_fold: Cross-fits the candidates at the given level, each against each alone
+            (the stage's cross-fit); None: choose on validation.
     """
     cfg, names = params.final.grouping, data.task_names
     if trained.affinity is None:
@@ -337,6 +360,7 @@ def verify_groupings(
     others = [c for c in candidates if c.name != EACH_ALONE]
     alone = next(c for c in candidates if c.name == EACH_ALONE)
     val_confidence = 1.0 - (1.0 - params.final.confidence) / max(1, len(others))
+    methods = out_of_fold(others, val_confidence) if out_of_fold is not None else {}
     verified = []
     for c in others:
         runs = compose(c.groups, trained, group_runs)
@@ -355,6 +379,7 @@ def verify_groupings(
                     confidence=val_confidence,
                 ),
                 test=compare_sides(params, data, units, as_multi, reference),
+                method=methods.get(c.name),
             )
         )
     # All in one is measured whatever `apart` says (it is the stage's multi-task model), but

@@ -91,8 +91,9 @@ def publish(
         chosen: The shipped run; its `val_metrics` are what the gate scores.
         baseline_val: This run's single-task validation metrics per task (mean over seeds):
             the baseline both the new model and the alias's holder are scored against.
-        verdict: The comparison's overall verdict word; "hurts" keeps the model from the
-            alias unless `registry.allow_hurts`.
+        verdict: The cross-fitted verdict about the method (the test split's only with
+            cross-fitting off); "hurts" keeps the model from the alias unless
+            `registry.allow_hurts`.
         phash: Params hash.
         dhash: Data hash (dataset, splits, features): the fingerprint's data part.
         tags: The stage's tags (git commit...) and the comparison's (`delta_m`,
@@ -118,7 +119,14 @@ def publish(
         "seed": chosen.seed,
     }
     # Reported with the version, never compared (the gate is validation Δm).
-    for key in ("grouping", "test_delta_m", "delta_m", "delta_m_ci"):
+    for key in (
+        "grouping",
+        "test_delta_m",
+        "delta_m",
+        "delta_m_ci",
+        "method_delta_m",
+        "method_delta_m_ci",
+    ):
         if key in tags:
             version_tags[key] = tags[key]
     for task, metrics in chosen.test_metrics.items():
@@ -167,8 +175,8 @@ def version_description(
             f"network, grouping {grouping} (chosen on validation among the candidates "
             f"affinity proposed; a one-task group is that task's single-task model). Record "
             f"run {chosen.run_id}; val Δm {val_dm:+.2f}% against the single-task sides, test "
-            f"Δm {test_dm:+.2f}%. Verdict of the grouping on the test split: {verdict}, Δm "
-            f"{comparison.delta_m:+.2f}% ({ci}). Data hash {dhash}, git commit "
+            f"Δm {test_dm:+.2f}%. Verdict about the method (cross-fitted where on): {verdict}; "
+            f"test-split Δm {comparison.delta_m:+.2f}% ({ci}). Data hash {dhash}, git commit "
             f"{tags.get('git_commit', 'unknown')}. Input: the raw table's columns; output: "
             "every task's prediction."
         )
@@ -176,7 +184,8 @@ def version_description(
         f"Multi-task model over {', '.join(chosen.tasks)}: run {chosen.run_id} (seed "
         f"{chosen.seed}), chosen among the final stage's seeds on validation (val Δm "
         f"{val_dm:+.2f}% against the single-task baselines; test Δm {test_dm:+.2f}%). "
-        f"Verdict of the comparison on the test split: {verdict}, Δm {comparison.delta_m:+.2f}% "
-        f"({ci}). Data hash {dhash}, git commit {tags.get('git_commit', 'unknown')}. Input: "
-        "the raw table's columns (see the signature); output: every task's prediction."
+        f"Verdict about the method (cross-fitted where on): {verdict}; test-split Δm "
+        f"{comparison.delta_m:+.2f}% ({ci}). Data hash {dhash}, git commit "
+        f"{tags.get('git_commit', 'unknown')}. Input: the raw table's columns (see the "
+        "signature); output: every task's prediction."
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,21 @@ from multitune.config.final import FinalConfig
 from multitune.console import console
 from multitune.data.artifacts import read_units
 from multitune.final import inputs
-from multitune.final.grouping import ALL_IN_ONE, GroupingResult, merged, verify_groupings
+from multitune.final.crossfit import (
+    CrossFit,
+    compose_groups,
+    crossfit,
+    crossfit_groups,
+    method_comparison,
+)
+from multitune.final.grouping import (
+    ALL_IN_ONE,
+    Candidate,
+    GroupingResult,
+    merged,
+    new_groups,
+    verify_groupings,
+)
 from multitune.final.grouping import KIND as GROUP_KIND
 from multitune.final.paths import FinalPaths
 from multitune.final.protocol import (
@@ -47,6 +60,7 @@ from multitune.report import (
     task_verdicts,
     write_curves,
 )
+from multitune.report.crossfit import MethodComparison, MethodRow
 from multitune.report.grouping import CandidateView, GroupingView
 from multitune.tracking import (
     base_tags,
@@ -207,11 +221,22 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         )
         chosen = _choose(stage)
         trained = _train(stage, chosen)
-        grouping = _group(stage, chosen, trained)
         comparison = _compare(stage, chosen, trained)
-        shipped, registration = _publish(stage, chosen, trained, comparison, grouping)
+        xfit = _crossfit(stage, chosen, trained)
+        method = _method(stage, xfit, comparison)
+        grouping = _group(stage, chosen, trained, xfit, comparison)
+        shipped, registration = _publish(stage, chosen, trained, comparison, grouping, method)
         report = _report(
-            stage, chosen, trained, comparison, shipped, registration, tracking, grouping
+            stage,
+            chosen,
+            trained,
+            comparison,
+            shipped,
+            registration,
+            tracking,
+            grouping,
+            method,
+            xfit,
         )
         run.log_metrics({"runs_trained": ledger.trained, "runs_reused": ledger.reused})
     summary = summary_text(report)
@@ -293,11 +318,107 @@ def _affinity_every(stage: _Stage) -> int | None:
     return grouping.every if grouping.method == "tag" and len(stage.names) >= 2 else None
 
 
-def _group(stage: _Stage, chosen: _Chosen, trained: Trained) -> GroupingResult | None:
+def _crossfit(stage: _Stage, chosen: _Chosen, trained: Trained) -> CrossFit | None:
+    """Both sides over `final.crossfit`'s folds (`multitune.final.crossfit`): the evidence
+    about the method."""
+    xf = stage.params.final.crossfit
+    if not xf.enabled:
+        return None
+    n = xf.folds * xf.repeats
+    with console.status(f"final: cross-fitting both sides over {n} folds") as status:
+        result = crossfit(
+            stage.params,
+            stage.data,
+            stage.units,
+            sides=trained.sides,
+            network=chosen.selection.network,
+            multi=chosen.selection.multi,
+            workers=stage.workers,
+            record=stage.ledger.record,
+            reuse=stage.ledger.find,
+            on_done=lambda job: status.update(
+                f"final: cross-fitting, {job.kind} {'+'.join(job.tasks or ('all',))} "
+                f"fold {job.key[-1] + 1}/{n}"
+            ),
+        )
+    stage.run.log_metrics({"crossfit_runs": result.runs, "crossfit_seconds": result.seconds})
+    return result
+
+
+def _method(
+    stage: _Stage, xfit: CrossFit | None, comparison: Comparison
+) -> MethodComparison | None:
+    """The verdict about the method, from the cross-fit (`multitune.report.crossfit`)."""
+    if xfit is None:
+        return None
+    cfg = stage.params.final
+    method = method_comparison(
+        xfit,
+        stage.data,
+        comparison.dm_metrics,
+        margin=cfg.crossfit.margin,
+        confidence=cfg.confidence,
+    )
+    dm = method.delta_m
+    stage.run.log_metrics(
+        {
+            "method_delta_m": dm.delta,
+            "method_delta_m_ci_low": dm.low,
+            "method_delta_m_ci_high": dm.high,
+        }
+    )
+    stage.run.log_params({"method_verdict": method.verdict})
+    return method
+
+
+def _out_of_fold(stage: _Stage, chosen: _Chosen, xfit: CrossFit, comparison: Comparison) -> Any:
+    """The grouping candidates cross-fitted on the verdict's folds, each against each alone."""
+    cfg = stage.params.final
+
+    def measure(candidates: list[Candidate], level: float) -> dict[str, MethodComparison]:
+        groups = new_groups(candidates, stage.names)
+        with console.status(f"final: cross-fitting {len(groups)} candidate group(s)"):
+            per_group = crossfit_groups(
+                stage.params,
+                stage.data,
+                xfit,
+                groups,
+                chosen.selection.multi,
+                workers=stage.workers,
+                record=stage.ledger.record,
+                reuse=stage.ledger.find,
+            )
+        return {
+            c.name: method_comparison(
+                compose_groups(xfit, c.groups, per_group),
+                stage.data,
+                comparison.dm_metrics,
+                margin=cfg.crossfit.margin,
+                confidence=level,
+            )
+            for c in candidates
+        }
+
+    return measure
+
+
+def _group(
+    stage: _Stage,
+    chosen: _Chosen,
+    trained: Trained,
+    xfit: CrossFit | None = None,
+    comparison: Comparison | None = None,
+) -> GroupingResult | None:
     """Which tasks to train together (`multitune.final.grouping`): the candidates' groups
-    trained over the seeds, each candidate measured on validation (to choose) and test."""
+    trained over the seeds (to ship) and over the cross-fit's folds (to choose, out of fold;
+    on validation without cross-fitting); test is measured for the report only."""
     if trained.affinity is None:
         return None
+    oof = (
+        _out_of_fold(stage, chosen, xfit, comparison)
+        if xfit is not None and comparison is not None
+        else None
+    )
     with console.status("final: verifying task groupings") as status:
         result = verify_groupings(
             stage.params,
@@ -311,6 +432,7 @@ def _group(stage: _Stage, chosen: _Chosen, trained: Trained) -> GroupingResult |
             reuse=stage.ledger.find,
             workers=stage.workers,
             on_done=lambda job: status.update(f"final: training {run_name(job, job.tasks or ())}"),
+            out_of_fold=oof,
         )
     names = stage.names
     # The matrix as metrics (`affinity/<stepped>/<moved>`); the whole in reports/metrics.json.
@@ -344,10 +466,12 @@ def _publish(
     trained: Trained,
     comparison: Comparison,
     grouping: GroupingResult | None,
+    method: MethodComparison | None = None,
 ) -> tuple[_Shipped, Any | None]:
     """Ship the chosen grouping: all in one (the multi-task seed with the best validation
     objective), or a model routing each task to its group's network (`_grouped`). The
-    registry's gate reads validation too: the test split never chooses."""
+    registry's gate ranks on validation and vetoes on the cross-fitted verdict: the test
+    split never chooses (without cross-fitting, the test verdict still vetoes)."""
     params, names, multi = stage.params, stage.names, trained.multi
     if grouping is None or grouping.chosen.name == ALL_IN_ONE:
         scores = [objective(r.val_metrics, stage.types, trained.baseline_val) for r in multi]
@@ -362,11 +486,7 @@ def _publish(
     val_dm = _safe_delta_m(chosen.val_metrics, trained.baseline_val)
     single_test = {t: mean_metrics(trained.single[t], t, "test") for t in names}
     test_dm = _safe_delta_m(chosen.test_metrics, single_test)
-    word: Verdict
-    if grouping is not None and grouping.chosen_verified is None:
-        word = "no clear difference"  # each alone: the single-task sides themselves
-    else:
-        word, _ = overall_verdict(measured, task_verdicts(measured))
+    word = gate_verdict(grouping, method, measured)
     not_converged = [r.run_id for r in trained.all_runs() if r.converged is False]
     stage.run.log_metrics(
         {
@@ -398,12 +518,38 @@ def _publish(
             "test_delta_m": f"{test_dm:.6g}",
             "delta_m": f"{measured.delta_m:.6g}",
             "delta_m_ci": f"[{measured.delta_m_low:.6g}, {measured.delta_m_high:.6g}]",
+            **(
+                {
+                    "method_delta_m": f"{method.delta_m.delta:.6g}",
+                    "method_delta_m_ci": f"[{method.delta_m.low:.6g}, {method.delta_m.high:.6g}]",
+                }
+                if method is not None
+                else {}
+            ),
         },
         description=version_description(
             chosen, val_dm, test_dm, word, measured, stage.dhash, stage.tags, grouping=label
         ),
     )
     return shipped, registration
+
+
+def gate_verdict(
+    grouping: GroupingResult | None, method: MethodComparison | None, test: Comparison
+) -> Verdict:
+    """The verdict the registry's gate vetoes on: the cross-fitted one (of the shipped
+    grouping against each alone, or of all in one), never a test-split figure. Each alone
+    ships the single-task sides themselves ("no clear difference"). Only with cross-fitting
+    off does the test split's verdict stand in (`test`), as it did before cross-fitting."""
+    verified = grouping.chosen_verified if grouping is not None else None
+    if grouping is not None and verified is None:
+        return "no clear difference"
+    if verified is not None and verified.method is not None:
+        return verified.method.verdict
+    if method is not None:
+        return method.verdict
+    word, _ = overall_verdict(test, task_verdicts(test))
+    return word
 
 
 def _grouped(
@@ -460,6 +606,8 @@ def _report(
     registration: Any | None,
     tracking: Any,
     grouping: GroupingResult | None = None,
+    method: MethodComparison | None = None,
+    xfit: CrossFit | None = None,
 ) -> ReportInputs:
     """Write `reports/` and log it, with the sweep's outputs, on the stage's run."""
     params, paths, cfg, names = stage.params, stage.paths, stage.params.final, stage.names
@@ -524,6 +672,9 @@ def _report(
         reference_chosen=ref.chosen if ref else {},
         grouping=_grouping_view(grouping, comparison) if grouping else None,
         scored_words=scored_words(scored_targets(stage.data), trained.multi[0]),
+        method=method,
+        method_train_rows=xfit.train_rows if xfit is not None else 0.0,
+        winner_val_delta_m=_safe_delta_m(_mean_val(trained.multi, names), trained.baseline_val),
     )
     render(report, paths.reports)
     write_curves(report.curves, paths.reports / "curves")
@@ -546,6 +697,7 @@ def _grouping_view(result: GroupingResult, comparison: Comparison) -> GroupingVi
             c.affinity,
             measured[c.name].val if c.name in measured else None,
             measured[c.name].test if c.name in measured else None,
+            _method_dm(measured[c.name].method) if c.name in measured else None,
         )
         for c in result.candidates
     ]
@@ -562,19 +714,22 @@ def _grouping_view(result: GroupingResult, comparison: Comparison) -> GroupingVi
     )
 
 
+def _method_dm(method: MethodComparison | None) -> MethodRow | None:
+    return method.delta_m if method is not None else None
+
+
+def _mean_val(runs: list[SeedRun], names: list[str]) -> dict[str, dict[str, float]]:
+    """Each task's validation metrics, the mean over seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for t in names:
+        values = [r.val_metrics.get(t, {}) for r in runs]
+        keys = set.intersection(*(set(v) for v in values)) if values else set()
+        out[t] = {k: float(np.mean([v[k] for v in values])) for k in keys}
+    return out
+
+
 def _data_name(source: str) -> str:
     """A short name of the data for its MLflow datasets: the bundled set's, or the file's."""
     if source.startswith("builtin:"):
         return source.removeprefix("builtin:")
     return Path(source).stem
-
-
-def single_run_list(single: dict[str, list[SeedRun]], names: list[str]) -> list[SeedRun]:
-    """Every single-task run, task by task."""
-    return [r for t in names for r in single[t]]
-
-
-def clean_reports(reports: Path) -> None:
-    """Remove a previous report (DVC removes outs before a run; this covers direct calls)."""
-    if reports.exists():
-        shutil.rmtree(reports)

@@ -11,9 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from multitune.report.crossfit import MethodComparison
 from multitune.report.grouping import GroupingView
 from multitune.report.grouping import answer as grouping_answer
 from multitune.report.grouping import metrics as grouping_metrics
+from multitune.report.method import method_json
 from multitune.report.stats import MAX_NONFINITE, Comparison, RowResult
 from multitune.report.verdicts import (
     TaskVerdict,
@@ -78,6 +80,11 @@ class ReportInputs:
             not measured.
         scored_words: Per token task, the words its test metrics score (every word of the
             labelled test rows).
+        method: The cross-fitted comparison, the verdict about the method
+            (`multitune.report.crossfit`); None when cross-fitting is off.
+        method_train_rows: Mean rows each cross-fit training saw (the estimand's size).
+        winner_val_delta_m: The sweep winner's validation Δm (percent), shown beside its
+            cross-fitted Δm so that the winner's curse is visible.
     """
 
     comparison: Comparison
@@ -97,6 +104,9 @@ class ReportInputs:
     reference_chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
     grouping: GroupingView | None = None
     scored_words: dict[str, int] = field(default_factory=dict)
+    method: MethodComparison | None = None
+    method_train_rows: float = 0.0
+    winner_val_delta_m: float | None = None
 
 
 def not_converged(runs: list[RunRecord]) -> list[RunRecord]:
@@ -353,6 +363,10 @@ def metrics_json(inputs: ReportInputs) -> dict[str, Any]:
         out |= grouping_metrics(inputs.grouping)
     if inputs.scored_words:
         out["scored_words"] = dict(inputs.scored_words)
+    if inputs.method is not None:
+        out["method"] = method_json(inputs.method)
+        out["overall"] = inputs.method.verdict
+        out["test_split_overall"] = overall_verdict(c, verdicts)[0]
     out["runs"] = _runs_json(inputs.runs)
     out["not_converged"] = [r.run_id for r in not_converged(inputs.runs)]
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from multitune.io import atomic_path
-from multitune.report import figures, grouping
+from multitune.report import figures, grouping, method
 from multitune.report.content import (
     ReportInputs,
     delta_m_statement,
@@ -53,8 +53,16 @@ def summary_text(inputs: ReportInputs) -> str:
     """The answer as the final stage prints it: the opening paragraph, one line per task and
     group, and the comparison table."""
     verdicts = task_verdicts(inputs.comparison)
+    first = []
+    if inputs.method is not None:
+        first = [
+            method.opening(inputs.method, inputs.method_train_rows),
+            markdown_table(method.frame(inputs.method)),
+            "The trained models on the test split (bootstrap; describes the shipped models only):",
+        ]
     return "\n\n".join(
         [
+            *first,
             opening_paragraph(inputs, verdicts),
             verdict_lines(verdicts),
             markdown_table(comparison_frame(inputs)),
@@ -118,7 +126,11 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
     c = inputs.comparison
     verdicts = task_verdicts(c)
     sections = [
-        _Section("", opening_paragraph(inputs, verdicts)),
+        *_method_sections(inputs),
+        _Section(
+            "The trained models on the test split" if inputs.method is not None else "",
+            _test_split_lead(inputs) + opening_paragraph(inputs, verdicts),
+        ),
         _Section("Verdict per task", verdict_lines(verdicts)),
         _Section("Comparison table", "", comparison_frame(inputs)),
         _Section("How Δm is computed", delta_m_statement(c)),
@@ -162,6 +174,40 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
     )
     sections.append(_Section("Runs", text, runs_frame(inputs.runs)))
     return sections
+
+
+def _method_sections(inputs: ReportInputs) -> list[_Section]:
+    """The verdict about the method first (cross-fitted), when measured."""
+    m = inputs.method
+    if m is None:
+        return []
+    lead = method.opening(m, inputs.method_train_rows)
+    if inputs.winner_val_delta_m is not None:
+        lead += (
+            f" The chosen multi-task config's validation Δm, on the split it was chosen and "
+            f"stopped on, is {inputs.winner_val_delta_m:+.2f}%; cross-fitted it is "
+            f"{m.delta_m.delta:+.2f}% (the gap is the winner's curse)."
+        )
+    return [
+        _Section("", lead),
+        _Section(
+            "Verdict about the method, per task (cross-fitted)",
+            "Every labelled row is scored; the interval is the corrected resampled t over the "
+            "folds, family-wise over the tasks; 'rows needed' is for an inconclusive verdict.",
+            method.frame(m),
+        ),
+        _Section("How the cross-fitted verdict is reached", method.method_text(m)),
+    ]
+
+
+def _test_split_lead(inputs: ReportInputs) -> str:
+    if inputs.method is None:
+        return ""
+    return (
+        "Bootstrap over the test split's rows and the seeds: how the models trained once and "
+        "shipped do on the test split. Not evidence about the method; nothing is decided on "
+        "it. "
+    )
 
 
 def _budgets(inputs: ReportInputs) -> _Section:

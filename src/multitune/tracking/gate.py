@@ -39,7 +39,9 @@ EVAL_DATA_HASH = "eval_data_hash"
 VERDICT = "verdict"
 GATE = "gate"
 
-Verdict = Literal["improves", "no clear difference", "hurts", "not trustworthy"]
+Verdict = Literal[
+    "improves", "equivalent", "inconclusive", "no clear difference", "hurts", "not trustworthy"
+]
 VERDICTS: tuple[str, ...] = get_args(Verdict)
 Metrics = Mapping[str, Mapping[str, float]]
 """Task -> metric -> value."""
