@@ -1,523 +1,883 @@
-"""Calibration of the final stage's verdicts: false-positive rate, interval coverage and power
-over many planted tables whose truth is known.
+"""Calibration of the final stage's verdict about the method: the cross-fitted comparison of
+`multitune.report.crossfit` against the method-level truth, over tables whose truth is known.
 
-Each table runs the final stage's own code, in-process and with small fixed budgets (no Ray,
-no MLflow): the tuned linear reference (`fit_reference`), each side's choice (`select`: k-fold
-group-aware CV over train+val for the small tasks), the single-task and multi-task runs over
-seeds and the comparison (`multitune.final.protocol.train_sides` and `compare_sides`: the
-table's groups resampled, the Δm pairs fixed on validation, family-wise verdicts). Then both
-sides' trained models (the linear reference through `ReferenceResult.predict`) score a fresh
-sample of 20,000 rows
-from the same generator: the *true delta* of a task is the mean over seeds of multi minus
-the mean over seeds of single on that sample.
+What is calibrated. The statistics, not the networks. The folds are the stage's: units dealt
+by `multitune.data.split.assign_units` as `multitune.final.crossfit.make_crossfit_folds` deals
+them (per repeat r a unit order from ``np.random.default_rng([seed, r])``, `FOLDS` equal folds
+stratified over every task's labels, and inside each fold's training rows an inner validation
+carved with fractions ``[1 - v, v]``, ``v = 0.1 / 0.9``, from the same generator). The rows
+are the stage's: per task ``FoldDiffs(task, "auroc", True, multi, single, labelled_rows,
+MARGIN)``, and ``FoldDiffs("Δm", "delta_m", True, dm, 0, rows, 100 * MARGIN)`` with Δm per
+fold ``100 * mean_t (multi_t - single_t) / single_t``. Every interval and verdict is
+`compare_method`'s (`FOLDS` x `REPEATS`, confidence `CONFIDENCE`). The procedures compared
+are cheap closed-form stand-ins (numpy only), so a thousand tables fit in minutes:
 
-Generator (one per table, its directions drawn from the table's seed):
+* single-task: ridge regression of +-1 labels on the features, per task on its labelled
+  training rows (own intercept); lambda chosen by AUROC on the inner validation rows;
+* multi-task: mean-regularized multi-task ridge (Evgeniou & Pontil 2004, "Regularized
+  multi-task learning"): ``w_t = w0 + v_t``, penalty ``l0 |w0|^2 + l1 sum_t |v_t|^2``, the
+  augmented-features ridge (rows of task t read ``[x, .., x (slot t), ..]``) solved in closed
+  form with the ``v_t`` eliminated (`self_check` compares it with the augmented fit every
+  run); ``(l0, l1)`` chosen by the mean AUROC over tasks on the inner validation rows. It
+  gains when the tasks share a direction and matches single-task ridge (l0 large) when not;
+* A/A: the "multi" side is the single-task procedure again, its menu split and its inner
+  validation carves seeded independently (same outer folds): its truth is exactly 0.
 
-* Rows come in groups of 4. A group shares a feature offset (half of each feature's variance)
-  and a random effect on the small tasks' labels (sd 0.6, as large as the label noise), so
-  rows of a group are not independent evidence and row-level resampling would be too
-  narrow. Train / val / test are assigned by group (750 / 150 / 150 groups).
-* Two modalities `a` and `b` of 32 dims each.
-* `big`: a 3-class task on every row (3,000 labelled train rows, 600 val), read off one
-  direction `u` of modality `a`.
-* `s1`, `s2`: binary tasks labelled on a few groups of each split (200 train, 152 val, 300
-  test rows): label = [signal + group effect + noise > 0], signal, group effect and noise
-  of sd 1, 0.6 and 0.6.
-* Null tables: each small task's signal is its own random direction of modality `b`, which
-  `big` never reads: there is nothing to transfer.
-* Transfer tables (the planted effect): both small tasks' signal is `big`'s direction `u`
-  (cosine 1 between what `big` teaches and what they need). A single-task model learns a
-  32-dim direction from 200 noisy rows; the multi-task trunk learns it from 3,000. The
-  measured true delta of that effect is printed (mean and range over tables).
+Configs chosen outside the folds. The stage chooses its configs once, on the development data,
+before cross-fitting (`multitune.final.crossfit`'s module doc); so does this benchmark: each
+side's grid (`SINGLE_GRID`, per task; `MULTI_GRID`) is narrowed to a menu of its best
+`MENU_SIZE` on a seeded 80/10/10 unit split of the whole table (trained on the 80, scored on
+the 10), and inside each fold the inner validation picks among the menu. The held-out fold
+took part in choosing the menu, and every fold shares the table's one menu: the truth below
+has neither, so coverage, false positives and power here include that cost.
 
-Both sides choose between the same two network finalists: a one-hidden-layer network
-(encoder width 16 and a trunk of 16) first and a linear one (encoder layers 0, empty trunk)
-second; the single-task side also has the linear reference. `single_val` (the baselines
-search's record of its best config) is the first finalist trained once (seed 0) for `big`
-(the one task chosen on validation); the small tasks' sides are chosen by the CV, and for
-them the reference's validation metrics stand in (read only if the CV fails).
+Generator. Rows come in units of `unit_rows` rows sharing a feature offset (`feature_share` of
+each feature's unit variance) and, per task, a random effect on the labels (sd
+`group_effect`), so a unit's rows are not independent and folds keep units together. ``d``
+features, ``T = 3`` binary tasks, each labelled on the same number of random units (partial
+labelling; the tasks overlap by chance). Label ``= 1[x . w_t + unit effect + noise > 0]``,
+``|w_t| = 1``, noise sd `noise`. The configurations (`configs`):
 
-A null verdict is a false positive when it says "improves" or "hurts" on a task whose true
-delta is negligible (|true delta| < `NEGLIGIBLE` in the primary metric's units: AUROC for the
-small tasks, macro-F1 for `big`), or claims against the true delta's sign. A null table's
-tasks need not all be true nulls (the multi-task model can really be worse at `big`: a claim
-there is right), so the family-wise rate is the standard one under a partial null: the share
-of null tables with at least one false positive among their verdicts. The rate over the null
-tables whose every task is negligible is printed too, with their count. The per-task rate is
-over null (table, task) pairs with a negligible true delta. Coverage is over every (table,
-task).
-Power is the share of transfer (table, small task) pairs whose verdict is "improves".
+1. null: ``w_t`` mutually orthogonal unit vectors (QR), equal label counts: nothing to
+   transfer, both sides ridge on the same features (neither well specified where the other
+   is not); 600 units of 4, d = 32, 600 labelled rows per task;
+2. aa: the A/A arm on the null generator;
+3. planted: every task reads one shared direction ``u`` (``w_t = u + 0.05 e_t``,
+   renormalized): 800 labelled rows per task on d = 256, so single-task ridge is starved and
+   pooling three tasks gains about 0.06 AUROC (the printout gives each instance's truth).
+   Smaller gains (0.01-0.04, d <= 128) were tried: at `FOLDS` x `REPEATS` the family-wise
+   corrected interval of a task is about +-0.04 to 0.05 wide there, so power stays near 50-70%;
+4. grouped: the null with units of 8 rows and three times the group effect (0.6), 400 units,
+   960 labelled rows per task. A stronger grouping (feature share 0.7, group effect 0.8; not
+   in the run) gave 7/120 tables with a false "hurts" on Δm and task coverage 0.906: the menu
+   chosen on one small validation split now and then keeps a harmful shared config, every
+   fold of that table uses it, and the cross-fit, which sees the table's one menu, cannot
+   see the menu's own variation. That is the cost of choosing outside the folds.
 
-Run: ``python benchmarks/calibration.py`` (80 null and 20 transfer tables: 80 nulls without a
-false positive bound the rate below 4.5%; 8-10 s per table on 2 free cores, two at a time),
-``--quick`` (8 and 4), ``--nulls``, ``--transfers``, ``--jobs``, ``--samples``, ``--seed``.
+Each configuration has `instances` parameter draws (its ``w_t``); each instance's truth is
+computed once and `tables` benchmark tables are drawn from it (fresh data, same ``w_t``).
+
+Truth (method level; Bates, Hastie & Tibshirani 2024, "Cross-validation: what does it estimate
+and how well does it do it?"). An instance's expected difference of the two procedures, run as
+in the stage on tables of the benchmark's size. Per fresh table (same ``w_t``, fresh data):
+the menus are chosen on it as above; its units are dealt into `FOLDS` folds as the stage deals
+them; on each fold's training rows (``n (K - 1) / K``, inner validation carved the same way)
+both sides are trained and scored on a fresh holdout of `HOLDOUT` fully labelled rows; the
+table's value is the mean over its folds of multi minus single AUROC per task, and of Δm. The
+truth is the mean over `truth` fresh tables, topped up (`top_up`, at most `TOP_UP` times) until
+its Monte-Carlo SE (sd / sqrt(count), printed) is at most ``MARGIN / 5`` (``20 * MARGIN``
+percent for Δm). The A/A truth is 0 by symmetry.
+
+Definitions (the truth is the instance's; a claim is an "improves" or "hurts" verdict):
+
+* false_positive_rate: over the null tables (null and grouped; A/A apart), the share with at
+  least one claim (a task row or Δm) on a truth smaller than that row's margin in magnitude or
+  of the opposite sign; false_positive_upper: its one-sided 95% Clopper-Pearson upper bound;
+* coverage: over (table, task) of every configuration, the share whose family-wise interval
+  ``[low, high]`` contains the truth (Δm's 95% interval apart: dm_coverage);
+* power: over planted (table, task), the share of "improves";
+* equivalence_rate: over null (table, task) with ``|truth| < MARGIN / 2``, the share of
+  "equivalent";
+* aa_rejection_rate: the share of A/A tables with any claim;
+* wrong_sign: claims against the sign of a truth that is resolved (``|truth|`` at least twice
+  its MC SE); claims against an unresolved sign or the A/A's exact 0 are counted apart
+  (wrong_sign_unresolved), and are false positives anyway.
+
+Targets: false positives <= 5% over >= 200 null tables, coverage >= 93%, power >= 80%,
+equivalence >= 50%, no wrong sign, A/A <= 5%.
+
+Run: ``python benchmarks/calibration.py`` (full: 240 null, 120 A/A and 80 planted tables and
+the truths; about 8 min on 2 cores), ``--quick`` (the same code on a handful of tables, with
+rough truths and no top-up; about 20 s), ``--jobs N`` (processes, default 2, one BLAS thread
+each), ``--seed``, ``--json PATH`` (one object: the figures above and more, written
+atomically).
+
+Left out: the networks and their early stopping, the single-task side's choice between a
+network and the linear reference, the multi-task side's stopping against the single-task
+sides' validation metrics, the task grouping and the gate: the stage's own tests cover those.
+This measures whether the statistics say what they claim when the procedures are simple and
+the truth is known.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
+from scipy import sparse, stats
+from threadpoolctl import threadpool_limits
 
-GROUP_ROWS = 4
-DIM = 32
-GROUPS = {"train": 750, "val": 150, "test": 150}
-SMALL_GROUPS = {"train": 50, "val": 38, "test": 75}  # groups labelled for each small task
-FRESH_GROUPS = 5000  # 20,000 rows for the true delta
-FEATURE_GROUP_SHARE = 0.5  # share of each feature's variance that a group shares
-GROUP_EFFECT, LABEL_NOISE = 0.6, 0.6  # sd on the small tasks' label scale (signal sd 1)
-SMALL = ("s1", "s2")
-TASKS = ("big", *SMALL)
-NEGLIGIBLE = 0.01
-SEEDS = 3
-MAX_VAL_ROWS = 300  # the small tasks (152 val rows) are cross-validated, big (600) is not
-FOLDS = 5  # the stage's default
-LEVEL = 0.95
+from multitune.data.split import assign_units
+from multitune.report.crossfit import FoldDiffs, MethodComparison, compare_method
+
+TASKS = 3
+FOLDS, REPEATS, CONFIDENCE, MARGIN = 5, 2, 0.95, 0.01
+VAL_SHARE = 0.1 / 0.9  # the split's 0.8 / 0.1 / 0.1: validation's share of train + val
+MENU_FRACTIONS = np.array([0.8, 0.1, 0.1])
+MENU_SIZE = 3
+SINGLE_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+MULTI_GRID = tuple(
+    (l0, l1) for l0 in (1.0, 10.0, 100.0, 1000.0, 1e4) for l1 in (1.0, 10.0, 100.0, 1000.0, 1e4)
+)
+HOLDOUT = 20_000
+TOP_UP = 5  # an instance's truth takes at most this many times its planned fresh tables
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+CLAIMS = ("improves", "hurts")
 
 
 @dataclass(frozen=True)
-class Generator:
-    """A planted table's law: fixed directions, fresh rows on every `draw`.
+class Config:
+    """One generator configuration and how many tables it gets.
 
     Attributes:
-        u: `big`'s direction on modality `a`, unit norm.
-        small: Small task -> (modality, unit direction) its signal reads.
+        name: null | aa | planted | grouped.
+        kind: null (nothing to transfer), aa (single vs single) or planted.
+        units: Units per table.
+        unit_rows: Rows per unit.
+        dim: Features.
+        labelled_units: Units labelled for each task (each task its own random units).
+        feature_share: Share of each feature's variance a unit shares.
+        group_effect: Sd of each unit's random effect on each task's label.
+        noise: Sd of the label noise (the signal x . w_t has sd 1).
+        perturb: Planted only: norm of each task's departure from the shared direction.
+        instances: Parameter draws (w_t).
+        tables: Benchmark tables per instance.
+        truth: Fresh tables per instance for the truth (0: the truth is 0 by symmetry).
     """
 
-    u: np.ndarray
-    small: dict[str, tuple[str, np.ndarray]]
+    name: str
+    kind: str
+    units: int
+    unit_rows: int
+    dim: int
+    labelled_units: int
+    feature_share: float
+    group_effect: float
+    noise: float
+    perturb: float
+    instances: int
+    tables: int
+    truth: int
 
-    @classmethod
-    def planted(cls, rng: np.random.Generator, transfer: bool) -> Generator:
-        def unit() -> np.ndarray:
-            v = rng.normal(size=DIM)
-            return v / np.linalg.norm(v)
 
-        u = unit()
-        small = {t: ("a", u) if transfer else ("b", unit()) for t in SMALL}
-        return cls(u, small)
+def configs(quick: bool) -> list[Config]:
+    """The four configurations (module doc), full or quick."""
+    full = [
+        Config("null", "null", 600, 4, 32, 150, 0.5, 0.2, 0.1, 0.0, 10, 12, 20),
+        Config("aa", "aa", 600, 4, 32, 150, 0.5, 0.2, 0.1, 0.0, 10, 12, 0),
+        Config("planted", "planted", 600, 4, 256, 200, 0.5, 0.2, 0.1, 0.05, 8, 10, 40),
+        Config("grouped", "null", 400, 8, 32, 120, 0.5, 0.6, 0.1, 0.0, 10, 12, 20),
+    ]
+    if not quick:
+        return full
+    return [
+        Config(**{**c.__dict__, "instances": 2, "tables": 2, "truth": min(c.truth, 3)})
+        for c in full
+    ]
 
-    def draw(
-        self, groups: int, rng: np.random.Generator
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-        """`groups` groups of rows: features, labels (every row labelled), group of each row."""
-        n = groups * GROUP_ROWS
-        group = np.repeat(np.arange(groups), GROUP_ROWS)
-        features = {
-            m: (
-                math.sqrt(FEATURE_GROUP_SHARE) * rng.normal(size=(groups, DIM))[group]
-                + math.sqrt(1.0 - FEATURE_GROUP_SHARE) * rng.normal(size=(n, DIM))
-            ).astype(np.float32)
-            for m in ("a", "b")
-        }
-        big_signal = features["a"] @ self.u + 0.2 * rng.normal(size=n)
-        labels: dict[str, np.ndarray] = {
-            "big": np.array(["lo", "mid", "hi"], dtype=object)[
-                np.digitize(big_signal, [-0.5, 0.5])
-            ]
-        }
-        for t, (modality, direction) in self.small.items():
-            effect = GROUP_EFFECT * rng.normal(size=groups)[group]
-            score = features[modality] @ direction + effect + LABEL_NOISE * rng.normal(size=n)
-            labels[t] = np.where(score > 0.0, "yes", "no").astype(object)
-        return features, labels, group
+
+# ---------------------------------------------------------------- generator
 
 
 @dataclass(frozen=True)
-class TableJob:
-    """One table to run: its kind, index, data seed and bootstrap replicates."""
+class Table:
+    """Features (n, d), labels (n, T) as bool, labelled mask (n, T), unit of each row (n,)."""
 
-    kind: str  # "null" or "transfer"
-    index: int
-    seed: int
-    samples: int
-
-
-@dataclass
-class TaskOutcome:
-    """One task of one table: the stage's verdict and interval against the true delta."""
-
-    task: str
-    side: str
-    verdict: str
-    raw_verdict: str
-    delta: float
-    true_delta: float
-    ci: tuple[float, float]
-    adj: tuple[float, float]
-    below_floor: bool
-
-    def covered(self, adjusted: bool = False) -> bool:
-        low, high = self.adj if adjusted else self.ci
-        return bool(low <= self.true_delta <= high)
+    x: np.ndarray
+    y: np.ndarray
+    lab: np.ndarray
+    unit: np.ndarray
 
 
-@dataclass
-class TableOutcome:
-    """What one table gave."""
-
-    kind: str
-    index: int
-    seconds: float
-    tasks: list[TaskOutcome] = field(default_factory=list)
-    not_converged: int = 0
-    runs: int = 0
+def directions(cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    """One instance's w_t (T, d), unit norm."""
+    q, _ = np.linalg.qr(rng.standard_normal((cfg.dim, TASKS + 1)))
+    if cfg.kind != "planted":
+        return q[:, :TASKS].T.copy()
+    u = q[:, 0]
+    w = u[None, :] + cfg.perturb * _unit_rows(rng.standard_normal((TASKS, cfg.dim)))
+    return _unit_rows(w)
 
 
-def _params(samples: int) -> Any:
-    from multitune.config import validate_params
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
 
-    return validate_params(
-        {
-            "data": {
-                "source": "x.parquet",
-                "modalities": {m: {"column": m, "encoder": {"name": "precomputed"}} for m in "ab"},
-            },
-            "tasks": [
-                {"name": "big", "type": "classification", "column": "big"},
-                *({"name": t, "type": "binary", "column": t} for t in SMALL),
-            ],
-            "model": {
-                "encoder": {"hidden": 16, "layers": 1, "dropout": 0.0},
-                "sharing": {"hidden": [16]},
-            },
-            "train": {
-                "epochs": 60,
-                "epoch_steps": 15,
-                "patience": 5,
-                "batch_size": 32,
-                "lr": 3e-3,
-                "device": "cpu",
-                "sampling": {"name": "uniform"},
-            },
-            "final": {
-                "seeds": SEEDS,
-                "bootstrap_samples": samples,
-                "confidence": LEVEL,
-                "workers": 1,
-                "threads": 1,
-                "transfer": {"method": "none"},
-                "register_model": False,
-                "selection": {"max_val_rows": MAX_VAL_ROWS, "finalists": 2, "folds": FOLDS},
-            },
-        }
+
+def draw(
+    cfg: Config, w: np.ndarray, rng: np.random.Generator, units: int, labelled: int | None
+) -> Table:
+    """A table of `units` units; `labelled` units labelled per task (None: every row)."""
+    n = units * cfg.unit_rows
+    unit = np.repeat(np.arange(units), cfg.unit_rows)
+    offset = rng.standard_normal((units, cfg.dim))
+    x = math.sqrt(cfg.feature_share) * offset[unit] + math.sqrt(
+        1.0 - cfg.feature_share
+    ) * rng.standard_normal((n, cfg.dim))
+    effect = cfg.group_effect * rng.standard_normal((units, TASKS))
+    y = x @ w.T + effect[unit] + cfg.noise * rng.standard_normal((n, TASKS)) > 0
+    if labelled is None:
+        lab = np.ones((n, TASKS), dtype=bool)
+    else:
+        lab_units = np.zeros((units, TASKS), dtype=bool)
+        for t in range(TASKS):
+            lab_units[rng.choice(units, labelled, replace=False), t] = True
+        lab = lab_units[unit]
+    return Table(x, y, lab, unit)
+
+
+def label_counts(table: Table) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Units x (task, class) label counts and rows per unit (`final.crossfit._label_counts`)."""
+    n_units = int(table.unit.max()) + 1
+    rows, cols = [], []
+    for t in range(TASKS):
+        idx = np.flatnonzero(table.lab[:, t])
+        rows.append(table.unit[idx])
+        cols.append(2 * t + table.y[idx, t].astype(np.int64))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    counts = sparse.csr_matrix(
+        sparse.coo_matrix((np.ones(len(r)), (r, c)), shape=(n_units, 2 * TASKS))
     )
+    return counts, np.bincount(table.unit, minlength=n_units).astype(float)
 
 
-def _linear(params: Any) -> Any:
-    """The linear finalist: one linear map per modality, no trunk layer."""
-    model = params.model.model_copy(
-        update={
-            "encoder": params.model.encoder.model_copy(update={"layers": 0}),
-            "sharing": params.model.sharing.model_copy(update={"hidden": []}),
-        }
-    )
-    return params.model_copy(update={"model": model})
+# ---------------------------------------------------------------- procedures
 
 
-def _labelled_split(rng: np.random.Generator, groups: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Split of each group, and per small task the groups labelled for it (whole groups)."""
-    order = rng.permutation(groups)
-    split_of = np.empty(groups, dtype=object)
-    start = 0
-    labelled: dict[str, np.ndarray] = {t: np.zeros(groups, bool) for t in SMALL}
-    for split, count in GROUPS.items():
-        members = order[start : start + count]
-        split_of[members] = split
-        start += count
-        for t in SMALL:
-            labelled[t][rng.choice(members, SMALL_GROUPS[split], replace=False)] = True
-    return split_of, labelled
+def auroc(score: np.ndarray, y: np.ndarray) -> float:
+    """Rank-based AUROC (Mann-Whitney), ties at their average rank; NaN with one class."""
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    new = np.empty(len(s), dtype=bool)
+    new[0] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(s))
+    ranks = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float((ranks[y[order]].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def run_table(job: TableJob) -> TableOutcome:
-    """Plant one table, run the final stage's pieces on it and measure the true deltas."""
-    import torch
+@dataclass(frozen=True)
+class Menu:
+    """A side's configs chosen outside the folds: per task lambdas (single) or (l0, l1)."""
 
-    from multitune.final.protocol import compare_sides, offline_record, train_sides
-    from multitune.final.reference import fit_reference
-    from multitune.final.runs import RunJob, fit
-    from multitune.final.selection import LINEAR, select
-    from multitune.models.heads import TaskSpec
-    from multitune.report import task_verdicts
-    from multitune.training import TrainingData, predict_rows
-    from multitune.training.metrics import primary_metric, task_metrics
+    kind: str  # "single" | "multi"
+    single: tuple[tuple[float, ...], ...] = ()
+    multi: tuple[tuple[float, float], ...] = ()
 
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    rng = np.random.default_rng(job.seed)
-    gen = Generator.planted(rng, job.kind == "transfer")
-    n_groups = sum(GROUPS.values())
-    features, labels, group = gen.draw(n_groups, rng)
-    split_of, small_groups = _labelled_split(rng, n_groups)
-    split = split_of[group]
-    for t in SMALL:
-        labels[t] = np.where(small_groups[t][group], labels[t], None).astype(object)
-    params = _params(job.samples)
-    cfg = params.final
-    specs = [TaskSpec(t, None) for t in params.tasks]
-    data = TrainingData.from_arrays(features, specs, labels, split)
-    units = group.astype(np.int64)
-    net, lin = params, _linear(params)
-    seeds = [cfg.seed_base + i for i in range(cfg.seeds)]
-    out = TableOutcome(job.kind, job.index, 0.0)
 
-    # Phase choose (stage._choose): the reference, then each side's config.
-    ref = fit_reference(data, cfg.reference)
-    searched = fit(RunJob(("search", "big"), net, "single", ("big",), 0), data)
-    single_val = {"big": searched.result.metrics["val"]["big"]}
-    single_val |= {t: ref.val[t] for t in SMALL}
-    sel = select(
-        params,
-        data,
-        units,
-        singles={t: [net, lin] for t in TASKS},
-        single_val=single_val,
-        multis=[net, lin],
-        reference=ref,
-        workers=1,
-    )
-    out.runs += 1 + sel.cv_runs
+@dataclass(frozen=True)
+class TaskStats:
+    """One task's centered Gram ``U diag(e) U^T`` and cross-product ``U ct`` of its labelled
+    training rows: every ridge of the grids is then a few products."""
 
-    # Phases train and compare: the final stage's own (`multitune.final.protocol`), with
-    # each run's model kept for the truth below.
-    models: dict[tuple[str, int], Any] = {}
+    e: np.ndarray
+    u: np.ndarray
+    ct: np.ndarray
 
-    def record(rj: Any, fitted: Any) -> Any:
-        models[(rj.kind if rj.kind == "multi" else rj.key[1], rj.seed)] = fitted.result.model
-        return offline_record(rj, fitted)
 
-    trained = train_sides(params, data, sel, ref, seeds, record=record)
-    out.runs += len(models)
-    out.not_converged = sum(r.converged is False for r in trained.all_runs())
-    verdicts = task_verdicts(compare_sides(params, data, units, trained, ref))
-
-    # The truth: both sides' trained models on a fresh sample from the same generator.
-    f_features, f_labels, _ = gen.draw(FRESH_GROUPS, rng)
-    n_fresh = FRESH_GROUPS * GROUP_ROWS
-    fresh = TrainingData.from_arrays(f_features, data.tasks, f_labels, ["test"] * n_fresh)
-    everything = fresh.splits["test"]
-    multi_preds = [predict_rows(models[("multi", s)], fresh, everything) for s in seeds]
-    for spec in data.tasks:
-        t = spec.name
-        y, mask = fresh.targets[t].numpy(), fresh.labelled[t].numpy()
-
-        def score(
-            pred: Any, spec: Any = spec, y: np.ndarray = y, mask: np.ndarray = mask
-        ) -> float:
-            p = pred.numpy() if hasattr(pred, "numpy") else pred
-            return task_metrics(spec, p, y, mask)[primary_metric(spec.type)]
-
-        m_true = float(np.mean([score(p[t]) for p in multi_preds]))
-        if trained.sides[t].side == LINEAR:
-            s_true = score(ref.predict(t, {m: f.numpy() for m, f in fresh.features.items()}))
-        else:
-            s_true = float(
-                np.mean([score(predict_rows(models[(t, s)], fresh, everything)[t]) for s in seeds])
-            )
-        v = verdicts[t]
-        row = v.row
-        out.tasks.append(
-            TaskOutcome(
-                task=t,
-                side=trained.sides[t].side,
-                verdict=v.verdict,
-                raw_verdict=row.raw_verdict,
-                delta=row.delta,
-                true_delta=m_true - s_true,
-                ci=(row.ci_low, row.ci_high),
-                adj=(row.adj_low, row.adj_high),
-                below_floor=row.chosen_below_floor,
-            )
-        )
-    out.seconds = time.perf_counter() - started
+def _stats(table: Table, rows: np.ndarray) -> list[TaskStats]:
+    """Per task: the eigendecomposition of the centered Gram of its labelled rows among `rows`
+    (each task its own intercept, unpenalized)."""
+    out = []
+    for t in range(TASKS):
+        idx = rows[table.lab[rows, t]]
+        xc = table.x[idx] - table.x[idx].mean(axis=0)
+        yt = np.where(table.y[idx, t], 1.0, -1.0)
+        e, u = np.linalg.eigh(xc.T @ xc)
+        e = np.clip(e, 0.0, None)
+        out.append(TaskStats(e, u, u.T @ (xc.T @ (yt - yt.mean()))))
     return out
 
 
-def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Exact two-sided interval of a binomial proportion k / n."""
-    from scipy.stats import beta
-
-    if n == 0:
-        return math.nan, math.nan
-    a = (1.0 - level) / 2.0
-    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1.0 - a, k + 1, n - k))
-    return low, high
+def _single_fits(
+    st: Sequence[TaskStats], lams: Sequence[Sequence[float]]
+) -> list[list[np.ndarray]]:
+    """Per task, the ridge weights ``(G + lam I)^-1 c`` for each of its lambdas."""
+    return [[s.u @ (s.ct / (s.e + lam)) for lam in lams[t]] for t, s in enumerate(st)]
 
 
-def _rate(k: int, n: int) -> str:
-    if n == 0:
-        return "n/a (no case)"
-    low, high = clopper_pearson(k, n)
-    return f"{k}/{n} = {k / n:.1%} (95% Clopper-Pearson [{low:.1%}, {high:.1%}])"
+def _multi_fits(st: Sequence[TaskStats], grid: Sequence[tuple[float, float]]) -> list[np.ndarray]:
+    """Mean-regularized multi-task ridge (module doc), each task's weights (T, d) for each
+    ``(l0, l1)`` of `grid`. The augmented problem's normal equations, with each ``v_t``
+    eliminated (``v_t = (G_t + l1 I)^-1 (c_t - G_t w0)``), leave for ``w0``
+    ``(l0 I + sum_t l1 G_t (G_t + l1 I)^-1) w0 = sum_t l1 (G_t + l1 I)^-1 c_t``."""
+    d = len(st[0].e)
+    reduced: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    out = []
+    for l0, l1 in grid:
+        if l1 not in reduced:
+            a = np.zeros((d, d))
+            b = np.zeros(d)
+            for s in st:
+                a += (s.u * (l1 * s.e / (s.e + l1))) @ s.u.T
+                b += s.u @ (l1 * s.ct / (s.e + l1))
+            reduced[l1] = (a, b)
+        a, b = reduced[l1]
+        w0 = np.linalg.solve(a + l0 * np.eye(d), b)
+        out.append(np.stack([w0 + s.u @ ((s.ct - s.e * (s.u.T @ w0)) / (s.e + l1)) for s in st]))
+    return out
 
 
-def _line(o: TableOutcome) -> str:
-    parts = []
-    for t in o.tasks:
-        parts.append(
-            f"{t.task}[{t.side[:3]}] {t.verdict[:8]:<8} d {t.delta:+.3f} "
-            f"true {t.true_delta:+.3f} CI [{t.ci[0]:+.3f},{t.ci[1]:+.3f}]"
-            f"{'' if t.covered() else '!'}"
+def _multi_fit_augmented(table: Table, rows: np.ndarray, l0: float, l1: float) -> np.ndarray:
+    """The same fit by the feature-augmentation trick (rows of task t read ``[x, .., x, ..]``,
+    slot 0 shared, slot t + 1 its own): the check of `_multi_fits`."""
+    d = table.x.shape[1]
+    blocks, targets = [], []
+    for t in range(TASKS):
+        idx = rows[table.lab[rows, t]]
+        xc = table.x[idx] - table.x[idx].mean(axis=0)
+        yt = np.where(table.y[idx, t], 1.0, -1.0)
+        z = np.zeros((len(idx), d * (TASKS + 1)))
+        z[:, :d] = xc / math.sqrt(l0)
+        z[:, d * (t + 1) : d * (t + 2)] = xc / math.sqrt(l1)
+        blocks.append(z)
+        targets.append(yt - yt.mean())
+    z, y = np.vstack(blocks), np.concatenate(targets)
+    beta = np.linalg.solve(z.T @ z + np.eye(z.shape[1]), z.T @ y)
+    w0 = beta[:d] / math.sqrt(l0)
+    return np.stack([w0 + beta[d * (t + 1) : d * (t + 2)] / math.sqrt(l1) for t in range(TASKS)])
+
+
+def _val_auroc(table: Table, rows: np.ndarray, t: int, w: np.ndarray) -> float:
+    idx = rows[table.lab[rows, t]]
+    return auroc(table.x[idx] @ w, table.y[idx, t])
+
+
+def _best(values: Sequence[float]) -> int:
+    v = np.where(np.isfinite(values), values, -np.inf)
+    return int(np.argmax(v))
+
+
+def fit_side(menu: Menu, table: Table, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Train a side on `train`, each config of its menu, keeping the best on `val` (T, d)."""
+    st = _stats(table, train)
+    if menu.kind == "single":
+        fits = _single_fits(st, menu.single)
+        return np.stack(
+            [fits[t][_best([_val_auroc(table, val, t, w) for w in fits[t]])] for t in range(TASKS)]
         )
-    return f"{o.kind:<8} {o.index:>2} {o.seconds:5.0f}s  " + " | ".join(parts)
+    cands = _multi_fits(st, menu.multi)
+    score = [
+        float(np.nanmean([_val_auroc(table, val, t, w[t]) for t in range(TASKS)])) for w in cands
+    ]
+    return cands[_best(score)]
 
 
-STRONG = 0.05
-"""A planted transfer's true delta (AUROC) from which its power is also printed apart."""
-
-
-def summary(outcomes: Sequence[TableOutcome]) -> str:
-    """The summary block: false positives on nulls, coverage, power."""
-    nulls = [o for o in outcomes if o.kind == "null"]
-    transfers = [o for o in outcomes if o.kind == "transfer"]
-    claims = ("improves", "hurts")
-
-    def negligible(t: TaskOutcome) -> bool:
-        return abs(t.true_delta) < NEGLIGIBLE
-
-    def false(t: TaskOutcome, word: str) -> bool:
-        """A claim on a negligible true delta, or a claim against the true delta's sign."""
-        if word not in claims:
-            return False
-        return negligible(t) or (word == "improves") != (t.true_delta > 0)
-
-    clean = [o for o in nulls if all(negligible(t) for t in o.tasks)]
-    fw = sum(any(t.verdict in claims for t in o.tasks) for o in clean)
-    fw_raw = sum(any(t.raw_verdict in claims for t in o.tasks) for o in clean)
-    fw_all = sum(any(false(t, t.verdict) for t in o.tasks) for o in nulls)
-    fw_all_raw = sum(any(false(t, t.raw_verdict) for t in o.tasks) for o in nulls)
-    null_tasks = [t for o in nulls for t in o.tasks if negligible(t)]
-    per = sum(t.verdict in claims for t in null_tasks)
-    per_raw = sum(t.raw_verdict in claims for t in null_tasks)
-    everything = [t for o in outcomes for t in o.tasks]
-    finite = [t for t in everything if all(map(math.isfinite, t.ci))]
-    covered = sum(t.covered() for t in finite)
-    adj_cov = sum(t.covered(adjusted=True) for t in finite)
-    small_cov = [t for t in finite if t.task in SMALL]
-    tables_cov = [o for o in outcomes if all(t.covered(adjusted=True) for t in o.tasks)]
-    planted = [t for o in transfers for t in o.tasks if t.task in SMALL]
-    power = sum(t.verdict == "improves" for t in planted)
-    strong = [t for t in planted if t.true_delta >= STRONG]
-    wrong_sign = sum(
-        t.verdict in claims and (t.verdict == "improves") != (t.true_delta > 0) for t in everything
+def choose_menu(kind: str, table: Table, rng: np.random.Generator) -> Menu:
+    """Each side's best `MENU_SIZE` configs of its grid on a seeded 80/10/10 unit split
+    (trained on the 80, scored on the 10): what the stage's searches do once, outside the
+    folds, on the development data."""
+    counts, size = label_counts(table)
+    part = assign_units(counts, size, rng.permutation(counts.shape[0]), MENU_FRACTIONS)
+    train = np.flatnonzero(part[table.unit] == 0)
+    val = np.flatnonzero(part[table.unit] == 1)
+    st = _stats(table, train)
+    if kind == "single":
+        grid = [SINGLE_GRID] * TASKS
+        fits = _single_fits(st, grid)
+        menu = []
+        for t in range(TASKS):
+            score = np.array([_val_auroc(table, val, t, w) for w in fits[t]])
+            keep = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[:MENU_SIZE]
+            menu.append(tuple(SINGLE_GRID[i] for i in sorted(keep)))
+        return Menu("single", single=tuple(menu))
+    score = np.array(
+        [
+            np.nanmean([_val_auroc(table, val, t, w[t]) for t in range(TASKS)])
+            for w in _multi_fits(st, MULTI_GRID)
+        ]
     )
-    true_planted = [t.true_delta for t in planted]
-    sides: dict[str, int] = {}
-    for o in outcomes:
-        for t in o.tasks:
-            key = f"{t.task}:{t.side}"
-            sides[key] = sides.get(key, 0) + 1
-    null_true = {
-        task: [t.true_delta for o in nulls for t in o.tasks if t.task == task] for task in TASKS
-    }
+    keep = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[:MENU_SIZE]
+    return Menu("multi", multi=tuple(MULTI_GRID[i] for i in sorted(keep)))
+
+
+def menus(cfg: Config, table: Table, seed: Sequence[int]) -> tuple[Menu, Menu]:
+    """(multi side, single side) menus, each from its own seeded split of `table`."""
+    single = choose_menu("single", table, np.random.default_rng([*seed, 0]))
+    multi_kind = "single" if cfg.kind == "aa" else "multi"
+    return choose_menu(multi_kind, table, np.random.default_rng([*seed, 1])), single
+
+
+# ---------------------------------------------------------------- cross-fit and truth
+
+
+def _inner(
+    counts: sparse.csr_matrix, size: np.ndarray, rest: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Inner part (0 train, 1 validation) of each unit of `rest` (`make_crossfit_folds`)."""
+    return assign_units(
+        counts[rest], size[rest], rng.permutation(len(rest)), np.array([1 - VAL_SHARE, VAL_SHARE])
+    )
+
+
+def _carve(
+    table: Table,
+    counts: sparse.csr_matrix,
+    size: np.ndarray,
+    held: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inner train and validation rows of the fold that holds out the units `held`."""
+    rest = np.flatnonzero(~held)
+    part = np.full(len(held), -1)
+    part[rest] = _inner(counts, size, rest, rng)
+    p = part[table.unit]
+    return np.flatnonzero(p == 0), np.flatnonzero(p == 1)
+
+
+def _scores(table: Table, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Each task's AUROC of weights `w` (T, d) on its labelled rows among `rows`."""
+    score = table.x[rows] @ w.T
+    lab = table.lab[rows]
+    y = table.y[rows]
+    return np.array([auroc(score[lab[:, t], t], y[lab[:, t], t]) for t in range(TASKS)])
+
+
+def delta_m(multi: np.ndarray, single: np.ndarray) -> float:
+    """Δm in percent over the tasks (LibMTL's, all AUROC: higher is better)."""
+    return float(100.0 * np.mean((multi - single) / np.abs(single)))
+
+
+def crossfit_table(cfg: Config, w: np.ndarray, seed: Sequence[int]) -> MethodComparison:
+    """One benchmark table: drawn, menus chosen on it, cross-fitted, compared."""
+    table = draw(cfg, w, np.random.default_rng([*seed, 0]), cfg.units, cfg.labelled_units)
+    multi_menu, single_menu = menus(cfg, table, [*seed, 1])
+    counts, size = label_counts(table)
+    n_units = counts.shape[0]
+    aa = cfg.kind == "aa"
+    multi, single = [], []
+    for r in range(REPEATS):
+        rng = np.random.default_rng([*seed, 2, r])
+        fold_of_unit = assign_units(
+            counts, size, rng.permutation(n_units), np.full(FOLDS, 1.0 / FOLDS)
+        )
+        for k in range(FOLDS):
+            held = fold_of_unit == k
+            # The stage carves one inner validation for both sides; the A/A arm's second
+            # side carves its own, from its own seed.
+            s_tr, s_va = _carve(table, counts, size, held, rng)
+            m_tr, m_va = s_tr, s_va
+            if aa:
+                aa_rng = np.random.default_rng([*seed, 3, r, k])
+                m_tr, m_va = _carve(table, counts, size, held, aa_rng)
+            test = np.flatnonzero(held[table.unit])
+            multi.append(_scores(table, test, fit_side(multi_menu, table, m_tr, m_va)))
+            single.append(_scores(table, test, fit_side(single_menu, table, s_tr, s_va)))
+    m, s = np.array(multi), np.array(single)
+    rows = table.lab.sum(axis=0)
+    tasks = [
+        FoldDiffs(f"t{t}", "auroc", True, m[:, t], s[:, t], int(rows[t]), MARGIN)
+        for t in range(TASKS)
+    ]
+    dm = np.array([delta_m(a, b) for a, b in zip(m, s, strict=True)])
+    dm_row = FoldDiffs("Δm", "delta_m", True, dm, np.zeros_like(dm), int(rows.sum()), 100 * MARGIN)
+    return compare_method(tasks, dm_row, folds=FOLDS, repeats=REPEATS, confidence=CONFIDENCE)
+
+
+def truth_table(cfg: Config, w: np.ndarray, seed: Sequence[int]) -> np.ndarray:
+    """One fresh table's contribution to the truth: the mean over its folds' training sets of
+    the holdout difference per task and of Δm, shape (T + 1,)."""
+    rng = np.random.default_rng([*seed, 0])
+    table = draw(cfg, w, rng, cfg.units, cfg.labelled_units)
+    holdout = draw(cfg, w, rng, HOLDOUT // cfg.unit_rows, None)
+    everything = np.arange(len(holdout.unit))
+    multi_menu, single_menu = menus(cfg, table, [*seed, 1])
+    counts, size = label_counts(table)
+    n_units = counts.shape[0]
+    rng_f = np.random.default_rng([*seed, 2])
+    fold_of_unit = assign_units(counts, size, rng_f.permutation(n_units), np.full(FOLDS, 0.2))
+    out = []
+    for k in range(FOLDS):
+        tr, va = _carve(table, counts, size, fold_of_unit == k, rng_f)
+        m = _scores(holdout, everything, fit_side(multi_menu, table, tr, va))
+        s = _scores(holdout, everything, fit_side(single_menu, table, tr, va))
+        out.append(np.append(m - s, delta_m(m, s)))
+    return np.mean(out, axis=0)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    """A batch of work on one instance: benchmark tables or truth tables."""
+
+    config: Config
+    config_index: int
+    instance: int
+    what: str  # "tables" | "truth"
+    start: int
+    count: int
+    seed: int
+
+    @property
+    def cost(self) -> float:
+        """Rough relative cost (the longest go first)."""
+        return self.count * (1.0 + (self.config.dim / 32.0) ** 2)
+
+
+Row = tuple[float, float, float, str]  # delta, low, high, verdict
+Result = tuple[int, int, str, list[Any], float]
+
+
+def run_job(job: Job) -> Result:
+    """Run one batch (in a worker): per fresh table its truth row, or per benchmark table its
+    task rows and Δm row as `Row`. Plain tuples and lists only cross the process pool."""
+    started = time.perf_counter()
+    w = directions(job.config, np.random.default_rng([job.seed, job.config_index, job.instance]))
+    base = [job.seed, job.config_index, job.instance]
+    out: list[Any] = []
+    with threadpool_limits(1):
+        for i in range(job.start, job.start + job.count):
+            if job.what == "truth":
+                out.append(truth_table(job.config, w, [*base, 1, i]).tolist())
+            else:
+                cmp = crossfit_table(job.config, w, [*base, 0, i])
+                out.append([(r.delta, r.low, r.high, r.verdict) for r in [*cmp.rows, cmp.delta_m]])
+    return job.config_index, job.instance, job.what, out, time.perf_counter() - started
+
+
+def _init_worker() -> None:
+    for var in THREAD_VARS:
+        os.environ[var] = "1"
+
+
+def make_jobs(cfgs: Sequence[Config], seed: int, chunk: int) -> list[Job]:
+    """Every batch: each instance's truth tables and benchmark tables, `chunk` at a time."""
+    jobs = []
+    for ci, cfg in enumerate(cfgs):
+        for inst in range(cfg.instances):
+            for what, count in (("truth", cfg.truth), ("tables", cfg.tables)):
+                for start in range(0, count, chunk):
+                    jobs.append(Job(cfg, ci, inst, what, start, min(chunk, count - start), seed))
+    return sorted(jobs, key=lambda j: -j.cost)
+
+
+def top_up(cfgs: Sequence[Config], results: Sequence[Result], seed: int, chunk: int) -> list[Job]:
+    """More fresh tables for the instances whose truth's MC SE is above ``MARGIN / 5`` (tasks)
+    or ``20 * MARGIN`` percent (Δm), as many as the observed spread says it takes (at most
+    `TOP_UP` times the planned count in all)."""
+    target = np.array([MARGIN / 5] * TASKS + [20 * MARGIN])
+    jobs = []
+    for (ci, inst), tr in truths(cfgs, results).items():
+        cfg = cfgs[ci]
+        if cfg.kind == "aa" or tr.count < 2 or np.all(tr.se <= target):
+            continue
+        want = math.ceil(1.2 * tr.count * float(np.max((tr.se / target) ** 2)))
+        want = min(want, TOP_UP * cfg.truth)
+        for start in range(tr.count, want, chunk):
+            jobs.append(Job(cfg, ci, inst, "truth", start, min(chunk, want - start), seed))
+    return sorted(jobs, key=lambda j: -j.cost)
+
+
+def run_all(jobs: Sequence[Job], workers: int) -> list[Result]:
+    """Run the batches, `workers` processes at a time (one BLAS thread each)."""
+    if workers <= 1:
+        return [run_job(j) for j in jobs]
+    for var in THREAD_VARS:  # inherited by the spawned workers before they import numpy
+        os.environ[var] = "1"
+    out = []
+    step = max(1, len(jobs) // 10)
+    with ProcessPoolExecutor(workers, get_context("spawn"), initializer=_init_worker) as pool:
+        for i, res in enumerate(pool.map(run_job, jobs, chunksize=1), 1):
+            out.append(res)
+            if i % step == 0 or i == len(jobs):
+                print(f"  {i}/{len(jobs)} batches", file=sys.stderr, flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- summary
+
+
+def clopper_pearson_upper(k: int, n: int, level: float = 0.95) -> float:
+    """One-sided upper confidence bound of a binomial rate (Clopper-Pearson)."""
+    if n == 0:
+        return math.nan
+    return 1.0 if k >= n else float(stats.beta.ppf(level, k + 1, n - k))
+
+
+def _frac(k: int, n: int) -> float:
+    return k / n if n else math.nan
+
+
+def _pf(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """An instance's truth per task and Δm (T + 1,), its MC SE and the fresh tables."""
+
+    mean: np.ndarray
+    se: np.ndarray
+    count: int
+
+
+def truths(cfgs: Sequence[Config], results: Sequence[Result]) -> dict[tuple[int, int], Truth]:
+    """Each instance's truth from its fresh tables (A/A: 0, exactly)."""
+    rows: dict[tuple[int, int], list[list[float]]] = {}
+    for ci, inst, what, out, _ in results:
+        if what == "truth":
+            rows.setdefault((ci, inst), []).extend(out)
+    res = {}
+    for ci, cfg in enumerate(cfgs):
+        for inst in range(cfg.instances):
+            a = np.array(rows.get((ci, inst), []), dtype=float).reshape(-1, TASKS + 1)
+            if cfg.kind == "aa" or len(a) == 0:
+                res[ci, inst] = Truth(np.zeros(TASKS + 1), np.zeros(TASKS + 1), 0)
+                continue
+            se = a.std(axis=0, ddof=1) / math.sqrt(len(a)) if len(a) > 1 else a[0] * math.nan
+            res[ci, inst] = Truth(a.mean(axis=0), se, len(a))
+    return res
+
+
+@dataclass
+class Tally:
+    """Hits out of trials."""
+
+    hits: int = 0
+    trials: int = 0
+
+    def add(self, hit: bool) -> None:
+        self.hits += bool(hit)
+        self.trials += 1
+
+    @property
+    def rate(self) -> float:
+        return _frac(self.hits, self.trials)
+
+    def __str__(self) -> str:
+        return f"{self.hits}/{self.trials} = {self.rate:.3f}"
+
+
+def summarize(
+    cfgs: Sequence[Config], results: Sequence[Result], wall: float
+) -> tuple[str, dict[str, Any]]:
+    """The printout and the JSON object (module doc's definitions)."""
+    truth = truths(cfgs, results)
+    tables: dict[tuple[int, int], list[list[Row]]] = {}
+    cpu = 0.0
+    for ci, inst, what, out, sec in results:
+        cpu += sec
+        if what == "tables":
+            tables.setdefault((ci, inst), []).extend(out)
+    margins = [MARGIN] * TASKS + [100.0 * MARGIN]
+    null_fp, aa_rej, cov, dm_cov = Tally(), Tally(), Tally(), Tally()
+    power, equiv, aa_equiv = Tally(), Tally(), Tally()
+    wrong = unresolved = 0
     lines = [
+        f"calibration of the cross-fitted verdict about the method: {FOLDS} folds x {REPEATS} "
+        f"repeats, confidence {CONFIDENCE}, margin {MARGIN} AUROC ({100 * MARGIN:g}% for Δm)",
         "",
-        "=" * 78,
-        f"calibration summary: {len(nulls)} null and {len(transfers)} transfer tables, "
-        f"{SEEDS} seeds, {LEVEL:.0%} intervals",
-        "=" * 78,
-        "family-wise false-positive rate on the nulls (a table errs when any verdict claims "
-        f"'improves'/'hurts' on a task whose true delta is negligible, |true| < {NEGLIGIBLE}, "
-        "or claims against the true delta's sign):",
-        f"  adjusted verdicts (what the report says): {_rate(fw_all, len(nulls))}",
-        f"  raw per-task intervals (no adjustment):   {_rate(fw_all_raw, len(nulls))}",
-        f"  nulls whose every task's true delta is negligible: {len(clean)} of {len(nulls)}; "
-        f"among them any claim: adjusted {_rate(fw, len(clean))}, raw "
-        f"{_rate(fw_raw, len(clean))}",
-        f"  per-task rate (adjusted), null tasks with negligible truth: "
-        f"{_rate(per, len(null_tasks))}",
-        f"  per-task rate (raw):                                        "
-        f"{_rate(per_raw, len(null_tasks))}",
-        *(
-            f"  null true delta of {task}: mean {np.mean(v):+.4f}, min {np.min(v):+.4f}, max "
-            f"{np.max(v):+.4f}; negligible in {sum(abs(x) < NEGLIGIBLE for x in v)} of {len(v)}"
-            for task, v in null_true.items()
-            if v
-        ),
-        f"coverage of the raw {LEVEL:.0%} intervals (hold the true delta), every (table, task): "
-        f"{_rate(covered, len(finite))}",
-        f"  small tasks only: {_rate(sum(t.covered() for t in small_cov), len(small_cov))}",
-        f"  family-wise adjusted intervals, per task: {_rate(adj_cov, len(finite))}",
-        f"  family-wise adjusted intervals, every task of a table at once: "
-        f"{_rate(len(tables_cov), len(outcomes))}",
-        f"  intervals not reported (NaN): {len(everything) - len(finite)}",
-        "power on the planted transfer ('improves' on a small task): "
-        f"{_rate(power, len(planted))}",
-        f"  raw per-task intervals (no adjustment): "
-        f"{_rate(sum(t.raw_verdict == 'improves' for t in planted), len(planted))}",
-        f"  where the true delta is at least {STRONG} AUROC: "
-        f"{_rate(sum(t.verdict == 'improves' for t in strong), len(strong))}",
-        f"  planted true delta (AUROC): mean {np.mean(true_planted):+.4f}, min "
-        f"{np.min(true_planted):+.4f}, max {np.max(true_planted):+.4f}"
-        if true_planted
-        else "  planted true delta: none",
-        f"verdicts of the wrong sign (any table, any task): {wrong_sign}",
-        f"chosen single-task sides: {', '.join(f'{k} {v}' for k, v in sorted(sides.items()))}",
-        f"chosen side below the linear floor: {sum(t.below_floor for t in everything)}; runs "
-        f"stopped by their cap while improving: {sum(o.not_converged for o in outcomes)} of "
-        f"{sum(o.runs for o in outcomes)}",
-        f"table time: mean {np.mean([o.seconds for o in outcomes]):.0f} s",
-        "targets: family-wise false-positive rate <= 5%, coverage >= 93%, power >= 80%",
     ]
-    return "\n".join(lines)
+    per_config: dict[str, Any] = {}
+    for ci, cfg in enumerate(cfgs):
+        words = ("improves", "hurts", "equivalent", "inconclusive")
+        task_words, dm_words = dict.fromkeys(words, 0), dict.fromkeys(words, 0)
+        fp, c_cov, c_dm_cov = Tally(), Tally(), Tally()
+        for inst in range(cfg.instances):
+            tr = truth[ci, inst]
+            for tab in tables.get((ci, inst), []):
+                false_pos = False
+                for j, (_, low, high, word) in enumerate(tab):
+                    value, se = float(tr.mean[j]), float(tr.se[j])
+                    (dm_words if j == TASKS else task_words)[word] += 1
+                    if word in CLAIMS:
+                        sign = 1.0 if word == "improves" else -1.0
+                        false_pos |= abs(value) < margins[j] or sign * value < 0
+                        if sign * value < 0 and cfg.kind != "aa" and abs(value) >= 2 * se:
+                            wrong += 1
+                        elif sign * value <= 0:
+                            unresolved += 1
+                    inside = low <= value <= high
+                    if j == TASKS:
+                        dm_cov.add(inside)
+                        c_dm_cov.add(inside)
+                        continue
+                    cov.add(inside)
+                    c_cov.add(inside)
+                    if cfg.kind == "planted":
+                        power.add(word == "improves")
+                    if cfg.kind != "planted" and abs(value) < MARGIN / 2:
+                        (aa_equiv if cfg.kind == "aa" else equiv).add(word == "equivalent")
+                fp.add(false_pos)
+                if cfg.kind == "null":
+                    null_fp.add(false_pos)
+                elif cfg.kind == "aa":
+                    aa_rej.add(any(r[3] in CLAIMS for r in tab))
+        tm = np.array([truth[ci, i].mean for i in range(cfg.instances)])
+        tse = np.array([truth[ci, i].se for i in range(cfg.instances)])
+        lines.append(
+            f"[{cfg.name}] {cfg.instances} instances x {cfg.tables} tables: {cfg.units} units "
+            f"of {cfg.unit_rows} rows, d={cfg.dim}, {cfg.labelled_units * cfg.unit_rows} "
+            f"labelled rows per task, feature share {cfg.feature_share}, group effect "
+            f"{cfg.group_effect}, noise {cfg.noise}"
+            + (f", perturbation {cfg.perturb}" if cfg.kind == "planted" else "")
+        )
+        if cfg.kind == "aa":
+            lines.append("  truth: 0 (exact, by symmetry)")
+        else:
+            worst = float(np.nanmax(tse[:, :TASKS]))
+            fresh = [truth[ci, i].count for i in range(cfg.instances)]
+            lines += [
+                f"  truth per task (AUROC): mean {tm[:, :TASKS].mean():+.4f}, instances' range "
+                f"[{tm[:, :TASKS].min():+.4f}, {tm[:, :TASKS].max():+.4f}]; MC SE at most "
+                f"{worst:.4f} ({min(fresh)}-{max(fresh)} fresh tables x {FOLDS} training sets "
+                f"per instance; "
+                f"target <= {MARGIN / 5:.4f}: {_pf(worst <= MARGIN / 5)})",
+                f"  truth Δm (%): mean {tm[:, TASKS].mean():+.3f}, range "
+                f"[{tm[:, TASKS].min():+.3f}, {tm[:, TASKS].max():+.3f}]; MC SE at most "
+                f"{float(np.nanmax(tse[:, TASKS])):.3f}",
+            ]
+        lines += [
+            "  verdicts, tasks: " + ", ".join(f"{k} {v}" for k, v in task_words.items()),
+            "  verdicts, Δm:    " + ", ".join(f"{k} {v}" for k, v in dm_words.items()),
+            f"  tables with a false positive {fp}; task coverage {c_cov}; Δm coverage {c_dm_cov}",
+            "",
+        ]
+        per_config[cfg.name] = {
+            "tables": fp.trials,
+            "false_positive_tables": fp.hits,
+            "coverage": c_cov.rate,
+            "dm_coverage": c_dm_cov.rate,
+            "task_verdicts": task_words,
+            "dm_verdicts": dm_words,
+            "truth_task_mean": float(tm[:, :TASKS].mean()),
+            "truth_dm_mean": float(tm[:, TASKS].mean()),
+            "truth_max_se": None if cfg.kind == "aa" else float(np.nanmax(tse[:, :TASKS])),
+            "setting": {k: v for k, v in cfg.__dict__.items() if k != "name"},
+        }
+
+    out: dict[str, Any] = {
+        "false_positive_rate": null_fp.rate,
+        "false_positive_upper": clopper_pearson_upper(null_fp.hits, null_fp.trials),
+        "null_tables": null_fp.trials,
+        "coverage": cov.rate,
+        "power": power.rate,
+        "equivalence_rate": equiv.rate,
+        "aa_rejection_rate": aa_rej.rate,
+        "wrong_sign": wrong,
+        "wrong_sign_unresolved": unresolved,
+        "dm_coverage": dm_cov.rate,
+        "aa_tables": aa_rej.trials,
+        "aa_equivalence_rate": aa_equiv.rate,
+        "planted_pairs": power.trials,
+        "equivalence_pairs": equiv.trials,
+        "configs": per_config,
+        "folds": FOLDS,
+        "repeats": REPEATS,
+        "margin": MARGIN,
+        "confidence": CONFIDENCE,
+        "wall_seconds": wall,
+        "worker_seconds": cpu,
+    }
+    lines += [
+        "figures",
+        f"  false positives  {null_fp} null tables (null + grouped), one-sided 95% upper "
+        f"bound {out['false_positive_upper']:.3f}; target <= 0.05 over >= 200 tables: "
+        f"{_pf(null_fp.rate <= 0.05 and null_fp.trials >= 200)}",
+        f"  coverage         {cov} (table, task), family-wise intervals, every config; "
+        f"target >= 0.93: {_pf(cov.rate >= 0.93)}",
+        f"  Δm coverage      {dm_cov} (95% intervals)",
+        f"  power            {power} planted (table, task) 'improves'; target >= 0.80: "
+        f"{_pf(power.rate >= 0.8)}",
+        f"  equivalence      {equiv} null (table, task) with |truth| < {MARGIN / 2:g}; target "
+        f">= 0.50: {_pf(equiv.rate >= 0.5)}",
+        f"  A/A rejections   {aa_rej} tables; target <= 0.05: {_pf(aa_rej.rate <= 0.05)} "
+        f"(A/A equivalence {aa_equiv})",
+        f"  wrong sign       {wrong} (claims against an unresolved sign or a zero truth: "
+        f"{unresolved}); target 0: {_pf(wrong == 0)}",
+        "",
+        f"wall {wall:.0f} s ({cpu:.0f} s in workers)",
+    ]
+    return "\n".join(lines), out
 
 
-def _jobs(args: argparse.Namespace) -> list[TableJob]:
-    nulls, transfers = (8, 4) if args.quick else (args.nulls, args.transfers)
-    root = np.random.SeedSequence(args.seed)
-    seeds = root.generate_state(nulls + transfers)
-    jobs = [TableJob("null", i, int(seeds[i]), args.samples) for i in range(nulls)]
-    jobs += [
-        TableJob("transfer", i, int(seeds[nulls + i]), args.samples) for i in range(transfers)
-    ]
-    # Interleaved, so a run cut short still holds both kinds.
-    return sorted(jobs, key=lambda j: j.index / (nulls if j.kind == "null" else transfers))
+def write_json(path: str, obj: dict[str, Any]) -> None:
+    """Write `obj` to `path` atomically (a temporary file beside it, then os.replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".calibration-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def self_check() -> None:
+    """The closed forms against their definitions, on a small table: `_multi_fits` against the
+    augmented-features fit, `auroc` against all pairs (ties counted half).
+
+    Raises:
+        AssertionError: a closed form is wrong.
+    """
+    cfg = configs(True)[0]
+    rng = np.random.default_rng(12345)
+    table = draw(cfg, directions(cfg, rng), rng, 120, 60)
+    rows = np.arange(len(table.unit))
+    grid = [(1.0, 1.0), (10.0, 1000.0), (1e4, 3.0)]
+    for (l0, l1), fit in zip(grid, _multi_fits(_stats(table, rows), grid), strict=True):
+        assert np.allclose(fit, _multi_fit_augmented(table, rows, l0, l1), atol=1e-8)
+    score = np.round(rng.standard_normal(300), 1)
+    y = rng.random(300) < 0.4
+    pairs = score[y][:, None] - score[~y][None, :]
+    assert math.isclose(auroc(score, y), float(np.mean((pairs > 0) + 0.5 * (pairs == 0))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nulls", type=int, default=80, help="null tables (default 80)")
-    parser.add_argument("--transfers", type=int, default=20, help="transfer tables (default 20)")
-    parser.add_argument("--quick", action="store_true", help="8 null and 4 transfer tables")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument(
-        "--samples", type=int, default=1000, help="bootstrap replicates (default 1000)"
+    parser = argparse.ArgumentParser(
+        description="Calibration of the final stage's cross-fitted verdict about the method."
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a handful of tables (< 1 min)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    parser.add_argument("--json", metavar="PATH", help="write the figures as one JSON object")
     args = parser.parse_args(argv)
-    jobs = _jobs(args)
+    self_check()
+    cfgs = configs(args.quick)
     started = time.perf_counter()
-    print(
-        f"{len(jobs)} tables on {args.jobs} process(es); per task: side[net|lin], verdict, "
-        "delta on test, true delta, raw CI ('!': misses the true delta)",
-        flush=True,
-    )
-    outcomes: list[TableOutcome] = []
-    if args.jobs <= 1:
-        for job in jobs:
-            outcomes.append(run_table(job))
-            print(_line(outcomes[-1]), flush=True)
-    else:
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_table, job) for job in jobs]
-            for future in as_completed(futures):
-                outcomes.append(future.result())
-                print(_line(outcomes[-1]), flush=True)
-    outcomes.sort(key=lambda o: (o.kind, o.index))
-    print(summary(outcomes))
-    print(f"wall time: {time.perf_counter() - started:.0f} s", flush=True)
+    chunk = 2 if args.quick else 5
+    results = run_all(make_jobs(cfgs, args.seed, chunk), args.jobs)
+    more = [] if args.quick else top_up(cfgs, results, args.seed, chunk)
+    if more:
+        print(f"  topping up {len(more)} truth batches", file=sys.stderr, flush=True)
+        results += run_all(more, args.jobs)
+    text, out = summarize(cfgs, results, time.perf_counter() - started)
+    out["seed"] = args.seed
+    out["quick"] = args.quick
+    print(text)
+    if args.json:
+        write_json(args.json, out)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
