@@ -319,6 +319,14 @@ class FinalConfig(StrictModel):
         "default, one per core). The networks are small: one thread is about as fast on an "
         "idle machine and many times faster on a busy one, where threads oversubscribe.",
     )
+    backend: Literal["auto", "processes", "ray"] = Field(
+        default="auto",
+        description="Where the final stage's trainings run. processes: a local process pool "
+        "(`workers` at a time); ray: Ray tasks with the searches' per-trial resources "
+        "(baselines.resources for one-task runs, sweep.resources otherwise, GPU fractions "
+        "included) on sweep.ray_address / RAY_ADDRESS or a local Ray; auto: ray when a cluster "
+        "is named or the machine has a GPU, else processes (faster on a small CPU machine).",
+    )
     workers: int | None = Field(
         default=None,
         ge=1,

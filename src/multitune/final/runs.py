@@ -12,6 +12,7 @@ predictions as `.npz`, `write_record`), so a finished run can be read back exact
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -19,6 +20,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from multitune.config import Params
+from multitune.final.progress import active as active_progress
 from multitune.final.scoring import SeedRun
 from multitune.tracking import RunHandle, start_child
 from multitune.training import TrainingData, TrainResult, predict_rows, train
@@ -64,13 +67,15 @@ class RunJob:
 
 @dataclass(frozen=True)
 class Fitted:
-    """What a worker returns: the trained result, its test- and val-split predictions and,
-    when the job asked, the affinity matrix ``[i, j]`` over its tasks (in their order)."""
+    """What a worker returns: the trained result, its test- and val-split predictions,
+    when the job asked, the affinity matrix ``[i, j]`` over its tasks (in their order), and
+    the Ray node that trained it (empty in the local process pool)."""
 
     result: TrainResult
     test_pred: dict[str, np.ndarray]
     val_pred: dict[str, np.ndarray] = field(default_factory=dict)
     affinity: np.ndarray | None = None
+    node: str = ""
 
 
 _DATA: TrainingData | None = None
@@ -108,6 +113,23 @@ def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
     return Fitted(result, pred["test"], pred["val"], hook.matrix() if hook else None)
 
 
+Backend = Callable[[Sequence[RunJob], TrainingData], Iterator[tuple[RunJob, Fitted]]]
+"""Trains jobs somewhere else than this machine's process pool (`multitune.tuning.remote`:
+Ray tasks on a cluster or a GPU), yielding each job's result as it finishes."""
+
+_BACKEND: ContextVar[Backend | None] = ContextVar("multitune_final_backend", default=None)
+
+
+@contextlib.contextmanager
+def training_backend(backend: Backend | None) -> Iterator[None]:
+    """Send every `fit_all` of the block to `backend` (None: the local process pool)."""
+    token = _BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
+
 def fit_all(
     jobs: Sequence[RunJob],
     data: TrainingData,
@@ -116,18 +138,36 @@ def fit_all(
     threads: int | None,
     on_done: Callable[[RunJob], None] | None = None,
 ) -> Iterator[tuple[RunJob, Fitted]]:
-    """Train every job, `workers` at a time, yielding results as they finish.
+    """Train every job, yielding results as they finish: on the stage's backend when one is
+    set (`training_backend`), else `workers` at a time in local processes.
 
     Worker processes are spawned (not forked: the driver holds threads) and receive the data
     once each; each uses `threads` threads (None: the cores shared out between workers). A
     failing run raises in the driver once the runs already started finish; queued ones are
-    cancelled.
+    cancelled. The stage's `progress` (when active) hears of every job.
     """
+    progress = active_progress()
+    backend = _BACKEND.get()
+    if progress is not None and jobs:
+        at_once = workers if backend is None else getattr(backend, "slots", len(jobs))
+        progress.queued(len(jobs), min(len(jobs), at_once))
+
+    def done(job: RunJob) -> None:
+        if on_done is not None:
+            on_done(job)
+        if progress is not None:
+            progress.finished()
+
+    if backend is not None and jobs:
+        for job, fitted in backend(jobs, data):
+            done(job)
+            yield job, fitted
+        return
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            if on_done is not None:
-                on_done(job)
-            yield job, fit(job, data)
+            fitted = fit(job, data)
+            done(job)
+            yield job, fitted
         return
     context = multiprocessing.get_context("spawn")
     n = min(workers, len(jobs))
@@ -142,9 +182,9 @@ def fit_all(
         try:
             for future in as_completed(futures):
                 job = futures[future]
-                if on_done is not None:
-                    on_done(job)
-                yield job, future.result()
+                result = future.result()
+                done(job)
+                yield job, result
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
@@ -171,11 +211,15 @@ def run_all(
     (`fit_all`) and turned into a record by `record` (default `offline_record`)."""
     record = record or offline_record
     fresh = []
+    progress = active_progress()
     for job in jobs:
         found = reuse(job) if reuse is not None else None
         if found is None:
             fresh.append(job)
         else:
+            if progress is not None:
+                progress.queued(1, 0)
+                progress.finished(already=True)
             yield job, found
     for job, fitted in fit_all(fresh, data, workers=workers, threads=threads, on_done=on_done):
         yield job, record(job, fitted)
@@ -226,6 +270,7 @@ def log_run(
             "tasks": ",".join(names),
             "seed": str(job.seed),
             "converged": str(result.converged).lower(),
+            **({"node": fitted.node} if fitted.node else {}),
         },
     )
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from multitune.final.grouping import (
 )
 from multitune.final.grouping import KIND as GROUP_KIND
 from multitune.final.paths import FinalPaths
+from multitune.final.progress import Progress, phase, reporting
 from multitune.final.protocol import (
     Trained,
     compare_sides,
@@ -45,7 +48,7 @@ from multitune.final.protocol import (
 from multitune.final.reference import ReferenceResult, fit_reference
 from multitune.final.report_inputs import budgets, curves, provenance
 from multitune.final.resume import Ledger, attempt_tags, interrupted_attempt
-from multitune.final.runs import RunJob, mean_metrics, run_name
+from multitune.final.runs import Fitted, RunJob, fit, mean_metrics, run_name, training_backend
 from multitune.final.scoring import SeedRun, scored_words
 from multitune.final.selection import Selection, select
 from multitune.final.sweep_view import sweep_view
@@ -73,6 +76,7 @@ from multitune.tracking.gate import Verdict
 from multitune.tracking.lineage import log_inputs, split_inputs
 from multitune.training import TrainingData
 from multitune.training.metrics import objective
+from multitune.tuning.remote import ray_trainings, wants_ray
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +191,8 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
     attempt = attempt_tags(params, dhash, paths.root)
     interrupted = interrupted_attempt(attempt)
     with (
+        _backend(params, data),
+        reporting(Progress(_say)),
         stage_run(
             "final",
             params,
@@ -219,12 +225,16 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
             tmp=Path(tmp),
             ledger=ledger,
         )
-        chosen = _choose(stage)
-        trained = _train(stage, chosen)
+        with phase("choosing configs"):
+            chosen = _choose(stage)
+        with phase("training both sides over seeds"):
+            trained = _train(stage, chosen)
         comparison = _compare(stage, chosen, trained)
-        xfit = _crossfit(stage, chosen, trained)
+        with phase("cross-fitting"):
+            xfit = _crossfit(stage, chosen, trained)
         method = _method(stage, xfit, comparison)
-        grouping = _group(stage, chosen, trained, xfit, comparison)
+        with phase("grouping candidates"):
+            grouping = _group(stage, chosen, trained, xfit, comparison)
         shipped, registration = _publish(stage, chosen, trained, comparison, grouping, method)
         report = _report(
             stage,
@@ -241,6 +251,32 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         run.log_metrics({"runs_trained": ledger.trained, "runs_reused": ledger.reused})
     summary = summary_text(report)
     return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
+
+
+def _say(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _backend(params: Params, data: TrainingData) -> Iterator[None]:
+    """Every training of the stage on Ray (`multitune.tuning.remote`) when `final.backend`
+    says so, else in the local process pool."""
+    if not wants_ray(params.final.backend, params):
+        yield
+        return
+
+    def one_task(job: RunJob) -> bool:
+        return job.tasks is not None and len(job.tasks) == 1
+
+    def with_node(fitted: Fitted, node: str) -> Fitted:
+        return dataclasses.replace(fitted, node=node)
+
+    with (
+        ray_trainings(params, data, fit, one_task, with_node) as trainings,
+        training_backend(trainings),
+    ):
+        _say(f"final: trainings run on Ray ({params.final.backend})")
+        yield
 
 
 def _choose(stage: _Stage) -> _Chosen:
