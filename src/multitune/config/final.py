@@ -321,11 +321,11 @@ class FinalConfig(StrictModel):
     )
     backend: Literal["auto", "processes", "ray"] = Field(
         default="auto",
-        description="Where the final stage's trainings run. processes: a local process pool "
-        "(`workers` at a time); ray: Ray tasks with the searches' per-trial resources "
-        "(baselines.resources for one-task runs, sweep.resources otherwise, GPU fractions "
-        "included) on sweep.ray_address / RAY_ADDRESS or a local Ray; auto: ray when a cluster "
-        "is named or the machine has a GPU, else processes (faster on a small CPU machine).",
+        description="Where the final stage's trainings run. ray: Ray tasks with the searches' "
+        "per-trial resources (baselines.resources for one-task runs, sweep.resources "
+        "otherwise, GPU fractions included) on sweep.ray_address / RAY_ADDRESS, else a local "
+        "Ray; processes: a local process pool (`workers` at a time); auto: ray, measured the "
+        "faster on 2 CPU cores too (benchmarks/final.py: 0.44x the pool's time).",
     )
     workers: int | None = Field(
         default=None,
