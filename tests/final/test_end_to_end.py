@@ -301,7 +301,18 @@ def test_a_temp_experiment_keeps_its_runs_in_the_workspace_store(repro: Path):
     versions = len(MlflowClient(f"sqlite:///{clone / 'mlflow.db'}").search_model_versions())
 
     exp = _run(
-        ["dvc", "exp", "run", "--temp", "-S", "final.seeds=1", "-S", "final.transfer.method=none"],
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--temp",
+            "-S",
+            "final.seeds=1",
+            "-S",
+            "final.transfer.method=none",
+            "-S",
+            "final.crossfit.enabled=false",
+        ],
         clone,
     )
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]

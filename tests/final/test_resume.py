@@ -42,7 +42,10 @@ def _runs(db: Path) -> list[dict[str, Any]]:
     """Every run of the store with its status, end time and tags (read with plain SQL, so a
     half-written store is read as it is)."""
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT run_uuid, status, end_time FROM runs").fetchall()
+        try:
+            rows = con.execute("SELECT run_uuid, status, end_time FROM runs").fetchall()
+        except sqlite3.OperationalError:  # the stage is still creating the store's tables
+            return []
         tags: dict[str, dict[str, str]] = {}
         for run_id, key, value in con.execute("SELECT run_uuid, key, value FROM tags"):
             tags.setdefault(run_id, {})[key] = value

@@ -21,7 +21,14 @@ SCRIPT = Path(__file__).parents[2] / "pipeline" / "final.py"
 
 
 def _project(root: Path, backend: str, address: str | None = None) -> Path:
-    write_project(root, transfer={"method": "none"}, selection={"folds": 3}, backend=backend)
+    # Cut to the phases that train on the backend: both sides over seeds and the cross-fit.
+    write_project(
+        root,
+        transfer={"method": "none"},
+        selection={"enabled": False},
+        grouping={"method": "none"},
+        backend=backend,
+    )
     path = root / "params.yaml"
     if address is not None:
         raw = yaml.safe_load(path.read_text())

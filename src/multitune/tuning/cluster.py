@@ -135,7 +135,9 @@ def _start_local(object_store_bytes: int | None) -> None:
     clusters = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(_node_ip_address=LOOPBACK, **kwargs)  # type: ignore[arg-type]
+        # address="local": a Ray of the stage's own, never one already running here (a
+        # `ray start --head`, or what a killed stage left behind).
+        ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)  # type: ignore[arg-type]
     except (ConnectionError, RuntimeError, ValueError, RayError) as err:
         raise UserError(f"cannot start a local Ray: {_one_line(err)}") from None
     finally:
