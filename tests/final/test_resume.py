@@ -24,8 +24,11 @@ SCRIPT = Path(__file__).parents[2] / "pipeline" / "final.py"
 
 
 def _project(root: Path) -> Path:
-    """The tiny project, cut to the phases that train (no transfer runs; 3 folds)."""
-    write_project(root, transfer={"method": "none"}, selection={"folds": 3})
+    """The tiny project, cut to the phases that train (no transfer runs, no grouping
+    candidates; 3 selection folds; the 2-fold cross-fit of the tiny profile)."""
+    write_project(
+        root, transfer={"method": "none"}, selection={"folds": 3}, grouping={"method": "none"}
+    )
     return root / "params.yaml"
 
 

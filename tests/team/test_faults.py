@@ -144,9 +144,18 @@ def test_a_tracking_server_killed_mid_stage_fails_it_in_one_line_and_the_rerun_r
     tmp_path: Path,
 ) -> None:
     project = tmp_path / "project"
-    # One worker: runs train and log one after another in the stage's process, so the kill
-    # lands between logged runs (and no pool of spawned workers pads the wall time).
-    write_project(project, transfer={"method": "none"}, selection={"folds": 3}, workers=1)
+    # One worker in the local pool: runs train and log one after another in the stage's
+    # process, so the kill lands between logged runs (and no Ray or pool pads the wall time);
+    # only the phases that train and log (no cross-fit, no grouping: tested elsewhere).
+    write_project(
+        project,
+        transfer={"method": "none"},
+        selection={"folds": 3},
+        workers=1,
+        backend="processes",
+        crossfit={"enabled": False},
+        grouping={"method": "none"},
+    )
     params = project / "params.yaml"
     server_root = tmp_path / "server"
     server_root.mkdir()

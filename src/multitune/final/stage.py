@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,6 +414,7 @@ def _out_of_fold(stage: _Stage, chosen: _Chosen, xfit: CrossFit, comparison: Com
 
     def measure(candidates: list[Candidate], level: float) -> dict[str, MethodComparison]:
         groups = new_groups(candidates, stage.names)
+        started = time.perf_counter()
         with console.status(f"final: cross-fitting {len(groups)} candidate group(s)"):
             per_group = crossfit_groups(
                 stage.params,
@@ -424,6 +426,7 @@ def _out_of_fold(stage: _Stage, chosen: _Chosen, xfit: CrossFit, comparison: Com
                 record=stage.ledger.record,
                 reuse=stage.ledger.find,
             )
+        stage.run.log_metrics({"grouping_crossfit_seconds": time.perf_counter() - started})
         return {
             c.name: method_comparison(
                 compose_groups(xfit, c.groups, per_group),
