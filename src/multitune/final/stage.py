@@ -713,7 +713,9 @@ def _report(
         scored_words=scored_words(scored_targets(stage.data), trained.multi[0]),
         method=method,
         method_train_rows=xfit.train_rows if xfit is not None else 0.0,
-        winner_val_delta_m=_safe_delta_m(_mean_val(trained.multi, names), trained.baseline_val),
+        winner_val_delta_m=_safe_delta_m(
+            {t: mean_metrics(trained.multi, t, "val") for t in names}, trained.baseline_val
+        ),
     )
     render(report, paths.reports)
     write_curves(report.curves, paths.reports / "curves")
@@ -755,16 +757,6 @@ def _grouping_view(result: GroupingResult, comparison: Comparison) -> GroupingVi
 
 def _method_dm(method: MethodComparison | None) -> MethodRow | None:
     return method.delta_m if method is not None else None
-
-
-def _mean_val(runs: list[SeedRun], names: list[str]) -> dict[str, dict[str, float]]:
-    """Each task's validation metrics, the mean over seeds."""
-    out: dict[str, dict[str, float]] = {}
-    for t in names:
-        values = [r.val_metrics.get(t, {}) for r in runs]
-        keys = set.intersection(*(set(v) for v in values)) if values else set()
-        out[t] = {k: float(np.mean([v[k] for v in values])) for k in keys}
-    return out
 
 
 def _data_name(source: str) -> str:

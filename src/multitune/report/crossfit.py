@@ -42,6 +42,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from multitune.report.comparison import verdict
+
 MethodVerdict = Literal["improves", "hurts", "equivalent", "inconclusive"]
 NAN = float("nan")
 
@@ -170,13 +172,9 @@ def corrected_interval(
 def _verdict(
     delta: float, low: float, high: float, eq_low: float, eq_high: float, margin: float, up: bool
 ) -> MethodVerdict:
-    if not all(math.isfinite(v) for v in (low, high)):
-        return "inconclusive"
-    good_low, good_high = (low, high) if up else (-high, -low)
-    if good_low > 0:
-        return "improves"
-    if good_high < 0:
-        return "hurts"
+    decided = verdict(low, high, up)  # the test split's rule: the interval excludes zero
+    if decided != "no clear difference":
+        return decided
     if margin > 0 and -margin < eq_low and eq_high < margin:
         return "equivalent"
     return "inconclusive"
