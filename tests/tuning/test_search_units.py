@@ -10,7 +10,7 @@ from ray.tune.search import Searcher
 from multitune.config import validate_params
 from multitune.config.tuning import MULTITASK_ONLY
 from multitune.tuning.per_task import TaskASHA, TaskSearch
-from multitune.tuning.runner import SearchJob, _scheduler, _searcher
+from multitune.tuning.runner import SearchJob, TrialRecord, _scheduler, _searcher
 from multitune.tuning.state import back_up, restore_backups
 from multitune.tuning.trial import TrialSpec, trial_base
 
@@ -20,6 +20,7 @@ from .project import tiny_params
 def _job(tmp_path: Path, **kw: object) -> SearchJob:
     params = validate_params(tiny_params(tmp_path))
     per_task = bool(kw.pop("per_task", False))
+    num_samples = int(kw.pop("num_samples", 2))  # type: ignore[call-overload]
     space = params.sweep.space.without(MULTITASK_ONLY) if per_task else params.sweep.space
     spec = TrialSpec(trial_base(params, 3), space, [t.name for t in params.tasks])
     return SearchJob(
@@ -27,7 +28,7 @@ def _job(tmp_path: Path, **kw: object) -> SearchJob:
         label="x",
         spec=spec,
         budget=params.sweep,
-        num_samples=2,
+        num_samples=num_samples,
         max_epochs=3,
         stage="sweep",
         per_task=per_task,
@@ -74,3 +75,36 @@ def test_a_truncated_state_file_is_restored_from_its_backup(tmp_path: Path) -> N
     assert restore_backups(tmp_path) == [state.name]
     assert state.read_text() == '{"trial_data": []}'
     assert restore_backups(tmp_path) == []  # intact files are left alone
+
+
+def test_a_grown_search_runs_only_the_missing_trials_and_learns_from_the_kept_ones(
+    tmp_path: Path,
+) -> None:
+    first = _searcher(_job(tmp_path))
+    configs = [first.suggest(f"t{i}") for i in range(2)]
+    kept = tuple(
+        TrialRecord(f"t{i}", "completed", c, {"score": float(i)}) for i, c in enumerate(configs)
+    )
+    failed = TrialRecord("t2", "failed", configs[0], {}, error="boom")
+    grown = _job(tmp_path, history=(*kept, failed), num_samples=5)
+    assert grown.total == 2  # 5 asked, 3 held (a failed trial counts as run)
+    search = _searcher(grown)
+    study = search._ot_study
+    assert [t.value for t in study.trials] == [0.0, 1.0]  # the kept ones, as TPE's history
+    assert study.trials[1].params["lr"] == configs[1]["lr"]
+    assert search.suggest("t3")["lr"] not in {c["lr"] for c in configs}
+    assert grown.kept([*kept, failed]) == [*kept, failed]
+    assert _job(tmp_path, num_samples=1).kept(kept) == [kept[0]]  # fewer: the first ones
+
+
+def test_grown_baselines_deal_each_task_its_missing_trials(tmp_path: Path) -> None:
+    history = (
+        TrialRecord("a", "completed", {"task": "bin", "lr": 0.002}, {"score": 0.5}),
+        TrialRecord("b", "completed", {"task": "bin", "lr": 0.004}, {"score": 0.6}),
+        TrialRecord("c", "completed", {"task": "cls", "lr": 0.003}, {"score": 0.1}),
+    )
+    job = _job(tmp_path, per_task=True, history=history)
+    assert job.quotas == {"bin": 0, "cls": 1, "reg": 2}
+    search = _searcher(job)
+    assert sorted(search.suggest(f"n{i}")["task"] for i in range(3)) == ["cls", "reg", "reg"]
+    assert search.suggest("n3") == Searcher.FINISHED

@@ -174,8 +174,9 @@ def run_baselines(
             per_task=True,
             shown="",  # scores of different tasks do not compare
         )
-        records, frame = session.search(job, cfg, job.total)
-        session.parent.log_params({"trials_per_task": trials_per_task})
+        records, frame = session.search(job, cfg)
+        # A tag, not a param: a grown search changes it on the same parent run.
+        session.parent.set_tags({"trials_per_task": str(trials_per_task)})
         run_ids = dict(zip(frame["trial_id"], frame["mlflow_run_id"], strict=True))
         summary: dict[str, Any] = {}
         winners: dict[str, tuple[Params, str]] = {}

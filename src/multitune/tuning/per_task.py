@@ -24,17 +24,17 @@ class TaskSearch(Searcher):
 
     Args:
         searchers: Task name -> its searcher (already given its space, metric and mode).
-        num_samples: Trials per task.
+        quotas: Task name -> the trials it gets.
         metric: The reported metric all tasks optimize (e.g. a sign-corrected score).
         mode: `max` or `min`.
     """
 
     def __init__(
-        self, searchers: dict[str, Searcher], num_samples: int, metric: str, mode: str
+        self, searchers: dict[str, Searcher], quotas: dict[str, int], metric: str, mode: str
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.searchers = searchers
-        self.num_samples = num_samples
+        self.quotas = quotas
         self.count = dict.fromkeys(searchers, 0)
         self.assigned: dict[str, str] = {}
 
@@ -46,7 +46,7 @@ class TaskSearch(Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         """The next config of the least-served task that has budget left, with its `task`."""
-        open_tasks = [t for t, n in self.count.items() if n < self.num_samples]
+        open_tasks = [t for t, n in self.count.items() if n < self.quotas.get(t, 0)]
         if not open_tasks:
             return Searcher.FINISHED  # type: ignore[return-value]
         task = min(open_tasks, key=lambda t: self.count[t])

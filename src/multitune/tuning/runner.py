@@ -1,14 +1,22 @@
-"""Run one search: Ray Tune `Tuner` + OptunaSearch (seeded TPE) + ASHA, resumable.
+"""Run one search: Ray Tune `Tuner` + OptunaSearch (seeded TPE) + ASHA, resumable, growable.
 
 `run_search` starts a new experiment, or restores an interrupted one from `storage_path`
 (finished trials are kept, unfinished ones continue from their last checkpoint), and returns
-one record per trial.
+one record per trial; `read_search` reads a finished one without starting Tune.
+
+A search grows in parts (`multitune.tuning.session` keeps the list): Tune cannot add trials
+to a finished experiment (ray-project/ray#42221), so more trials run as a new experiment
+whose `SearchJob.history` holds the earlier parts' trials. Its Optuna studies start with
+them as completed trials (`_history_storage`), so TPE continues from what was learned
+instead of sampling its start-up points again, and it runs only the trials still owed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,14 @@ from multitune.tuning.per_task import TaskASHA, TaskSearch
 from multitune.tuning.space import suggest
 from multitune.tuning.state import StateBackups, restore_backups, restore_checkpoints
 from multitune.tuning.trainable import run_trial
-from multitune.tuning.trial import SCORE, TrialSpec
+from multitune.tuning.trial import (
+    FAILED_SCORE,
+    SCORE,
+    TASK_KEY,
+    TrialSpec,
+    trial_score,
+    unflatten_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +69,14 @@ class SearchJob:
         label: Shown in progress lines and trial run names.
         spec: What every trial shares.
         budget: Search, scheduler, resources, concurrency and retries.
-        num_samples: Trials to run (per task when `per_task`).
+        num_samples: Trials the search holds in the end (per task when `per_task`), this
+            experiment's and its `history`'s together.
         max_epochs: The longest a trial trains (ASHA's horizon).
         stage: The MLflow stage tag of trial runs.
         per_task: One independent search per task of `spec.tasks` (single-task baselines).
         objectives: `(metric, mode)` pairs for a multi-objective search, else empty.
         shown: How progress lines name the score.
+        history: The trials of the search's earlier parts (a grown search), oldest first.
     """
 
     name: str
@@ -72,11 +89,32 @@ class SearchJob:
     per_task: bool = False
     objectives: tuple[tuple[str, str], ...] = ()
     shown: str = SCORE
+    history: tuple[TrialRecord, ...] = ()
+
+    @property
+    def quotas(self) -> dict[str, int]:
+        """Trials this experiment runs: per task, or under "" for one search."""
+        if not self.per_task:
+            return {"": max(0, self.num_samples - len(self.history))}
+        done = Counter(r.config.get(TASK_KEY) for r in self.history)
+        return {t: max(0, self.num_samples - done[t]) for t in self.spec.tasks}
 
     @property
     def total(self) -> int:
         """Trials in the experiment."""
-        return self.num_samples * (len(self.spec.tasks) if self.per_task else 1)
+        return sum(self.quotas.values())
+
+    def kept(self, records: Sequence[TrialRecord]) -> list[TrialRecord]:
+        """The search's first `num_samples` trials (per task): a search asked for fewer
+        trials than it holds answers with those it ran first, training nothing."""
+        seen: Counter[object] = Counter()
+        out = []
+        for record in records:
+            key = record.config.get(TASK_KEY) if self.per_task else ""
+            seen[key] += 1
+            if seen[key] <= self.num_samples:
+                out.append(record)
+        return out
 
 
 @dataclass(frozen=True)
@@ -144,9 +182,10 @@ def run_search(
     else:
         tags = {**run_tags, tracking.tags.STAGE: job.stage}
         errors = TrialErrors(job.spec, job.label)
+        shown = f"{job.label} ({len(job.history)} kept, more:)" if job.history else job.label
         callbacks = [
             TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label),
-            Progress(job.label, job.total, SCORE, job.shown),
+            Progress(shown, job.total, SCORE, job.shown),
             errors,
         ]
         if local is not None:
@@ -176,39 +215,81 @@ def run_search(
     # Ray's reports of trials' user errors are kept quiet by the caller, `stage_session`
     # (`quiet_user_errors`), for as long as its Ray runs.
     tuner.fit()
-    return [_record(t, job.spec) for t in tune.ExperimentAnalysis(experiment).trials]
+    return read_search(storage_path, job.name, job.spec)
+
+
+def read_search(storage_path: str, name: str, spec: TrialSpec) -> list[TrialRecord]:
+    """The trials of the experiment `name` under `storage_path`, in Tune's order."""
+    experiment = f"{storage_path.rstrip('/')}/{name}"
+    return [_record(t, spec) for t in tune.ExperimentAnalysis(experiment).trials]
 
 
 def _searcher(job: SearchJob) -> Searcher:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if job.per_task:
-        searchers: dict[str, Searcher] = {
-            task: OptunaSearch(
-                space=DefineByRun(job.spec.space_for(task), [task]),
+        searchers: dict[str, Searcher] = {}
+        for i, task in enumerate(job.spec.tasks):
+            define = DefineByRun(job.spec.space_for(task), [task])
+            history = [r for r in job.history if r.config.get(TASK_KEY) == task]
+            searchers[task] = OptunaSearch(
+                space=define,
                 metric=SCORE,
                 mode="max",
-                sampler=_sampler(job, offset=i),
-                points_to_evaluate=job.spec.first_points.get(task) or None,
+                sampler=_sampler(job, offset=i, seen=len(history)),
+                # The linear model was tried first in the search's first part.
+                points_to_evaluate=None if history else job.spec.first_points.get(task) or None,
+                **_history_storage(define, history, [(SCORE, "max")]),
             )
-            for i, task in enumerate(job.spec.tasks)
-        }
-        return TaskSearch(searchers, job.num_samples, SCORE, "max")
+        return TaskSearch(searchers, job.quotas, SCORE, "max")
     define = DefineByRun(job.spec.space, list(job.spec.tasks))
-    if job.objectives:
-        return OptunaSearch(
-            space=define,
-            metric=[m for m, _ in job.objectives],
-            mode=[d for _, d in job.objectives],
-            sampler=_sampler(job),
-        )
-    return OptunaSearch(space=define, metric=SCORE, mode="max", sampler=_sampler(job))
+    objectives = list(job.objectives) or [(SCORE, "max")]
+    return OptunaSearch(
+        space=define,
+        metric=[m for m, _ in job.objectives] if job.objectives else SCORE,
+        mode=[d for _, d in job.objectives] if job.objectives else "max",
+        sampler=_sampler(job, seen=len(job.history)),
+        **_history_storage(define, job.history, objectives),
+    )
 
 
-def _sampler(job: SearchJob, offset: int = 0) -> optuna.samplers.BaseSampler:
+def _sampler(job: SearchJob, offset: int = 0, seen: int = 0) -> optuna.samplers.BaseSampler:
+    """Seeded TPE. A grown search's sampler is seeded past its history (`seen` trials), so
+    its random start-up draws, if any are left, are not the first part's again."""
     search = job.budget.search
     return optuna.samplers.TPESampler(
-        seed=search.seed + offset, n_startup_trials=search.n_startup_trials
+        seed=search.seed + offset + seen, n_startup_trials=search.n_startup_trials
     )
+
+
+def _history_storage(
+    define: DefineByRun, history: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    """OptunaSearch's `storage` and `study_name` holding `history` as completed trials
+    (none: empty, Optuna's default study).
+
+    Each earlier trial is asked again with its sampled values enqueued, so the space
+    (`define`) records the distributions TPE needs, then told its reported value(s). Failed
+    trials, and trials that reported no value, carry nothing to learn from and are left out.
+    """
+    usable = [
+        r for r in history if r.status != "failed" and all(m in r.result for m, _ in objectives)
+    ]
+    if not usable:
+        return {}
+    storage = optuna.storages.InMemoryStorage()
+    name = "multitune-grown"
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=["minimize" if d == "min" else "maximize" for _, d in objectives],
+    )
+    for record in usable:
+        study.enqueue_trial({k: v for k, v in record.config.items() if k != TASK_KEY})
+        trial = study.ask()
+        define(trial)
+        values = [float(record.result[m]) for m, _ in objectives]
+        study.tell(trial, values if len(values) > 1 else values[0])
+    return {"storage": storage, "study_name": name}
 
 
 @dataclass(frozen=True)
@@ -261,7 +342,22 @@ def _record(trial: Trial, spec: TrialSpec) -> TrialRecord:
             spec.config_error(trial.config),
         )
     status = "completed" if result.get("final") else "stopped"
-    return TrialRecord(trial.trial_id, status, dict(trial.config), result)
+    return TrialRecord(trial.trial_id, status, dict(trial.config), _rescored(result, spec))
+
+
+def _rescored(result: dict[str, Any], spec: TrialSpec) -> dict[str, Any]:
+    """A multi-task trial's score against the search's current baselines.
+
+    A grown sweep keeps trials scored against the baselines of its time; the baselines may
+    have grown since. Delta-m is recomputed from the trial's reported validation metrics
+    (the same value when the baselines did not change); a trial whose score was undefined
+    keeps it.
+    """
+    if not spec.baseline or result.get(SCORE, FAILED_SCORE) == FAILED_SCORE:
+        return result
+    types = {t["name"]: t["type"] for t in spec.base["tasks"]}
+    score = trial_score(unflatten_metrics("val", result), types, spec.baseline)
+    return {**result, SCORE: score, "delta_m": score}
 
 
 def experiment_exists(storage_path: str, name: str) -> bool:

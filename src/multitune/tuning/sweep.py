@@ -84,10 +84,6 @@ def run_sweep(
         cfg,
         data_dir=data_dir,
         project_root=project_root,
-        key_extra={
-            "baseline": baseline,
-            "warm_start": {task: source.digest for task, source in sources.items()},
-        },
     ) as session:
         spec = TrialSpec(
             base=base,
@@ -113,7 +109,7 @@ def run_sweep(
             objectives=objectives,
             shown="delta_m",
         )
-        records, frame = session.search(job, cfg, cfg.num_samples)
+        records, frame = session.search(job, cfg)
         best = best_record(records, METRIC, "max")
         best_params = spec.params(best.config)
         with atomic_path(out_dir) as tmp:
