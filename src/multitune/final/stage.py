@@ -699,6 +699,7 @@ def _report(
         trials=sweep.trials,
         objective=sweep.objective,
         top_trials=sweep.top,
+        top_trials_note=sweep.top_note,
         importance=sweep.importance,
         importance_evaluator=cfg.importance,
         pareto_points=sweep.pareto,

@@ -64,7 +64,8 @@ class ReportInputs:
         curves: Long table of validation curves: task, metric, kind, seed, epoch, value.
         trials: The sweep's trials table, or None.
         objective: The trials' objective column.
-        top_trials: The best trials (already cut to size).
+        top_trials: The best trials as shown (`multitune.report.sweep_table`: string cells).
+        top_trials_note: What the top-trials table shows and leaves out, printed above it.
         importance: Hyperparameter importance, most important first.
         importance_evaluator: Which Optuna evaluator produced it.
         pareto_points: Per-trial val score of each task (columns = tasks), or None.
@@ -94,6 +95,7 @@ class ReportInputs:
     trials: pd.DataFrame | None = None
     objective: str = "objective"
     top_trials: pd.DataFrame | None = None
+    top_trials_note: str = ""
     importance: dict[str, float] = field(default_factory=dict)
     importance_evaluator: str = "fanova"
     pareto_points: pd.DataFrame | None = None

@@ -146,7 +146,7 @@ def _sections(inputs: ReportInputs) -> list[_Section]:
         )
     if inputs.top_trials is not None and not inputs.top_trials.empty:
         top = inputs.top_trials
-        sections.append(_Section(f"Sweep: top {len(top)} trials", "", top.round(4)))
+        sections.append(_Section(f"Sweep: top {len(top)} trials", inputs.top_trials_note, top))
     if inputs.transfer is not None and not inputs.transfer.empty:
         text = (
             f"Method: {inputs.transfer_method}. Row A, column B: B's val score trained with A "
