@@ -214,13 +214,13 @@ HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 
 
 class RayCluster:
-    """A two-node Ray cluster on loopback: the head and worker `ray start --block` processes.
+    """A Ray cluster on loopback: the head's and the worker's `ray start --block` processes.
 
     Attributes:
         address: The head's GCS address (`sweep.ray_address`).
         env: The environment every client needs (token auth on, telemetry off).
         head: The head's `ray start` process.
-        worker: The worker's `ray start` process.
+        worker: The worker's `ray start` process (None for a head alone).
     """
 
     def __init__(self, address: str, env: dict[str, str]) -> None:
@@ -262,24 +262,29 @@ def _ray_node_argv(ip: str, temp_dir: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def ray_cluster(log_dir: Path) -> Iterator[RayCluster]:
-    """Head on 127.0.0.2 and a worker on 127.0.0.3, 1 CPU each, token auth on.
+def ray_cluster(log_dir: Path, workers: int = 1) -> Iterator[RayCluster]:
+    """Head on 127.0.0.2 and (`workers=1`) a worker on 127.0.0.3, 1 CPU each, token auth on.
 
     The token is made here and handed over in `RAY_AUTH_TOKEN` (nothing written to ~/.ray).
-    Node-death detection is shortened so a killed node is noticed within seconds.
+    Node-death detection is shortened so a killed node is noticed within seconds. Ray's temp
+    dir is `$RAY_TMPDIR/ray`, with `RAY_TMPDIR` in `env`: a process with that environment
+    finds the head as one finds a `ray start --head` of a workstation in /tmp/ray (its
+    `ray_current_cluster` file), yet no other process on the machine does.
     """
     if shutil.which(RAY) is None and not Path(RAY).exists():
         pytest.skip("the `ray` command is not installed")
+    root = Path(tempfile.mkdtemp(prefix="mtray-"))  # short: Ray's unix sockets live here
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_TMPDIR": str(root),
         "RAY_health_check_period_ms": "1000",
         "RAY_health_check_timeout_ms": "1000",
         "RAY_health_check_failure_threshold": "3",
     }
-    temp = Path(tempfile.mkdtemp(prefix="mtray-"))  # short: Ray's unix sockets live here
+    temp = root / "ray"
     port = free_port(HEAD_IP)
     cluster = RayCluster(f"{HEAD_IP}:{port}", env)
     try:
@@ -299,29 +304,33 @@ def ray_cluster(log_dir: Path) -> Iterator[RayCluster]:
             assert cluster.head.poll() is None, (log_dir / "ray-head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the Ray head did not start"
             time.sleep(0.5)
-        cluster.worker = subprocess.Popen(
-            [*_ray_node_argv(WORKER_IP, temp), f"--address={cluster.address}"],
-            env=env,
-            stdout=(log_dir / "ray-worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        if workers:
+            cluster.worker = subprocess.Popen(
+                [*_ray_node_argv(WORKER_IP, temp), f"--address={cluster.address}"],
+                env=env,
+                stdout=(log_dir / "ray-worker.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_nodes = (
             "import ray, time\n"
             f"ray.init(address={cluster.address!r}, log_to_driver=False)\n"
             "deadline = time.monotonic() + 90\n"
-            "while sum(n['Alive'] for n in ray.nodes()) < 2:\n"
+            f"while sum(n['Alive'] for n in ray.nodes()) < {1 + bool(workers)}:\n"
             "    assert time.monotonic() < deadline, 'the worker did not join'\n"
             "    time.sleep(0.5)\n"
         )
         subprocess.run([sys.executable, "-c", wait_nodes], env=env, check=True, timeout=150)
-        assert cluster.worker.poll() is None, (log_dir / "ray-worker.log").read_text()[-3000:]
-        cluster.tracked = descendants(cluster.head.pid) | descendants(cluster.worker.pid)
+        if cluster.worker is not None:
+            assert cluster.worker.poll() is None, (log_dir / "ray-worker.log").read_text()[-3000:]
+        cluster.tracked = descendants(cluster.head.pid)
+        if cluster.worker is not None:
+            cluster.tracked |= descendants(cluster.worker.pid)
         yield cluster
     finally:
         left: list[int] = []
         for proc in (cluster.worker, cluster.head):
             if proc is not None:
                 left += stop(proc, cluster.tracked if proc is cluster.head else set())
-        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
         assert not left, f"the Ray cluster left processes {left}"

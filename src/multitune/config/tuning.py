@@ -309,8 +309,9 @@ class SweepConfig(_SearchBudget):
     space: SearchSpace = Field(default_factory=SearchSpace, description="The search space.")
     ray_address: str | None = Field(
         default=None,
-        description="Attach to this Ray cluster (`auto`, `ray://host:10001`); RAY_ADDRESS "
-        "also works. Null: start a local Ray (dashboard off).",
+        description="Attach to this Ray cluster (`auto`: the one `ray start` runs on this "
+        "machine; host:port; `ray://host:10001`); RAY_ADDRESS also works. Null: a Ray of the "
+        "stage's own on 127.0.0.1 (dashboard off), whatever else runs on the machine.",
     )
     storage_path: str = Field(
         default="ray_results",

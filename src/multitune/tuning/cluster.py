@@ -86,7 +86,8 @@ class ClusterInfo:
 
 
 def ray_address(configured: str | None) -> str | None:
-    """The cluster to attach to: `sweep.ray_address`, else RAY_ADDRESS, else None (local)."""
+    """The cluster to attach to: `sweep.ray_address`, else RAY_ADDRESS, else None (a Ray of
+    the stage's own: never one found on the machine, which `auto` names)."""
     return configured or os.environ.get("RAY_ADDRESS") or None
 
 
@@ -96,8 +97,10 @@ def ray_cluster(
 ) -> Iterator[ClusterInfo]:
     """Attach to `address` or start a local Ray (dashboard off); shut down what was started.
 
-    `address` None (then RAY_ADDRESS, as `ray.init` reads it) or "local" starts a Ray that
-    listens on 127.0.0.1 only. An already initialized Ray (a test's, a notebook's) is used
+    `address` None (and no RAY_ADDRESS) or "local" starts a Ray of the stage's own that
+    listens on 127.0.0.1 only, even where a bare `ray.init()` would join a cluster running
+    on the machine (a `ray start --head`, found by its `ray_current_cluster` file); "auto"
+    attaches to that cluster. An already initialized Ray (a test's, a notebook's) is used
     as it is.
 
     Raises:
