@@ -11,6 +11,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 from rich.console import Console
 from rich.markup import escape
 
+from multitune import logs
 from multitune.errors import UserError
 from multitune.io import no_space_error
 
@@ -28,12 +29,14 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     disk (`OSError` ENOSPC/EDQUOT anywhere in the error's chain, or under the SQLite
     tracking store) and a tracking server that stopped answering mid-stage
     (`multitune.tracking.connection.lost_server`). Anything else keeps its traceback.
+    Other libraries' progress bars and chatter are left out of its output unless
+    MULTITUNE_LOG_LEVEL asks for them (`multitune.logs`).
     """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
+            logs.configure()
             return fn(*args, **kwargs)
         except UserError as err:
             _fail(err)

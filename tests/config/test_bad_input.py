@@ -45,6 +45,7 @@ class Case:
 
 
 TOGETHER = "final.grouping.together"
+TEXT = "data.modalities.text.encoder"
 CASES: list[Case] = [
     # Budgets.
     Case("train.epochs", 0, "greater than or equal to 1"),
@@ -149,6 +150,9 @@ CASES: list[Case] = [
         "set final.grouping.method: tag, or drop apart",
         also={"final.grouping.method": "none"},
     ),
+    # The text encoder's windows: refused before any encoding, not by ONNX Runtime mid-stage.
+    Case(f"{TEXT}.window", 1024, "set it to 512 or less"),
+    Case(f"{TEXT}.stride", 64, "has no effect", also={f"{TEXT}.window": 64}),
 ]
 
 
@@ -230,12 +234,23 @@ def test_contributing_lists_every_case_as_it_is_printed(raw: dict[str, Any]) -> 
     assert rows == expected, "CONTRIBUTING.md is stale: paste `python " + __file__ + "`"
 
 
-def test_a_stage_prints_one_line_and_exits_non_zero(tmp_path: Path, raw: dict[str, Any]) -> None:
-    # Refused before the split stage reads any data, not by the final stage hours later.
+@pytest.mark.parametrize(
+    ("stage", "fix"),
+    [
+        # Refused before the split stage reads any data, not by the final stage hours later.
+        ("split", "joined through final.grouping.together"),
+        # Refused before the embed stage encodes (or exports an ONNX model to data/.cache).
+        ("embed", "set it to 512 or less"),
+    ],
+)
+def test_a_stage_prints_one_line_and_exits_non_zero(
+    tmp_path: Path, raw: dict[str, Any], stage: str, fix: str
+) -> None:
+    (case,) = [c for c in CASES if c.fix.startswith(fix)]
     bad = tmp_path / "params.yaml"
-    bad.write_text(yaml.safe_dump(with_case(raw, CASES[-2]), sort_keys=False))
+    bad.write_text(yaml.safe_dump(with_case(raw, case), sort_keys=False))
     done = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / "split.py"), "--params", str(bad)],
+        [sys.executable, str(ROOT / "pipeline" / f"{stage}.py"), "--params", str(bad)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -245,7 +260,7 @@ def test_a_stage_prints_one_line_and_exits_non_zero(tmp_path: Path, raw: dict[st
     assert done.returncode == 2
     assert "Traceback" not in done.stderr, done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.strip()]
-    assert line.startswith(f"error: {bad}: final.grouping.apart: [speaker, debate] is joined")
+    assert line == f"error: {bad}: {message(case, raw).removeprefix('params.yaml: ')}"
     assert not (tmp_path / "data").exists()
 
 

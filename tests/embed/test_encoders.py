@@ -77,7 +77,7 @@ def test_text_vectors_equal_sentence_transformer_encode(
         batch_size=16,
     )
     assert isinstance(encoder, SentenceTransformerEncoder)
-    ours = encoder.encode(TEXTS, progress=False)
+    ours = encoder.encode(TEXTS)
     assert encoder.backend == backend
     assert ours.shape == (len(TEXTS), 384)
     assert np.abs(ours - reference).max() < 1e-4

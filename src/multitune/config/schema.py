@@ -51,9 +51,12 @@ class Params(StrictModel):
                     f"task_groups.{group} names unknown task(s) {', '.join(unknown)}; "
                     f"tasks are: {', '.join(names)}"
                 )
-        for task in self.tasks:
-            if isinstance(task, TokenClassificationTask):
-                token_modality(self.data, task)
+        read = {
+            token_modality(self.data, task)
+            for task in self.tasks
+            if isinstance(task, TokenClassificationTask)
+        }
+        check_stride(self.data, read)
         # Checked here, not when a trial builds its model after ingest, split and embed ran.
         if isinstance(self.model.backbone, TopKConfig):
             backbone_modalities(self.data, self.model.backbone)
@@ -128,6 +131,27 @@ def token_modality(data: DataConfig, task: TokenClassificationTask) -> str:
             )
         )
     return cached[0]
+
+
+def check_stride(data: DataConfig, token_modalities: set[str]) -> None:
+    """`encoder.stride` is set only where token tasks read the windows it overlaps.
+
+    A text longer than the encoder's window is cut into overlapping windows only for token
+    tasks; elsewhere its pooled vector reads the first window, and a stride would be
+    accepted and ignored.
+
+    Raises:
+        ValueError: a modality that no token task reads sets a stride.
+    """
+    for name, modality in data.modalities.items():
+        stride = getattr(modality.encoder, "stride", None)
+        if stride is not None and name not in token_modalities:
+            raise ValueError(
+                f"data.modalities.{name}.encoder.stride: {stride} has no effect on modality "
+                f"'{name}', which no token task reads: its pooled vectors read each text's "
+                "first window only; drop stride (it sets how much a long text's windows "
+                "overlap for token tasks)"
+            )
 
 
 def cached_layers(data: DataConfig) -> dict[str, int]:

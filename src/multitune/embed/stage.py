@@ -9,6 +9,7 @@ and only its own columns.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from multitune.config.data import DataConfig
+from multitune import progress
+from multitune.config.data import DataConfig, ModalityConfig
 from multitune.data.artifacts import SPLIT_NAMES
 from multitune.data.artifacts import arrow_lists as _arrow_lists
 from multitune.data.features import (
@@ -116,33 +118,47 @@ def embed(
     dataset's column instead),
     `encoders/<modality>/` (the fitted state), `<modality>.tokens/` for a text modality with
     `cache_top_layers` (see `multitune.embed.token_cache`) and `meta.json`, which is also
-    returned.
+    returned. A progress line per modality counts its rows (`multitune.progress`).
     """
+    started = time.monotonic()
     rows = _Rows(dataset)
     train = np.flatnonzero(train_rows(rows.ids, splits))
     meta: dict[str, Any] = {}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for name, modality in data.modalities.items():
-            columns = list(modality.source_columns)
-            encoder = ENCODERS.build(modality.encoder)
-            encoder.fit(rows.take(columns, train[: encoder.fit_rows]))
-            where: dict[str, Any] = {}
-            if getattr(modality.encoder, "cache_top_layers", 0):
-                out = cache_dir(tmp, name)
-                where = {"token_cache": _write_with_cache(encoder, rows, columns, tmp, name)}
-                where["token_cache"]["path"] = out.name
-            elif encoder.identity and rows.path is not None:
-                # The dataset's column is the only copy: ingest stored it checked, float32.
-                where = {VECTORS: stored_vectors(rows.path, columns[0], out_dir)}
-            else:
-                _write_vectors(encoder, rows, columns, feature_path(tmp, name))
-            encoder.save(encoder_dir(tmp, name))
-            meta[name] = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"} | where
-            if hasattr(encoder, "over_window"):
-                meta[name] |= _over_window(name, encoder, rows, columns, where)
+        for i, (name, modality) in enumerate(data.modalities.items(), 1):
+            label = f"{name}, {i} of {len(data.modalities)}"
+            count = progress.Count("embed", label, len(rows.ids), started_at=started)
+            with progress.counting(count):
+                meta[name] = _embed_modality(name, modality, rows, train, tmp, out_dir)
+                progress.reach(len(rows.ids))
             log.info("embedded %s: %s", name, meta[name])
         write_json(tmp / META, meta)
+    return meta
+
+
+def _embed_modality(
+    name: str, modality: ModalityConfig, rows: _Rows, train: np.ndarray, tmp: Path, out_dir: Path
+) -> dict[str, Any]:
+    """Fit modality `name`'s encoder on the `train` rows and write its outputs under `tmp`
+    (the stage's `out_dir` being written); returns its meta.json entry."""
+    columns = list(modality.source_columns)
+    encoder = ENCODERS.build(modality.encoder)
+    encoder.fit(rows.take(columns, train[: encoder.fit_rows]))
+    where: dict[str, Any] = {}
+    if getattr(modality.encoder, "cache_top_layers", 0):
+        out = cache_dir(tmp, name)
+        where = {"token_cache": _write_with_cache(encoder, rows, columns, tmp, name)}
+        where["token_cache"]["path"] = out.name
+    elif encoder.identity and rows.path is not None:
+        # The dataset's column is the only copy: ingest stored it checked, float32.
+        where = {VECTORS: stored_vectors(rows.path, columns[0], out_dir)}
+    else:
+        _write_vectors(encoder, rows, columns, feature_path(tmp, name))
+    encoder.save(encoder_dir(tmp, name))
+    meta = encoder.describe() | {"rows": len(rows.ids), "fitted_on": "train"} | where
+    if hasattr(encoder, "over_window"):
+        meta |= _over_window(name, encoder, rows, columns, where)
     return meta
 
 
@@ -221,5 +237,6 @@ def _write_vectors(encoder: Encoder, rows: _Rows, columns: list[str], path: Path
         for batch in rows.batches(columns):
             yield features_table(rows.ids[start : start + len(batch)], encoder.transform(batch))
             start += len(batch)
+            progress.reach(start)  # an encoder that counts its own parts went ahead
 
     _write_table(path, tables(), rows.ids[:0], encoder.dim)

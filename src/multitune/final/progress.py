@@ -7,7 +7,8 @@ names itself (`Progress.phase`). A line reads::
     final [cross-fitting] 12/40 done, 2 running, 26 left | 1m05s, about 2m20s left
 
 The estimate is the phase's mean seconds per finished training times the trainings left,
-divided by how many run at once. Lines go to the console (a terminal or a log alike).
+divided by how many run at once (`multitune.progress`: one style for every stage). Lines go
+to the console (a terminal or a log alike).
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    minutes, s = divmod(seconds, 60)
-    return f"{minutes}m{s:02d}s" if minutes else f"{s}s"
+from multitune.progress import clock, remaining
 
 
 @dataclass
@@ -63,13 +60,9 @@ class Progress:
 
     def line(self) -> str:
         left = self.total - self.done
-        elapsed = time.monotonic() - self.phase_at
-        eta = ""
-        if self.done and left:
-            per = elapsed / self.done
-            eta = f", about {_clock(per * left / max(1, self.running or 1))} left"
+        eta = remaining(time.monotonic() - self.phase_at, self.done, left, self.running)
         label = f" [{self.label}]" if self.label else ""
-        total = _clock(time.monotonic() - self.started_at)
+        total = clock(time.monotonic() - self.started_at)
         return (
             f"{self.name}{label} {self.done}/{self.total} done, {self.running} running, "
             f"{left} left | {total}{eta}"

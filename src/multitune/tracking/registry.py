@@ -21,10 +21,11 @@ registered model. Lock models hold no versions, so version searches never see th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
+from multitune import logs
 from multitune.tracking.gate import (
     DELTA_M,
     EVAL_DATA_HASH,
@@ -278,7 +281,8 @@ def _register_locked(
     all_tags[FINGERPRINT] = fp
     if not decision.takes:
         all_tags[CHALLENGER] = "true"
-    version = mlflow.register_model(model_uri, name, tags=all_tags)
+    with _unsaid():
+        version = mlflow.register_model(model_uri, name, tags=all_tags)
     if description:
         client.update_model_version(name, version.version, description=description)
     if decision.takes:
@@ -302,3 +306,19 @@ def _register_locked(
         delta_m=decision.delta_m,
         gate=decision.line,
     )
+
+
+@contextlib.contextmanager
+def _unsaid() -> Iterator[None]:
+    """Without MLflow's own lines ("Successfully registered model 'x'.", "Created version
+    '1' of model 'x'.", printed, not logged) in a quiet stage (`multitune.logs`): the stage
+    says what happened to the model in its own line."""
+    if not logs.quiet():
+        yield
+        return
+    before = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = before

@@ -22,6 +22,7 @@ from ray.tune.stopper import Stopper
 from multitune import tracking
 from multitune.console import console
 from multitune.errors import UserError
+from multitune.progress import clock
 from multitune.tracking.tags import PARAMS_HASH, TASK, TRIAL_ID
 from multitune.tuning.trial import TASK_KEY, TrialSpec
 
@@ -321,7 +322,8 @@ def quiet_user_errors() -> Iterator[None]:
 
 
 class Progress(tune.Callback):
-    """A status line a person can follow: trials done/running/pending, best so far."""
+    """A status line a person can follow: trials done/running/pending, best so far, the
+    time since the search started (`multitune.progress`: one style for every stage)."""
 
     def __init__(self, label: str, total: int, metric: str, shown: str, every_s: float = 15.0):
         self.label = label
@@ -368,7 +370,7 @@ class Progress(tune.Callback):
         )
         if best is not None and self.shown:
             text += f" | best {self.shown} {best[0]:+.4f} ({best[1]})"
-        console.print(f"{text} | {elapsed:.0f}s", soft_wrap=True)
+        console.print(f"{text} | {clock(elapsed)}", soft_wrap=True)
 
     def _best(self, trials: list[Trial]) -> tuple[float, str] | None:
         scored = [
