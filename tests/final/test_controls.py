@@ -233,7 +233,6 @@ def test_small_grouped_null_claims_nothing_and_its_side_reaches_the_linear_model
         single_val=reference.val,
         multis=[params, _linear(params)],
         reference=reference,
-        workers=1,
     )
     assert sel.small == ["small"]
     trained = train_sides(params, data, sel, reference, list(SEEDS))

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -143,7 +144,7 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(repro: Path, tmp_path: Pat
     assert len(out["keywords"].iloc[0]) == 6  # a label per word of "A great goal by the team!"
     # A text three windows long: a label for every word, none lost past the first window.
     long = pd.DataFrame([EXAMPLE_ROWS[1] | {"text": THREE_WINDOWS}])
-    assert _windows(THREE_WINDOWS) == 3
+    assert _windows([THREE_WINDOWS]) == [3]
     assert len(model.predict(long)["keywords"].iloc[0]) == len(THREE_WINDOWS.split())
     served = model.unwrap_python_model()
     # The network answering the token task runs its fine-tuned layers on the text (whether
@@ -156,13 +157,14 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(repro: Path, tmp_path: Pat
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
 
 
-def _windows(text: str) -> int:
+def _windows(texts: Sequence[str]) -> list[int]:
+    """How many windows of the encoder each text is read through."""
     from multitune.embed.sentence_transformer import default_model_path, load_model
     from multitune.embed.token_cache import windows
 
-    model = load_model(default_model_path())
+    model = load_model(default_model_path())  # once: loading it per text took 25 s
     model.max_seq_length = WINDOW
-    return len(windows(model, [text]).input_ids)
+    return [len(windows(model, [text]).input_ids) for text in texts]
 
 
 @pytest.mark.slow
@@ -177,7 +179,7 @@ def test_the_token_metrics_score_every_word_of_the_test_split(repro: Path):
     words = int(test["words"].dropna().map(len).sum())
     assert metrics["scored_words"] == {"keywords": words}
     meta = json.loads((repro / "data" / "features" / "meta.json").read_text())["text"]
-    over = sum(_windows(t) > 1 for t in dataset["text"])
+    over = sum(n > 1 for n in _windows(list(dataset["text"])))
     assert (
         over > 0 and meta["texts_over_window"] == over == meta["token_cache"]["texts_over_window"]
     )
@@ -307,18 +309,27 @@ def test_a_temp_experiment_keeps_its_runs_in_the_workspace_store(repro: Path):
             "run",
             "--temp",
             "-S",
+            "sweep.num_samples=3",  # from 2: the search grows by one trial
+            "-S",
             "final.seeds=1",
             "-S",
             "final.transfer.method=none",
             "-S",
             "final.crossfit.enabled=false",
+            "-S",
+            "final.grouping.method=none",
         ],
         clone,
     )
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
-    # Only the final stage reran (its params changed), in DVC's temporary copy; its runs and
-    # the new model version are in the workspace's store, not in the vanished copy's.
-    assert "Stage 'sweep' didn't change" in exp.stdout + exp.stderr
+    # The stages reran in DVC's temporary copy; their runs and the new model version are in
+    # the workspace's store, not in the vanished copy's.
+    printed = exp.stdout + exp.stderr
+    # The searches grew in the workspace's ray_results, not in the vanished copy: the sweep
+    # trained one more trial, the baselines (1 per task, whatever the sweep's) none.
+    assert "sweep growing the search: 1 more trial on top of the 2 kept" in printed, printed
+    assert "baselines growing" not in printed and "baselines 4 trials (resumed)" in printed
+    assert list((clone / "ray_results").glob("sweep-*+1"))
     client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
     assert _run_count(clone / "mlflow.db") > before
     assert len(client.search_model_versions()) == versions + 1

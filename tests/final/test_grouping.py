@@ -29,6 +29,7 @@ from multitune.final.grouping import (
     verify_groupings,
 )
 from multitune.final.protocol import train_sides
+from multitune.final.runs import Trainings
 from multitune.final.selection import Selection
 from multitune.models.heads import TaskSpec
 from multitune.training import TrainingData
@@ -140,9 +141,13 @@ def _grouping(seed: int, *, null: bool):  # type: ignore[no-untyped-def]
         single={}, network=dict.fromkeys(names, params), multi=params, multi_how="given"
     )
     every = params.final.grouping.every
-    trained = train_sides(params, data, selection, None, SEEDS, workers=2, affinity_every=every)
+    trained = train_sides(
+        params, data, selection, None, SEEDS, trainings=Trainings(workers=2), affinity_every=every
+    )
     units = np.arange(len(data.ids))
-    result = verify_groupings(params, data, units, trained, params, None, SEEDS, workers=2)
+    result = verify_groupings(
+        params, data, units, trained, params, None, SEEDS, trainings=Trainings(workers=2)
+    )
     for v in result.verified:
         print(
             f"{'null' if null else 'planted'} seed {seed}: {v.candidate.name} "
@@ -154,9 +159,9 @@ def _grouping(seed: int, *, null: bool):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_planted_clusters_rank_first_by_affinity_and_are_chosen(seed: int) -> None:
-    result = _grouping(seed, null=False)
+def test_planted_clusters_rank_first_by_affinity_and_are_chosen() -> None:
+    # One planted table (seed 0; seed 1 passed too when both ran, at 75 s each).
+    result = _grouping(0, null=False)
     z = result.affinity
     within = [z.loc[a, b] for a, b in itertools.permutations(TASKS, 2) if a[0] == b[0]]
     across = [z.loc[a, b] for a, b in itertools.permutations(TASKS, 2) if a[0] != b[0]]

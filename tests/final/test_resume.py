@@ -92,7 +92,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])  # one random kill point; seed 1 passed too (48 s each)
 def test_a_killed_final_stage_resumes_without_retraining(
     uninterrupted: dict[str, Any], tmp_path: Path, seed: int
 ) -> None:

@@ -131,7 +131,6 @@ def test_small_task_choice_uses_cross_validation_and_never_the_test_split() -> N
             single_val={"big": {"auroc": 0.9}, "small": {"macro_f1": 0.5}},
             multis=[params, deeper],
             reference=fit_reference(d, params.final.reference),
-            workers=1,
         )
 
     sel = run(data)

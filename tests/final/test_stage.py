@@ -277,7 +277,7 @@ def test_the_alias_is_gated_on_validation_delta_m_never_on_test(project: dict[st
 
 
 def test_delta_m_of_the_shipped_seed_is_nan_not_a_crash_without_shared_metrics():
-    from multitune.final.stage import _safe_delta_m
+    from multitune.final.context import safe_delta_m as _safe_delta_m
 
     # A task with no labelled val rows has no metrics on either side: it is left out.
     assert _safe_delta_m({"a": {"accuracy": 0.9}, "b": {}}, {"a": {"accuracy": 0.8}, "b": {}}) == (
@@ -310,7 +310,7 @@ def test_the_report_opens_with_the_cross_fitted_verdict_and_the_gate_reads_it(
 
 def test_the_gate_verdict_reads_no_test_figure():
     """Whatever the test split says, the gate's verdict is the cross-fitted one."""
-    from multitune.final.stage import gate_verdict
+    from multitune.final.shipping import gate_verdict
     from multitune.report.crossfit import FoldDiffs, compare_method
     from multitune.report.stats import Comparison
 

@@ -1,6 +1,8 @@
 """What a stage prints: its progress and its results, and no other library's lines (Hugging
 Face's progress bars, MLflow's INFO lines and error tracebacks, Ray's token warning), unless
-MULTITUNE_LOG_LEVEL asks for them (`multitune.logs`). Each test runs a real stage script."""
+MULTITUNE_LOG_LEVEL asks for them (`multitune.logs`). Each test runs a real stage script; a
+search stage's output is checked in `tests/team/test_ray_address.py`, which runs one on a Ray
+of its own and on a fresh store."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stage_output import noise
 from synthetic import synthetic_params, write_synthetic
 from tuning.project import write_project
 
@@ -24,15 +27,6 @@ from multitune.data.ingest import ingest
 from multitune.data.split import split_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-NOISE = (
-    "Loading weights",  # transformers, once per model loaded
-    "mlflow",  # "INFO mlflow.store.db.utils: Creating initial MLflow database tables..."
-    "database tables",
-    "alembic",
-    "Token authentication is enabled",  # Ray, for the stage's own loopback cluster
-    "operation took",  # Tune's "The `callbacks.on_step_end` operation took 1.065 s"
-    "Traceback",
-)
 
 
 def _stage(stage: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,10 +40,6 @@ def _stage(stage: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
         timeout=300,
         check=False,
     )
-
-
-def _noise(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if any(n in line for n in NOISE)]
 
 
 @pytest.fixture
@@ -77,7 +67,7 @@ def test_the_embed_stage_counts_each_modality_and_prints_no_loader_bar(
     for label in ("text, 1 of 3", "meta, 2 of 3", "audio, 3 of 3"):
         pattern = rf"embed \[{label}\] 300/300 rows \| \d+s"
         assert any(re.fullmatch(pattern, line) for line in lines), done.stderr
-    assert not _noise(done.stderr), done.stderr
+    assert not noise(done.stderr), done.stderr
 
     # The switch: the libraries' lines are back, the project's INFO lines with them.
     again = _stage("embed", text_project, MULTITUNE_LOG_LEVEL="info")
@@ -94,16 +84,6 @@ def test_a_wrong_log_level_is_one_line(text_project: Path) -> None:
         "ERROR, or unset it for the stage's own lines only"
     )
     assert not (text_project / "data" / "features").exists()
-
-
-def test_a_search_stage_prints_its_progress_and_no_mlflow_or_ray_lines(tmp_path: Path) -> None:
-    # A new SQLite store (MLflow creates its tables) and the stage's own loopback Ray.
-    write_project(tmp_path, baselines={"num_samples": 1, "linear_option": False})
-    done = _stage("baselines", tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"^baselines 3/3 done, 0 running, 0 pending \| \d+s$", done.stderr, re.M)
-    assert "baselines 3 trials -> results/baselines/" in done.stderr
-    assert not _noise(done.stderr), done.stderr
 
 
 @pytest.fixture

@@ -9,12 +9,14 @@ each setting, one trial per task; the trials' `node` column says where they trai
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from stage_output import noise
 from tuning.project import write_project
 
 from .servers import HEAD_IP, ray_cluster
@@ -24,8 +26,9 @@ OWN_RAY_IP = "127.0.0.1"
 """Where a stage's own Ray listens (`multitune.tuning.cluster`)."""
 
 
-def _baselines(root: Path, address: str | None, env: dict[str, str]) -> pd.DataFrame:
-    """Run the baselines stage with `sweep.ray_address: address`; its trials table."""
+def _baselines(root: Path, address: str | None, env: dict[str, str]) -> tuple[pd.DataFrame, str]:
+    """Run the baselines stage with `sweep.ray_address: address` (a fresh SQLite store); its
+    trials table and what it printed."""
     params = write_project(
         root,
         train={"epochs": 2, "patience": 2},
@@ -43,7 +46,7 @@ def _baselines(root: Path, address: str | None, env: dict[str, str]) -> pd.DataF
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return pd.read_parquet(out / "trials.parquet")
+    return pd.read_parquet(out / "trials.parquet"), done.stderr
 
 
 @pytest.mark.slow
@@ -51,9 +54,14 @@ def test_null_is_a_ray_of_the_stages_own_and_auto_is_the_running_head(tmp_path: 
     with ray_cluster(tmp_path, workers=0) as head:
         current = Path(head.env["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"
         assert current.read_text().strip() == head.address  # what a bare ray.init() joins
-        own = _baselines(tmp_path / "null", None, head.env)
-        attached = _baselines(tmp_path / "auto", "auto", head.env)
+        own, printed = _baselines(tmp_path / "null", None, head.env)
+        attached, _ = _baselines(tmp_path / "auto", "auto", head.env)
     assert len(own) == 3 and set(own["status"]) == {"completed"}  # one trial per task
     assert set(own["node"]) == {OWN_RAY_IP}  # not the head's node
     assert len(attached) == 3 and set(attached["status"]) == {"completed"}
     assert set(attached["node"]) == {HEAD_IP}
+    # What the stage printed: its progress and result, nothing from MLflow creating the new
+    # store's tables, nor Ray's token warning for the stage's own cluster.
+    assert re.search(r"^baselines 3/3 done, 0 running, 0 pending \| \d+s$", printed, re.M)
+    assert "baselines 3 trials -> " in printed
+    assert not noise(printed), printed

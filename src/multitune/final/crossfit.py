@@ -35,7 +35,7 @@ from multitune.config import Params
 from multitune.data.split import assign_units
 from multitune.errors import DataError
 from multitune.final.reference import fit_reference
-from multitune.final.runs import Record, Reuse, RunJob, run_all
+from multitune.final.runs import RunJob, Trainings, run_all
 from multitune.final.selection import LINEAR, SideChoice
 from multitune.report.crossfit import (
     FoldDiffs,
@@ -224,9 +224,7 @@ def crossfit(
     sides: Mapping[str, SideChoice],
     network: Mapping[str, Params],
     multi: Params,
-    workers: int,
-    record: Record | None = None,
-    reuse: Reuse | None = None,
+    trainings: Trainings | None = None,
     folds_override: list[Fold] | None = None,
     on_done: Callable[[RunJob], None] | None = None,
 ) -> CrossFit:
@@ -239,9 +237,7 @@ def crossfit(
         sides: Each task's single-task side (network or linear), chosen outside the folds.
         network: Each task's single-task network config.
         multi: The multi-task config.
-        workers: Trainings at once.
-        record: Turns a finished run into its record (the stage logs it).
-        reuse: Finds a run that already finished (a resumed stage).
+        trainings: How the runs train and are recorded (default: one at a time, in memory).
         folds_override: Folds to use instead of making them (tests, the calibration).
         on_done: Called as each training finishes.
     """
@@ -255,16 +251,10 @@ def crossfit(
     )
     names = data.task_names
 
+    trainings = trainings or Trainings(threads=cfg.threads)
+
     def run(jobs: Sequence[RunJob]) -> Iterator[tuple[RunJob, object]]:
-        return run_all(
-            jobs,
-            data,
-            record=record,
-            reuse=reuse,
-            workers=workers,
-            threads=cfg.threads,
-            on_done=on_done,
-        )
+        return run_all(jobs, data, trainings, on_done=on_done)
 
     single: list[dict[str, Metrics]] = [{} for _ in folds]
     single_val: list[dict[str, Metrics]] = [{} for _ in folds]
@@ -319,10 +309,7 @@ def crossfit_groups(
     xfit: CrossFit,
     groups: Sequence[tuple[str, ...]],
     multi: Params,
-    *,
-    workers: int,
-    record: Record | None = None,
-    reuse: Reuse | None = None,
+    trainings: Trainings | None = None,
 ) -> dict[tuple[str, ...], list[dict[str, Metrics]]]:
     """Each multi-task group over the cross-fit's folds (the same folds, seeds and stopping
     rule as the all-in-one side): per group, per fold, its held-out metrics by task."""
@@ -342,9 +329,7 @@ def crossfit_groups(
     out: dict[tuple[str, ...], list[dict[str, Metrics]]] = {
         g: [{} for _ in xfit.fold_list] for g in groups
     }
-    for job, rec in run_all(
-        jobs, data, record=record, reuse=reuse, workers=workers, threads=params.final.threads
-    ):
+    for job, rec in run_all(jobs, data, trainings or Trainings(threads=params.final.threads)):
         _, g, i = job.key
         out[g][i] = {t: dict(m) for t, m in rec.test_metrics.items()}  # type: ignore[attr-defined]
     return out

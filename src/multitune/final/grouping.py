@@ -40,7 +40,7 @@ from multitune.config.final import GroupingConfig
 from multitune.errors import ConfigError
 from multitune.final.protocol import Trained, compare_sides
 from multitune.final.reference import ReferenceResult
-from multitune.final.runs import Record, Reuse, RunJob, offline_record, run_all
+from multitune.final.runs import RunJob, Trainings, run_all
 from multitune.final.scoring import SeedRun
 from multitune.report import Comparison
 from multitune.report.crossfit import MethodComparison
@@ -309,9 +309,7 @@ def verify_groupings(
     reference: ReferenceResult | None,
     seeds: Sequence[int],
     *,
-    record: Record = offline_record,
-    reuse: Reuse | None = None,
-    workers: int = 1,
+    trainings: Trainings | None = None,
     on_done: Callable[[RunJob], None] | None = None,
     out_of_fold: Callable[[Sequence[Candidate], float], dict[str, MethodComparison]] | None = None,
 ) -> GroupingResult:
@@ -326,9 +324,8 @@ def verify_groupings(
         multi_params: The chosen multi-task config (narrowed to each group's tasks).
         reference: The linear reference (the single-task side where chosen).
         seeds: The final seeds (as `trained`'s).
-        record: Turns a finished run into its record (the stage logs it).
-        reuse: Finds a group run that already finished (a resumed stage): not retrained.
-        workers: Runs at once.
+        trainings: How the group runs train and are recorded (default: one at a time, in
+            memory); one that already finished (a resumed stage) is read back.
         on_done: Called as each run finishes.
         out_of_fold: Cross-fits the candidates at the given level, each against each alone
             (the stage's cross-fit); None: choose on validation.
@@ -344,15 +341,8 @@ def verify_groupings(
     ]
     start = time.perf_counter()
     group_runs: dict[tuple[str, ...], list[SeedRun]] = {}
-    for job, rec in run_all(
-        jobs,
-        data,
-        record=record,
-        reuse=reuse,
-        workers=workers,
-        threads=params.final.threads,
-        on_done=on_done,
-    ):
+    trainings = trainings or Trainings(threads=params.final.threads)
+    for job, rec in run_all(jobs, data, trainings, on_done=on_done):
         group_runs.setdefault(tuple(job.tasks or ()), []).append(rec)
     for runs in group_runs.values():
         runs.sort(key=lambda r: r.seed)

@@ -3,8 +3,9 @@ the calibration benchmark and the controls share.
 
 `train_sides` trains each task's single-task network and the multi-task config over seeds
 and settles each task's single-task side; `compare_sides` reads the test split once and
-measures both sides. A `Record` turns a finished run into a `SeedRun`: the final stage logs it
-to MLflow (`multitune.final.runs.log_run`), `offline_record` keeps it in memory.
+measures both sides. Their runs train as `Trainings` says: its `record` turns a finished run
+into a `SeedRun` (the final stage logs it to MLflow, `multitune.final.runs.log_run`; by
+default `offline_record` keeps it in memory).
 """
 
 from __future__ import annotations
@@ -18,14 +19,7 @@ import pandas as pd
 
 from multitune.config import Params
 from multitune.final.reference import ReferenceResult
-from multitune.final.runs import (
-    Record,
-    Reuse,
-    RunJob,
-    mean_metrics,
-    offline_record,
-    run_all,
-)
+from multitune.final.runs import RunJob, Trainings, mean_metrics, run_all
 from multitune.final.scoring import SeedRun, SplitTargets, group_rows, task_rows
 from multitune.final.selection import LINEAR, Selection, SideChoice, choose_on_validation
 from multitune.final.transfer import transfer_jobs
@@ -100,10 +94,8 @@ def train_sides(
     reference: ReferenceResult | None,
     seeds: Sequence[int],
     *,
-    record: Record = offline_record,
-    reuse: Reuse | None = None,
+    trainings: Trainings | None = None,
     reference_run_id: str = "reference",
-    workers: int = 1,
     on_done: Callable[[RunJob], None] | None = None,
     affinity_every: int | None = None,
 ) -> Trained:
@@ -115,11 +107,11 @@ def train_sides(
     reference; the multi-task runs stop early against the chosen sides' validation metrics.
     With `affinity_every`, the first seed's multi-task run also measures TAG's lookahead
     affinity (`multitune.training.affinity`), which leaves its training unchanged. A run that
-    `reuse` finds finished (a resumed stage) is read back, not trained; `record` turns each
-    trained one into its record.
+    `trainings.reuse` finds finished (a resumed stage) is read back, not trained;
+    `trainings.record` turns each trained one into its record.
     """
     cfg, names = params.final, data.task_names
-    threads = cfg.threads
+    trainings = trainings or Trainings(threads=cfg.threads)
     with_transfer = cfg.transfer.method == "pairwise" and 2 <= len(names) <= cfg.transfer.max_tasks
     first = [
         RunJob(("single", t, s), selection.network[t], "single", (t,), s)
@@ -132,15 +124,7 @@ def train_sides(
     transfer: dict[tuple[str, ...], SeedRun] = {}
 
     def run(jobs: list[RunJob]) -> Iterator[tuple[RunJob, SeedRun]]:
-        return run_all(
-            jobs,
-            data,
-            record=record,
-            reuse=reuse,
-            workers=workers,
-            threads=threads,
-            on_done=on_done,
-        )
+        return run_all(jobs, data, trainings, on_done=on_done)
 
     for job, rec in run(first):
         if job.kind == "single":

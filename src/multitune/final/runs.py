@@ -197,19 +197,35 @@ Reuse = Callable[[RunJob], SeedRun | None]
 """The record of a job's run that already finished (a resumed stage), or None: train it."""
 
 
+@dataclass(frozen=True)
+class Trainings:
+    """How the final stage's phases train and record their runs, shared by all of them.
+
+    Attributes:
+        workers: Trainings at once in the local process pool (the Ray backend, when set,
+            decides its own; see `training_backend`).
+        threads: Threads per training (None: the cores shared out between workers).
+        record: Turns a finished run into its record (the stage logs it to MLflow).
+        reuse: The record of a run that already finished (a resumed stage), or None.
+    """
+
+    workers: int = 1
+    threads: int | None = None
+    record: Record | None = None
+    reuse: Reuse | None = None
+
+
 def run_all(
     jobs: Sequence[RunJob],
     data: TrainingData,
+    trainings: Trainings,
     *,
-    record: Record | None = None,
-    reuse: Reuse | None = None,
-    workers: int,
-    threads: int | None,
     on_done: Callable[[RunJob], None] | None = None,
 ) -> Iterator[tuple[RunJob, SeedRun]]:
-    """Each job's record: read back where `reuse` finds its finished run, else trained
-    (`fit_all`) and turned into a record by `record` (default `offline_record`)."""
-    record = record or offline_record
+    """Each job's record: read back where `trainings.reuse` finds its finished run, else
+    trained (`fit_all`) and turned into a record by `trainings.record` (default
+    `offline_record`)."""
+    record, reuse = trainings.record or offline_record, trainings.reuse
     fresh = []
     progress = active_progress()
     for job in jobs:
@@ -221,7 +237,9 @@ def run_all(
                 progress.queued(1, 0)
                 progress.finished(already=True)
             yield job, found
-    for job, fitted in fit_all(fresh, data, workers=workers, threads=threads, on_done=on_done):
+    for job, fitted in fit_all(
+        fresh, data, workers=trainings.workers, threads=trainings.threads, on_done=on_done
+    ):
         yield job, record(job, fitted)
 
 

@@ -44,7 +44,7 @@ from multitune.config import Params
 from multitune.config.final import FinalConfig
 from multitune.errors import DataError
 from multitune.final.reference import ReferenceResult, fit_reference
-from multitune.final.runs import Record, Reuse, RunJob, run_all
+from multitune.final.runs import RunJob, Trainings, run_all
 from multitune.final.scoring import SeedRun
 from multitune.training import TrainingData
 from multitune.training.metrics import higher_is_better, objective, primary_metric
@@ -112,20 +112,10 @@ class _Runs:
     """Runs the cross-validation's jobs (`run_all`) the same way for both sides."""
 
     data: TrainingData
-    workers: int
-    threads: int | None
-    record: Record | None
-    reuse: Reuse | None
+    trainings: Trainings
 
     def __call__(self, jobs: Sequence[RunJob]) -> Iterator[tuple[RunJob, SeedRun]]:
-        return run_all(
-            jobs,
-            self.data,
-            record=self.record,
-            reuse=self.reuse,
-            workers=self.workers,
-            threads=self.threads,
-        )
+        return run_all(jobs, self.data, self.trainings)
 
 
 def small_tasks(data: TrainingData, max_val_rows: int) -> list[str]:
@@ -238,9 +228,7 @@ def select(
     single_val: Mapping[str, Mapping[str, float]],
     multis: Sequence[Params],
     reference: ReferenceResult | None,
-    workers: int,
-    record: Record | None = None,
-    reuse: Reuse | None = None,
+    trainings: Trainings | None = None,
 ) -> Selection:
     """Choose every task's single-task side and the multi-task config (module doc).
 
@@ -254,9 +242,8 @@ def select(
             linear reference's validation metrics).
         multis: The sweep's finalists, best first.
         reference: The linear reference fitted on train and tuned on val (None: disabled).
-        workers: Training runs at once.
-        record: Turns a finished cross-validation run into its record (the stage logs it).
-        reuse: Finds a cross-validation run that already finished (a resumed stage).
+        trainings: How the cross-validation's runs train and are recorded (default: one
+            at a time, kept in memory).
 
     Returns:
         The choices, their scores and the cost.
@@ -281,7 +268,7 @@ def select(
         for k, fold in enumerate(folds)
     ]
     held: dict[tuple[str, int], list[Metrics]] = {}
-    runs = _Runs(data, workers, cfg.threads, record, reuse)
+    runs = _Runs(data, trainings or Trainings(threads=cfg.threads))
     for job, rec in runs(jobs):
         _, t, i, k = job.key
         held.setdefault((t, i), [{}] * len(folds))[k] = rec.test_metrics.get(t, {})

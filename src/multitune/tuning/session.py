@@ -126,8 +126,8 @@ class StageSession:
         if more.total:
             if records:
                 console.print(
-                    f"[bold]{job.label}[/] growing the search: {more.total} more trials "
-                    f"on top of the {len(records)} kept",
+                    f"[bold]{job.label}[/] growing the search: {more.total} more "
+                    f"trial{'s' if more.total != 1 else ''} on top of the {len(records)} kept",
                     soft_wrap=True,
                 )
             parts.append({"name": more.name, "done": False})
