@@ -70,7 +70,8 @@ def _tiny_profile(source: Path) -> dict:
     raw["final"] = {
         "seeds": 2,
         "bootstrap_samples": 100,
-        "transfer": {"method": "pairwise", "epochs": 1},
+        # Transfer runs are the final stage's own (tests/final/test_stage.py): none here.
+        "transfer": {"method": "none"},
         # The smallest cross-fit (2 folds, once): what is tested is its plumbing.
         "crossfit": {"folds": 2, "repeats": 1},
     }

@@ -1,10 +1,9 @@
-"""Train the final configs over seeds, in parallel worker processes, each run logged as an
-MLflow child run of the final stage's run.
-
-Training is pure (`fit`): a worker trains and predicts the test split, and the driver logs
-what it returns, so only the driver talks to the tracking store. With ``workers=1``
-everything runs in this process. `run_all` asks first whether a job's run already finished
-(a killed stage resumed: `multitune.final.resume`) and trains only the others.
+"""Train the final configs over seeds (in worker processes, `multitune.final.pool`, or on
+Ray), each run logged as an MLflow child run of the final stage's run. Training is pure
+(`fit`): a worker trains and predicts the test split, and the driver logs what it returns,
+so only the driver talks to the tracking store; ``workers=1`` trains in this process.
+`run_all` asks first whether a job's run already finished (a killed stage resumed:
+`multitune.final.resume`) and trains only the others.
 
 Each logged run carries its record as an artifact (`record/`: `record.json` and the
 predictions as `.npz`, `write_record`), so a finished run can be read back exactly.
@@ -15,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from multitune.config import Params
+from multitune.final.pool import close_pool, local_pool, worker_data
 from multitune.final.progress import active as active_progress
 from multitune.final.scoring import SeedRun
 from multitune.tracking import RunHandle, start_child
@@ -78,19 +77,10 @@ class Fitted:
     node: str = ""
 
 
-_DATA: TrainingData | None = None
-
-
-def _init_worker(data: TrainingData, threads: int) -> None:
-    global _DATA
-    _DATA = data
-    torch.set_num_threads(threads)
-
-
 def fit(job: RunJob, data: TrainingData | None = None) -> Fitted:
     """Train `job` and predict the test split (runs in a worker or in-process)."""
-    data = data if data is not None else _DATA
-    assert data is not None, "fit() in a worker needs _init_worker first"
+    data = data if data is not None else worker_data()
+    assert data is not None, "fit() in a worker needs init_worker first"
     if job.splits is not None:
         data = replace(data, splits={k: v.to(data.device) for k, v in job.splits.items()})
     tasks = list(job.tasks) if job.tasks is not None else None
@@ -141,10 +131,11 @@ def fit_all(
     """Train every job, yielding results as they finish: on the stage's backend when one is
     set (`training_backend`), else `workers` at a time in local processes.
 
-    Worker processes are spawned (not forked: the driver holds threads) and receive the data
-    once each; each uses `threads` threads (None: the cores shared out between workers). A
-    failing run raises in the driver once the runs already started finish; queued ones are
-    cancelled. The stage's `progress` (when active) hears of every job.
+    Worker processes are spawned (not forked: the driver holds threads), receive the data
+    once each and stay for the next call on the same data (`multitune.final.pool`); each uses
+    `threads` threads (None: the cores shared out between the workers). A failing run raises
+    in the driver once the runs already started finish; queued ones are cancelled. The
+    stage's `progress` (when active) hears of every job.
     """
     progress = active_progress()
     backend = _BACKEND.get()
@@ -169,25 +160,18 @@ def fit_all(
             done(job)
             yield job, fitted
         return
-    context = multiprocessing.get_context("spawn")
-    n = min(workers, len(jobs))
-    per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // n)
-    with ProcessPoolExecutor(
-        max_workers=n,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(data.to("cpu"), per_worker),
-    ) as pool:
-        futures: dict[Future[Fitted], RunJob] = {pool.submit(fit, job): job for job in jobs}
-        try:
-            for future in as_completed(futures):
-                job = futures[future]
-                result = future.result()
-                done(job)
-                yield job, result
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+    per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+    pool = local_pool(data, workers, per_worker)
+    futures: dict[Future[Fitted], RunJob] = {pool.submit(fit, job): job for job in jobs}
+    try:
+        for future in as_completed(futures):
+            job = futures[future]
+            result = future.result()
+            done(job)
+            yield job, result
+    except BaseException:
+        close_pool()  # queued runs cancelled; a failed worker is not reused
+        raise
 
 
 Record = Callable[[RunJob, Fitted], SeedRun]
