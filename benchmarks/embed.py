@@ -37,7 +37,7 @@ def main() -> None:
     config = SentenceTransformerConfig(backend=args.backend)
     ours = SentenceTransformerEncoder(config, model=model)
     start = time.perf_counter()
-    ours.encode(texts[:64], progress=False)  # warm-up; exports the ONNX model if not cached
+    ours.encode(texts[:64])  # warm-up; exports the ONNX model if not cached
     setup = time.perf_counter() - start
     model.encode(texts[:64], batch_size=64)
 
@@ -47,7 +47,7 @@ def main() -> None:
         reference = model.encode(texts, batch_size=64, convert_to_numpy=True)
         best["plain"] = min(best["plain"], time.perf_counter() - start)
         start = time.perf_counter()
-        vectors = ours.encode(texts, progress=False)
+        vectors = ours.encode(texts)
         best["ours"] = min(best["ours"], time.perf_counter() - start)
 
     plain_rate, our_rate = args.n / best["plain"], args.n / best["ours"]
