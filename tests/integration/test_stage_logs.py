@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from disks import small_tmpfs
 from stage_output import noise
 from synthetic import synthetic_params, write_synthetic
 from tuning.project import write_project
@@ -89,22 +90,8 @@ def test_a_wrong_log_level_is_one_line(text_project: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs, unmounted afterwards; skips where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no `mount` command")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True, capture_output=True)
 
 
 def test_a_full_tracking_store_is_one_line_with_nothing_from_mlflow_above_it(

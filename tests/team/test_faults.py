@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from disks import small_tmpfs
 from final.project import write_project
 from synthetic import run_data_stages, synthetic_params, write_synthetic
 
@@ -224,21 +225,8 @@ def test_a_tracking_server_killed_mid_stage_fails_it_in_one_line_and_the_rerun_r
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs, unmounted afterwards; skips where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no `mount` command")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True, capture_output=True)
 
 
 def _tree(root: Path) -> dict[str, str]:

@@ -63,7 +63,7 @@ class Stage:
 
     @property
     def types(self) -> dict[str, str]:
-        return {t.name: t.type for t in self.data.tasks}
+        return self.data.task_types
 
     def model_dir(self, kind: str, tasks: tuple[str, ...] | None, seed: int) -> Path:
         """Where a run's model is saved (`saved_model`)."""

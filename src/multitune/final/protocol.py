@@ -133,7 +133,7 @@ def train_sides(
             transfer[tuple(job.tasks or ())] = rec
     for t in names:  # seed order, whatever order the workers finished in
         network[t].sort(key=lambda r: r.seed)
-    types = {t.name: t.type for t in data.tasks}
+    types = data.task_types
     sides = {
         t: selection.single.get(t)
         or choose_on_validation(

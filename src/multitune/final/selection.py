@@ -250,7 +250,7 @@ def select(
     """
     cfg: FinalConfig = params.final
     sel = cfg.selection
-    types = {t.name: t.type for t in data.tasks}
+    types = data.task_types
     small = small_tasks(data, sel.max_val_rows) if sel.enabled else []
     network = {t: singles[t][0] for t in data.task_names}
     choices: dict[str, SideChoice] = {}
@@ -331,7 +331,7 @@ def _choose_multi(
     finalists = list(multis[: cfg.selection.finalists])
     if len(finalists) == 1:
         return finalists[0], "the sweep's best validation score (one finalist)", {}, 0
-    types = {t.name: t.type for t in data.tasks}
+    types = data.task_types
 
     def baseline(k: int) -> dict[str, Metrics]:
         out: dict[str, Metrics] = {}

@@ -72,6 +72,11 @@ class TrainingData:
         return [t.name for t in self.tasks]
 
     @property
+    def task_types(self) -> dict[str, str]:
+        """Each task's type, by name."""
+        return {t.name: t.type for t in self.tasks}
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the features and token states (what the object store must hold)."""
         vectors = sum(f.numel() * f.element_size() for f in self.features.values())

@@ -119,9 +119,9 @@ def train(
             break
         mean_losses, weights = _one_epoch(run, epoch, step_hook)
         val, _ = evaluate(run.model, run.data, "val", batch_size=cfg.eval_batch_size)
-        score = objective(val, run.types, baseline)
+        score = objective(val, run.data.task_types, baseline)
         improved = stopping.validate(run, epoch, score)
-        train_loss = dict(zip(run.names, mean_losses.tolist(), strict=True))
+        train_loss = dict(zip(run.data.task_names, mean_losses.tolist(), strict=True))
         stopping.history.append(
             {
                 "epoch": epoch,
@@ -129,7 +129,7 @@ def train(
                 "objective": score,
                 "val": val,
                 "train_loss": train_loss,
-                "weights": dict(zip(run.names, weights.cpu().tolist(), strict=True)),
+                "weights": dict(zip(run.data.task_names, weights.cpu().tolist(), strict=True)),
             }
         )
         log.info("epoch %d objective %.4f loss %s", epoch, score, train_loss)
@@ -158,14 +158,6 @@ class _Run:
     """Optimizer steps per epoch."""
     shared: list[torch.nn.Parameter]
     per_task: list[list[torch.nn.Parameter]]
-
-    @property
-    def names(self) -> list[str]:
-        return self.data.task_names
-
-    @property
-    def types(self) -> dict[str, str]:
-        return {t.name: t.type for t in self.data.tasks}
 
 
 def _set_up(
@@ -293,8 +285,8 @@ def _one_epoch(run: _Run, epoch: int, step_hook: StepHook | None) -> tuple[Tenso
     )
     order, host_rows = host_order.to(data.device), host_order.numpy()
     model.train()
-    total = torch.zeros(len(run.names), device=data.device)
-    weights = torch.ones(len(run.names))
+    total = torch.zeros(len(run.data.task_names), device=data.device)
+    weights = torch.ones(len(run.data.task_names))
     n_steps = 0
     for s in range(0, len(order), cfg.batch_size):
         idx = order[s : s + cfg.batch_size]
@@ -354,7 +346,7 @@ def _checkpoint(run: _Run, stopping: _Stopping, epoch: int) -> Callable[[], Chec
 
 def _finish(run: _Run, stopping: _Stopping, params: Params) -> TrainResult:
     """The best epoch's weights back in the model, scored on every split."""
-    model, names = run.model, run.names
+    model, names = run.model, run.data.task_names
     model.load_state_dict(stopping.best_state)
     model.eval()
     metrics, groups = {}, {}

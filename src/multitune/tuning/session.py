@@ -311,18 +311,15 @@ def _say_why_new(
     )
 
 
-def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two nested mappings."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for k in sorted(set(old) | set(new), key=str):
-            name = f"{prefix}.{k}" if prefix else str(k)
-            out += _changed(old.get(k), new.get(k), name)
-        return out
-    if old == new:
-        return []
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two search keys."""
+    a, b = tracking.flatten(old), tracking.flatten(new)
     names = {"data": "the data (its files' hash)"}
-    return [names.get(prefix, prefix.removeprefix("params."))]
+    return [
+        names.get(k, k.removeprefix("params."))
+        for k in sorted(set(a) | set(b))
+        if k not in a or k not in b or a[k] != b[k]
+    ]
 
 
 def _state_file(storage: str, workspace: Path, experiment: str) -> Path:
