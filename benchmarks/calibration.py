@@ -2,7 +2,7 @@
 `multitune.report.crossfit` against the method-level truth, over tables whose truth is known.
 
 What is calibrated. The statistics, not the networks. The folds are the stage's: units dealt
-by `multitune.data.split.assign_units` as `multitune.final.crossfit.make_crossfit_folds` deals
+by `multitune.data.split.assign_units` as `multitune.final.folds.make_crossfit_folds` deals
 them (per repeat r a unit order from ``np.random.default_rng([seed, r])``, `FOLDS` equal folds
 stratified over every task's labels, and inside each fold's training rows an inner validation
 carved with fractions ``[1 - v, v]``, ``v = 0.1 / 0.9``, from the same generator). The rows

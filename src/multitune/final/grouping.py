@@ -300,6 +300,29 @@ def choose(
     )
 
 
+def _train_groups(
+    groups: Sequence[tuple[str, ...]],
+    multi_params: Params,
+    trained: Trained,
+    seeds: Sequence[int],
+    data: TrainingData,
+    trainings: Trainings,
+    on_done: Callable[[RunJob], None] | None,
+) -> dict[tuple[str, ...], list[SeedRun]]:
+    """Each new group trained over the seeds; its runs by group, in seed order."""
+    jobs = [
+        RunJob((KIND, g, s), multi_params, KIND, g, s, trained.baseline_val)
+        for g in groups
+        for s in seeds
+    ]
+    group_runs: dict[tuple[str, ...], list[SeedRun]] = {}
+    for job, rec in run_all(jobs, data, trainings, on_done=on_done):
+        group_runs.setdefault(tuple(job.tasks or ()), []).append(rec)
+    for runs in group_runs.values():
+        runs.sort(key=lambda r: r.seed)
+    return group_runs
+
+
 def verify_groupings(
     params: Params,
     data: TrainingData,
@@ -334,18 +357,10 @@ def verify_groupings(
     if trained.affinity is None:
         raise ValueError("verify_groupings needs the affinity (train_sides(affinity_every=...))")
     candidates = propose(names, trained.affinity, cfg)
-    jobs = [
-        RunJob((KIND, g, s), multi_params, KIND, g, s, trained.baseline_val)
-        for g in new_groups(candidates, names)
-        for s in seeds
-    ]
     start = time.perf_counter()
-    group_runs: dict[tuple[str, ...], list[SeedRun]] = {}
     trainings = trainings or Trainings(threads=params.final.threads)
-    for job, rec in run_all(jobs, data, trainings, on_done=on_done):
-        group_runs.setdefault(tuple(job.tasks or ()), []).append(rec)
-    for runs in group_runs.values():
-        runs.sort(key=lambda r: r.seed)
+    groups = new_groups(candidates, names)
+    group_runs = _train_groups(groups, multi_params, trained, seeds, data, trainings, on_done)
     seconds = time.perf_counter() - start
     others = [c for c in candidates if c.name != EACH_ALONE]
     alone = next(c for c in candidates if c.name == EACH_ALONE)
@@ -353,25 +368,12 @@ def verify_groupings(
     methods = out_of_fold(others, val_confidence) if out_of_fold is not None else {}
     verified = []
     for c in others:
-        runs = compose(c.groups, trained, group_runs)
-        as_multi = replace(trained, multi=runs)
-        verified.append(
-            Verified(
-                c,
-                runs,
-                val=compare_sides(
-                    params,
-                    data,
-                    units,
-                    as_multi,
-                    reference,
-                    split="val",
-                    confidence=val_confidence,
-                ),
-                test=compare_sides(params, data, units, as_multi, reference),
-                method=methods.get(c.name),
-            )
+        as_multi = replace(trained, multi=compose(c.groups, trained, group_runs))
+        val = compare_sides(
+            params, data, units, as_multi, reference, split="val", confidence=val_confidence
         )
+        test = compare_sides(params, data, units, as_multi, reference)
+        verified.append(Verified(c, as_multi.multi, val, test, methods.get(c.name)))
     # All in one is measured whatever `apart` says (it is the stage's multi-task model), but
     # only a grouping the rules allow can ship; each alone is always the fallback.
     chosen, why = choose(

@@ -133,22 +133,7 @@ def train_sides(
             transfer[tuple(job.tasks or ())] = rec
     for t in names:  # seed order, whatever order the workers finished in
         network[t].sort(key=lambda r: r.seed)
-    types = data.task_types
-    sides = {
-        t: selection.single.get(t)
-        or choose_on_validation(
-            t,
-            selection.network[t],
-            mean_metrics(network[t], t, "val"),
-            primary_metric(types[t]),
-            reference,
-        )
-        for t in names
-    }
-    single = dict(network)
-    for t, side in sides.items():
-        if side.side == LINEAR and reference is not None:
-            single[t] = linear_runs(t, reference, reference_run_id, seeds)
+    sides, single = _single_sides(data, selection, network, reference, reference_run_id, seeds)
     baseline_val = {t: mean_metrics(single[t], t, "val") for t in names}
     multi_jobs = [
         RunJob(
@@ -169,6 +154,34 @@ def train_sides(
             affinity = pd.DataFrame(rec.affinity, index=names, columns=names)
     multi.sort(key=lambda r: r.seed)
     return Trained(multi, network, single, sides, transfer, baseline_val, affinity)
+
+
+def _single_sides(
+    data: TrainingData,
+    selection: Selection,
+    network: dict[str, list[SeedRun]],
+    reference: ReferenceResult | None,
+    reference_run_id: str,
+    seeds: Sequence[int],
+) -> tuple[dict[str, SideChoice], dict[str, list[SeedRun]]]:
+    """Each task's single-task side (what `selection` settled, else the better on validation
+    of its network and the linear reference) and that side's runs over the seeds."""
+    sides = {
+        t: selection.single.get(t)
+        or choose_on_validation(
+            t,
+            selection.network[t],
+            mean_metrics(network[t], t, "val"),
+            primary_metric(data.task_types[t]),
+            reference,
+        )
+        for t in data.task_names
+    }
+    single = dict(network)
+    for t, side in sides.items():
+        if side.side == LINEAR and reference is not None:
+            single[t] = linear_runs(t, reference, reference_run_id, seeds)
+    return sides, single
 
 
 def scored_targets(data: TrainingData, split: str = "test") -> dict[str, SplitTargets]:

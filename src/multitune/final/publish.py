@@ -39,6 +39,15 @@ EXAMPLE_SPLIT = "train"
 EVAL_FILES = ("dataset.parquet", "splits.parquet", "tasks.json")
 """What validation metrics depend on besides the model: the rows, their split and labels, and
 the task definitions. Not the features: a registered model carries its own encoders."""
+REPORTED_TAGS = (
+    "grouping",
+    "test_delta_m",
+    "delta_m",
+    "delta_m_ci",
+    "method_delta_m",
+    "method_delta_m_ci",
+)
+"""The stage's tags a registered version carries (the comparison's figures)."""
 
 
 def raw_example(data_dir: Path, columns: list[str], n: int = EXAMPLE_ROWS) -> pd.DataFrame:
@@ -111,27 +120,7 @@ def publish(
     data_dir = paths.data
     spec = build_spec(params, read_tasks(data_dir / "tasks.json"))
     example = raw_example(data_dir, input_columns(spec))
-    version_tags = {
-        "git_commit": tags.get("git_commit", "unknown"),
-        "params_hash": phash,
-        "data_hash": dhash,
-        "run_id": chosen.run_id,
-        "seed": chosen.seed,
-    }
-    # Reported with the version, never compared (the gate is validation Δm).
-    for key in (
-        "grouping",
-        "test_delta_m",
-        "delta_m",
-        "delta_m_ci",
-        "method_delta_m",
-        "method_delta_m_ci",
-    ):
-        if key in tags:
-            version_tags[key] = tags[key]
-    for task, metrics in chosen.test_metrics.items():
-        for metric, value in metrics.items():
-            version_tags[f"test.{task}.{metric}"] = f"{value:.6g}"
+    version_tags = _version_tags(chosen, tags, phash, dhash)
     evidence = Evidence(
         val_metrics=chosen.val_metrics,
         baseline_val=baseline_val,
@@ -154,6 +143,28 @@ def publish(
         allow_hurts=reg.allow_hurts,
         description=description,
     )
+
+
+def _version_tags(
+    chosen: SeedRun, tags: Mapping[str, str], phash: str, dhash: str
+) -> dict[str, str | int]:
+    """What a registered version carries: where it came from, and the comparison's figures
+    and its test metrics, reported with the version and never compared (the gate is
+    validation Δm)."""
+    version_tags: dict[str, str | int] = {
+        "git_commit": tags.get("git_commit", "unknown"),
+        "params_hash": phash,
+        "data_hash": dhash,
+        "run_id": chosen.run_id,
+        "seed": chosen.seed,
+    }
+    for key in REPORTED_TAGS:
+        if key in tags:
+            version_tags[key] = tags[key]
+    for task, metrics in chosen.test_metrics.items():
+        for metric, value in metrics.items():
+            version_tags[f"test.{task}.{metric}"] = f"{value:.6g}"
+    return version_tags
 
 
 def version_description(

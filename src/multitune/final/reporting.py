@@ -22,7 +22,7 @@ from multitune.final.report_inputs import budgets, curves, provenance
 from multitune.final.runs import (
     mean_metrics,
 )
-from multitune.final.scoring import scored_words
+from multitune.final.scoring import SeedRun, scored_words
 from multitune.final.shipping import Shipped
 from multitune.final.sweep_view import sweep_view
 from multitune.final.transfer import transfer_matrix
@@ -57,17 +57,7 @@ def write_report(
     params, paths, cfg, names = stage.params, stage.paths, stage.params.final, stage.names
     ref, sel = chosen.reference, chosen.selection
     all_runs = trained.all_runs()
-    # Every run of the stage names the data it trained on and was scored on.
-    log_inputs(
-        [stage.run.run_id, *(r.run_id for r in all_runs)]
-        + [r.run_id for r in chosen.reference_runs],
-        split_inputs(
-            paths.data / "dataset.parquet",
-            paths.data / "splits.parquet",
-            {split: len(index) for split, index in stage.data.splits.items()},
-            _data_name(params.data.source),
-        ),
-    )
+    _name_inputs(stage, all_runs, chosen.reference_runs)
     sweep = sweep_view(inputs.read_trials(paths.sweep), names, stage.types, cfg)
     meta = provenance(
         stage.run.run_id,
@@ -86,20 +76,7 @@ def write_report(
     report = ReportInputs(
         comparison=comparison,
         reference=ref.test if ref else {},
-        runs=[
-            RunRecord(
-                r.run_id,
-                r.kind,
-                r.tasks,
-                r.seed,
-                r.epochs_run,
-                steps=r.steps,
-                best_step=r.best_step,
-                converged=r.converged,
-            )
-            for r in [*all_runs, *group_runs]
-        ]
-        + chosen.reference_runs,
+        runs=[*_records([*all_runs, *group_runs]), *chosen.reference_runs],
         curves=curves([*trained.multi, *networks], stage.types),
         trials=sweep.trials,
         objective=sweep.objective,
@@ -123,15 +100,51 @@ def write_report(
             {t: mean_metrics(trained.multi, t, "val") for t in names}, trained.baseline_val
         ),
     )
-    render(report, paths.reports)
-    write_curves(report.curves, paths.reports / "curves")
-    # The stage's run carries what it read and wrote: the report (figures inside), the
-    # sweep's trials and its best config.
-    stage.run.log_artifacts(paths.reports, "reports")
-    for name in ("trials.parquet", "best.yaml"):
-        if (paths.sweep / name).exists():
-            stage.run.log_artifacts(paths.sweep / name, "sweep")
+    _write(stage, report)
     return report
+
+
+def _name_inputs(stage: Stage, runs: list[SeedRun], reference_runs: list[RunRecord]) -> None:
+    """Every run of the stage names the data it trained on and was scored on."""
+    paths = stage.paths
+    log_inputs(
+        [stage.run.run_id, *(r.run_id for r in runs), *(r.run_id for r in reference_runs)],
+        split_inputs(
+            paths.data / "dataset.parquet",
+            paths.data / "splits.parquet",
+            {split: len(index) for split, index in stage.data.splits.items()},
+            _data_name(stage.params.data.source),
+        ),
+    )
+
+
+def _records(runs: list[SeedRun]) -> list[RunRecord]:
+    """The report's line for each training."""
+    return [
+        RunRecord(
+            r.run_id,
+            r.kind,
+            r.tasks,
+            r.seed,
+            r.epochs_run,
+            steps=r.steps,
+            best_step=r.best_step,
+            converged=r.converged,
+        )
+        for r in runs
+    ]
+
+
+def _write(stage: Stage, report: ReportInputs) -> None:
+    """`reports/` on disk, and on the stage's run with what it read: the report (figures
+    inside), the sweep's trials and its best config."""
+    reports, sweep = stage.paths.reports, stage.paths.sweep
+    render(report, reports)
+    write_curves(report.curves, reports / "curves")
+    stage.run.log_artifacts(reports, "reports")
+    for name in ("trials.parquet", "best.yaml"):
+        if (sweep / name).exists():
+            stage.run.log_artifacts(sweep / name, "sweep")
 
 
 def _grouping_view(result: GroupingResult, comparison: Comparison) -> GroupingView:

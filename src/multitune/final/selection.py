@@ -273,31 +273,13 @@ def select(
         _, t, i, k = job.key
         held.setdefault((t, i), [{}] * len(folds))[k] = rec.test_metrics.get(t, {})
     for t in small:
-        metric = primary_metric(types[t])
-        candidates = {
-            f"network {i + 1}": held[(t, i)] for i in range(len(singles[t][: sel.finalists]))
-        }
-        if reference is not None and t in reference.val:
-            candidates["linear"] = [
-                fit_reference(replace(data, splits=f).select([t]), cfg.reference).test.get(t, {})
-                for f in folds
-            ]
-        scores = {c: _mean([m.get(metric, math.nan) for m in ms]) for c, ms in candidates.items()}
-        nets = {c: v for c, v in scores.items() if c != "linear"}
-        best_net = _best(nets, higher_is_better(metric)) or "network 1"
-        chosen = _best(scores, higher_is_better(metric), prefer="linear")
-        if chosen is None:
+        finalists = singles[t][: sel.finalists]
+        side = _small_task_side(t, finalists, held, folds, data, reference, cfg)
+        if side is None:
+            metric = primary_metric(types[t])
             notes.append(f"task {t}: {metric} is undefined on every fold; chosen on validation")
             continue
-        network[t] = singles[t][int(best_net.split()[-1]) - 1]
-        choices[t] = SideChoice(
-            t,
-            LINEAR if chosen == "linear" else NETWORK,
-            network[t],
-            f"{sel.folds}-fold CV {metric}",
-            scores,
-            candidates[chosen],
-        )
+        network[t], choices[t] = side.network, side
     multi, multi_how, multi_scores, multi_runs = _choose_multi(
         params, data, folds, choices, single_val, reference, multis, runs
     )
@@ -312,6 +294,41 @@ def select(
         notes,
         len(jobs) + multi_runs,
         time.perf_counter() - started,
+    )
+
+
+def _small_task_side(
+    task: str,
+    finalists: Sequence[Params],
+    held: Mapping[tuple[str, int], list[Metrics]],
+    folds: list[dict[str, Tensor]],
+    data: TrainingData,
+    reference: ReferenceResult | None,
+    cfg: FinalConfig,
+) -> SideChoice | None:
+    """A small task's side chosen by cross-validation: its best network finalist against the
+    linear reference, on their mean held-out primary metric (None: undefined on every fold).
+    The choice's config is the best network finalist, whichever side wins."""
+    metric = primary_metric(data.task_types[task])
+    candidates = {f"network {i + 1}": held[(task, i)] for i in range(len(finalists))}
+    if reference is not None and task in reference.val:
+        candidates["linear"] = [
+            fit_reference(replace(data, splits=f).select([task]), cfg.reference).test.get(task, {})
+            for f in folds
+        ]
+    scores = {c: _mean([m.get(metric, math.nan) for m in ms]) for c, ms in candidates.items()}
+    nets = {c: v for c, v in scores.items() if c != "linear"}
+    best_net = _best(nets, higher_is_better(metric)) or "network 1"
+    chosen = _best(scores, higher_is_better(metric), prefer="linear")
+    if chosen is None:
+        return None
+    return SideChoice(
+        task,
+        LINEAR if chosen == "linear" else NETWORK,
+        finalists[int(best_net.split()[-1]) - 1],
+        f"{cfg.selection.folds}-fold CV {metric}",
+        scores,
+        candidates[chosen],
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,11 +99,45 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
     Returns:
         The printed summary, the overall Δm, the registration and the stage's run id.
     """
-    cfg = params.final
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    if params.final.threads is not None:
+        torch.set_num_threads(params.final.threads)
     tracking = connect(params.mlflow, paths.root)
     data = TrainingData.from_files(paths.data, params, device)
+    with _opened(params, paths, data) as stage:
+        with phase("choosing configs"):
+            chosen = _choose(stage)
+        with phase("training both sides over seeds"):
+            trained = _train(stage, chosen)
+        comparison = _compare(stage, chosen, trained)
+        with phase("cross-fitting"):
+            xfit = _crossfit(stage, chosen, trained)
+        method = _method(stage, xfit, comparison)
+        with phase("grouping candidates"):
+            grouping = _group(stage, chosen, trained, xfit, comparison)
+        shipped, registration = ship(stage, chosen, trained, comparison, grouping, method)
+        report = write_report(
+            stage,
+            chosen,
+            trained,
+            comparison,
+            shipped,
+            registration,
+            tracking,
+            grouping,
+            method,
+            xfit,
+        )
+        stage.run.log_metrics(
+            {"runs_trained": stage.ledger.trained, "runs_reused": stage.ledger.reused}
+        )
+    return FinalOutcome(summary_text(report), comparison.delta_m, registration, stage.run.run_id)
+
+
+@contextlib.contextmanager
+def _opened(params: Params, paths: FinalPaths, data: TrainingData) -> Iterator[Stage]:
+    """The stage's MLflow run (the interrupted one, resumed, if any), its ledger of finished
+    trainings, its progress lines and where its trainings run, for the phases to share."""
+    cfg = params.final
     data_files = [
         paths.data / "dataset.parquet",
         paths.data / "splits.parquet",
@@ -126,13 +162,11 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
         tags = base_tags("final", params, project_root=paths.root, data_hash=dhash)
         ledger = Ledger.open(run.run_id, tags, saved_model(Path(tmp)))
         if interrupted is not None:
-            console.print(
+            _say(
                 f"final: resuming the interrupted run {interrupted}: "
-                f"{len(ledger.finished)} finished run(s) are read back, not retrained",
-                markup=False,
-                soft_wrap=True,
+                f"{len(ledger.finished)} finished run(s) are read back, not retrained"
             )
-        stage = Stage(
+        yield Stage(
             params=params,
             paths=paths,
             data=data,
@@ -145,32 +179,6 @@ def run_final(params: Params, paths: FinalPaths, device: str | None = None) -> F
             ledger=ledger,
             trainings=Trainings(_workers(cfg), cfg.threads, ledger.record, ledger.find),
         )
-        with phase("choosing configs"):
-            chosen = _choose(stage)
-        with phase("training both sides over seeds"):
-            trained = _train(stage, chosen)
-        comparison = _compare(stage, chosen, trained)
-        with phase("cross-fitting"):
-            xfit = _crossfit(stage, chosen, trained)
-        method = _method(stage, xfit, comparison)
-        with phase("grouping candidates"):
-            grouping = _group(stage, chosen, trained, xfit, comparison)
-        shipped, registration = ship(stage, chosen, trained, comparison, grouping, method)
-        report = write_report(
-            stage,
-            chosen,
-            trained,
-            comparison,
-            shipped,
-            registration,
-            tracking,
-            grouping,
-            method,
-            xfit,
-        )
-        run.log_metrics({"runs_trained": ledger.trained, "runs_reused": ledger.reused})
-    summary = summary_text(report)
-    return FinalOutcome(summary, comparison.delta_m, registration, run.run_id)
 
 
 def _say(line: str) -> None:
