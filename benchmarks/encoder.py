@@ -52,7 +52,8 @@ from multitune.config import validate_params
 from multitune.data.builtin import movies_debates
 from multitune.embed._batches import token_lengths
 from multitune.embed.sentence_transformer import default_model_path, load_model
-from multitune.embed.token_cache import TokenCache, write_token_cache
+from multitune.embed.token_cache import TokenCache
+from multitune.embed.token_pass import write_token_cache
 from multitune.models.backbone import TextLayers
 from multitune.models.heads import TaskSpec
 from multitune.training import EpochReport, TrainingData, loop, train

@@ -1,34 +1,34 @@
-"""The `multitune` command."""
+"""The `multitune` command.
+
+A subcommand imports the training library (torch) or the tracking package (MLflow) when it
+runs, not at start-up: `multitune --help` and `multitune schema` need neither.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from multitune.console import guarded
+from multitune.config import Params, load_params
+from multitune.console import console, guarded
 
 
 def _schema(args: argparse.Namespace) -> None:
-    from multitune.config import Params
-
     json.dump(Params.model_json_schema(), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
 def _train(args: argparse.Namespace) -> None:
-    from multitune.config import load_params
-
     params = load_params(args.params)
-    from multitune.training.command import train_command
+    from multitune.training.command import train_command  # start-up time (module doc)
 
     train_command(params, out=args.out)
 
 
 def _server(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from multitune.tracking.server import ServerSpec, serve
+    from multitune.tracking.server import ServerSpec, serve  # start-up time (module doc)
 
     spec = ServerSpec(
         backend_store_uri=args.backend_store_uri,
@@ -44,10 +44,7 @@ def _server(args: argparse.Namespace) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from multitune.config import load_params
-    from multitune.console import console
+    # Start-up time (module doc).
     from multitune.tracking import configured_uri, workspace_root
     from multitune.tracking.server import serve, ui_spec
 

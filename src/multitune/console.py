@@ -21,6 +21,20 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+Explainer = Callable[[BaseException], UserError | None]
+"""Tells whether an unexpected error is a fault a user meets: the `UserError` to print
+instead, or None."""
+
+_explainers: list[Explainer] = [no_space_error]
+
+
+def explains_faults(explainer: Explainer) -> Explainer:
+    """Decorator: `guarded` asks `explainer` about every unexpected error (after the full
+    disk). The package that knows a fault registers it (the tracking store's, in
+    `multitune.tracking.connection`), so this module needs none of them."""
+    _explainers.append(explainer)
+    return explainer
+
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     """Run an entry point: a `UserError` becomes one line on stderr and a non-zero exit.
@@ -28,7 +42,8 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     So do the faults a user meets rather than makes, however deep they are raised: a full
     disk (`OSError` ENOSPC/EDQUOT anywhere in the error's chain, or under the SQLite
     tracking store) and a tracking server that stopped answering mid-stage
-    (`multitune.tracking.connection.lost_server`). Anything else keeps its traceback.
+    (`multitune.tracking.connection.lost_server`): those `explains_faults` registered.
+    Anything else keeps its traceback.
     Other libraries' progress bars and chatter are left out of its output unless
     MULTITUNE_LOG_LEVEL asks for them (`multitune.logs`).
     """
@@ -60,11 +75,8 @@ def _fail(err: UserError) -> NoReturn:
 
 def _fault(err: Exception) -> UserError | None:
     """The user-facing fault behind an unexpected error, if it is one we know."""
-    full = no_space_error(err)
-    if full is not None:
-        return full
-    if "mlflow" not in sys.modules:  # no tracking store was opened: none failed
-        return None
-    from multitune.tracking.connection import full_store, lost_server
-
-    return full_store(err) or lost_server(err)
+    for explainer in _explainers:
+        explained = explainer(err)
+        if explained is not None:
+            return explained
+    return None

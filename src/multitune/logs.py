@@ -112,6 +112,7 @@ def _imported_already(value: str | None) -> None:
             if name in sys.modules:
                 logging.getLogger(name).setLevel(value)
     if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":
+        # Only those imported already: importing them here would cost the start-up it spares.
         if "huggingface_hub" in sys.modules:
             from huggingface_hub.utils import disable_progress_bars
 

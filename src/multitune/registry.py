@@ -1,17 +1,23 @@
 """A typed registry: method name -> (config class, implementation).
 
-Every pluggable family (fusion, sharing, weighting, freezing, sampling, encoders) keeps one
-`Registry`. A method is one module that defines a pydantic config class with a
-``name: Literal["<key>"]`` field and registers its implementation::
+Every pluggable family (fusion, sharing, weighting, freezing, sampling, encoders) keeps its
+settings in `multitune.config.methods`: one pydantic config class per method, with a
+``name: Literal["<key>"]`` field, and the family's union of them (`method_union`), which the
+params schema takes. The implementations live above config, one module each, and register
+against their config class in the family's `Registry`::
 
-    class ConcatConfig(MethodConfig):
+    class ConcatConfig(FusionConfig):  # config/methods/fusion.py
         name: Literal["concat"] = "concat"
 
-    @FUSIONS.register(ConcatConfig)
+    FusionMethod = method_union(AttentionConfig, ConcatConfig, ...)
+
+    FUSIONS: Registry[Fusion] = Registry("fusion", FusionMethod)  # models/fusion/base.py
+
+    @FUSIONS.register(ConcatConfig)  # models/fusion/concat.py
     class ConcatFusion(Fusion): ...
 
-The family's ``__init__`` imports each method module, and the params schema takes
-``FUSIONS.config_type()``: a union discriminated by ``name``.
+The family's ``__init__`` imports each implementation module, so importing the family
+registers them all.
 """
 
 from __future__ import annotations
@@ -37,15 +43,46 @@ class MethodConfig(BaseModel):
         return self
 
 
-class Registry(Generic[T]):
-    """Maps registry keys to config classes and implementations of one family."""
+def method_union(*configs: type[MethodConfig]) -> Any:
+    """A pydantic type: one family's config classes as a union discriminated by `name`, in
+    their order here (the order in which a wrong name's message lists the valid ones)."""
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007
 
-    def __init__(self, family: str) -> None:
+
+def method_configs(union: Any) -> tuple[type[MethodConfig], ...]:
+    """The config classes of a `method_union`, in order."""
+    if isinstance(union, type):
+        return (union,)
+    members = get_args(union)[0]  # Annotated[Union[...], Field(discriminator=...)]
+    return get_args(members)
+
+
+class Registry(Generic[T]):
+    """Maps registry keys to config classes and implementations of one family.
+
+    Args:
+        family: The family's name, for messages.
+        configs: The family's settings: its `method_union` (`multitune.config.methods`).
+    """
+
+    def __init__(self, family: str, configs: Any) -> None:
         self.family = family
+        self.configs = method_configs(configs)
         self._entries: dict[str, tuple[type[MethodConfig], type[T]]] = {}
 
     def register(self, config: type[MethodConfig]) -> Callable[[type[T]], type[T]]:
-        """Class decorator: register an implementation under its config's `name` literal."""
+        """Class decorator: register an implementation under its config's `name` literal.
+
+        Raises:
+            ValueError: `config` is not one of the family's settings.
+        """
+        if config not in self.configs:
+            raise ValueError(
+                f"{config.__name__} is not a {self.family} config: add it to the family's "
+                "union in multitune.config.methods"
+            )
         (key,) = get_args(config.model_fields["name"].annotation)
 
         def decorator(impl: type[T]) -> type[T]:
@@ -80,13 +117,6 @@ class Registry(Generic[T]):
     def build(self, config: MethodConfig, *args: Any, **kwargs: Any) -> T:
         """Instantiate the implementation for `config`, passing the config first."""
         return self.get(config.name)(config, *args, **kwargs)  # type: ignore[call-arg]
-
-    def config_type(self) -> Any:
-        """A pydantic type: the union of every registered config, discriminated by `name`."""
-        configs = tuple(cfg for cfg, _ in self._entries.values())
-        if len(configs) == 1:
-            return configs[0]
-        return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007
 
     def _lookup(self, key: str) -> tuple[type[MethodConfig], type[T]]:
         try:

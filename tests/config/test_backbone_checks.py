@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from multitune.config import load_params, validate_params
+from multitune.config.methods.backbone import TopKConfig
 from multitune.config.schema import backbone_modalities
 from multitune.errors import ConfigError
-from multitune.models.backbone import TopKConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP_K_CHOICE = {"choice": ["frozen", {"name": "top_k", "layers": {"choice": [1, 2]}}]}

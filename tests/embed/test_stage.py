@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from synthetic import synthetic_params
 
-from multitune.data import load_encoder, load_features, read_dataset, read_meta, read_splits
+from multitune.data import load_features, read_dataset, read_meta, read_splits
+from multitune.embed import load_encoder
 from multitune.embed.stage import embed
 
 

@@ -17,10 +17,12 @@ import pytest
 import torch
 
 from multitune.embed.sentence_transformer import default_model_path
-from multitune.embed.token_cache import TokenCache, token_states, windows, write_token_cache
+from multitune.embed.token_cache import TokenCache
+from multitune.embed.token_pass import token_states, write_token_cache
+from multitune.embed.windows import windows
 from multitune.errors import DataError
 from multitune.models.backbone import TextLayers
-from multitune.tracking.pyfunc import word_labels
+from multitune.tracking.pyfunc_output import word_labels
 from multitune.training.tokens import PackedTokens
 
 WINDOW, STRIDE = 16, 4

@@ -161,7 +161,7 @@ def test_dvc_repro_of_a_tiny_profile_in_a_fresh_clone(repro: Path, tmp_path: Pat
 def _windows(texts: Sequence[str]) -> list[int]:
     """How many windows of the encoder each text is read through."""
     from multitune.embed.sentence_transformer import default_model_path, load_model
-    from multitune.embed.token_cache import windows
+    from multitune.embed.windows import windows
 
     model = load_model(default_model_path())  # once: loading it per text took 25 s
     model.max_seq_length = WINDOW

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 
 from multitune.data import load_features, read_dataset, read_splits
 from multitune.final import FinalPaths, run_final
-from multitune.tracking.pyfunc import LinearMember, load_members
+from multitune.tracking.pyfunc_members import LinearMember, load_members
 from multitune.tracking.registry import Evidence, register
 from multitune.training import predict
 

@@ -19,7 +19,8 @@ from synthetic import run_data_stages, synthetic_params, write_synthetic
 
 from multitune.config import Params, validate_params
 from multitune.config.tasks import TokenClassificationTask
-from multitune.data import load_encoder, load_features, read_dataset, read_meta, read_tasks
+from multitune.data import load_features, read_dataset, read_meta, read_tasks
+from multitune.embed import load_encoder
 from multitune.embed.token_cache import STATES, TokenCache, cache_dir
 from multitune.errors import ConfigError
 from multitune.models.backbone import TextLayers
@@ -138,7 +139,8 @@ def test_gradual_unfreezing_keeps_the_layers_frozen_for_its_epochs(
 def test_saved_model_and_served_raw_text_agree_with_training(
     project: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    from multitune.tracking.pyfunc import MultituneModel, build_spec, stage_artifacts
+    from multitune.tracking.pyfunc import build_spec, stage_artifacts
+    from multitune.tracking.pyfunc_model import MultituneModel
 
     data_dir, raw = project
     params = _params(raw, {"name": "top_k", "layers": 2})

@@ -17,23 +17,20 @@ from final.project import tiny_raw
 from multitune.config import validate_params
 from multitune.config.final import ReferenceConfig
 from multitune.data import read_dataset, read_tasks
-from multitune.embed.token_cache import TokenArrays
+from multitune.embed.token_pass import TokenArrays
 from multitune.errors import UserError
 from multitune.final.reference import ReferenceResult, fit_reference
 from multitune.tracking.linear import LINEAR_NPZ, load_linear
 from multitune.tracking.pyfunc import (
-    GROUPS,
     GroupMember,
-    MultituneModel,
-    Needs,
-    NetworkMember,
     build_spec,
-    format_predictions,
     input_columns,
-    load_local,
     stage_artifacts,
     stage_grouped,
 )
+from multitune.tracking.pyfunc_members import GROUPS, Needs, NetworkMember
+from multitune.tracking.pyfunc_model import MultituneModel, load_local
+from multitune.tracking.pyfunc_output import format_predictions
 from multitune.tracking.requirements import served_requirements
 from multitune.training import TrainingData, train
 

@@ -107,7 +107,8 @@ def test_entity_f1_counts_exact_spans() -> None:
 def test_a_token_task_learns_entities_and_is_served_per_word(
     project: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    from multitune.tracking.pyfunc import MultituneModel, build_spec, stage_artifacts
+    from multitune.tracking.pyfunc import build_spec, stage_artifacts
+    from multitune.tracking.pyfunc_model import MultituneModel
 
     data_dir, raw = project
     params = validate_params(raw)

@@ -7,9 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from multitune.config._base import StrictModel
-from multitune.embed import ENCODERS
-
-EncoderConfig = ENCODERS.config_type()
+from multitune.config.methods.encoders import EncoderMethod
 
 
 class ModalityConfig(StrictModel):
@@ -20,7 +18,7 @@ class ModalityConfig(StrictModel):
     columns: list[str] | None = Field(
         default=None, min_length=1, description="Several source columns (numeric features)."
     )
-    encoder: EncoderConfig = Field(description="How to encode it: {name: <encoder>, ...}.")  # type: ignore[valid-type]
+    encoder: EncoderMethod = Field(description="How to encode it: {name: <encoder>, ...}.")  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _one_source(self) -> ModalityConfig:

@@ -1,7 +1,8 @@
 """`model:` and `train:` — the multi-task network and how it is trained.
 
-Method configs (fusion, sharing, weighting, freezing, sampling) come from their registries:
-each is ``{name: <method>, ...}`` with the method's own typed options.
+Method configs (fusion, sharing, backbone, weighting, freezing, sampling) are the families'
+unions in `multitune.config.methods`: each is ``{name: <method>, ...}`` with the method's own
+typed options.
 """
 
 from __future__ import annotations
@@ -13,23 +14,12 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import Field, field_validator
 
 from multitune.config._base import StrictModel
-from multitune.models.backbone import BackboneConfig, FrozenConfig
-from multitune.models.fusion import FUSIONS
-from multitune.models.fusion.concat import ConcatConfig
-from multitune.models.sharing import SHARINGS
-from multitune.models.sharing.hard import HardConfig
-from multitune.training.freezing import FREEZINGS
-from multitune.training.freezing.none import NoneConfig
-from multitune.training.sampling import SAMPLERS
-from multitune.training.sampling.proportional import ProportionalConfig
-from multitune.training.weighting import WEIGHTINGS
-from multitune.training.weighting.static import StaticConfig
-
-FusionMethod = FUSIONS.config_type()
-SharingMethod = SHARINGS.config_type()
-WeightingMethod = WEIGHTINGS.config_type()
-FreezingMethod = FREEZINGS.config_type()
-SamplingMethod = SAMPLERS.config_type()
+from multitune.config.methods.backbone import BackboneConfig, FrozenConfig
+from multitune.config.methods.freezing import FreezingMethod, NoneConfig
+from multitune.config.methods.fusion import ConcatConfig, FusionMethod
+from multitune.config.methods.sampling import ProportionalConfig, SamplingMethod
+from multitune.config.methods.sharing import HardConfig, SharingMethod
+from multitune.config.methods.weighting import StaticConfig, WeightingMethod
 
 
 def _default_name(default: str) -> Any:

@@ -11,13 +11,13 @@ from pydantic import Field, ValidationError, model_validator
 from multitune.config._base import StrictModel
 from multitune.config.data import DataConfig, SplitConfig
 from multitune.config.final import FinalConfig
+from multitune.config.methods.backbone import BackboneConfig, TopKConfig
+from multitune.config.methods.freezing import WarmStartConfig
 from multitune.config.model import ModelConfig, TrainConfig, check_class_weighting_tasks
 from multitune.config.space import MethodKnob, knob_values
 from multitune.config.tasks import Identifier, TaskConfig, TokenClassificationTask
 from multitune.config.tracking import MlflowConfig, RegistryConfig
 from multitune.config.tuning import BaselinesConfig, SweepConfig
-from multitune.models.backbone import BackboneConfig, TopKConfig
-from multitune.training.freezing.warm_start import WarmStartConfig
 
 
 class Params(StrictModel):

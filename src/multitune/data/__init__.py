@@ -10,19 +10,12 @@ from multitune.data.artifacts import (
     write_parquet,
     write_tasks,
 )
-from multitune.data.features import (
-    feature_path,
-    features_table,
-    load_encoder,
-    load_features,
-    read_meta,
-)
+from multitune.data.features import feature_path, features_table, load_features, read_meta
 
 __all__ = [
     "TaskInfo",
     "feature_path",
     "features_table",
-    "load_encoder",
     "load_features",
     "read_dataset",
     "read_meta",

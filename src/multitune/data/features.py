@@ -1,4 +1,5 @@
-"""Feature files: `data/features/<modality>.parquet` (id, vector) and their encoders."""
+"""Feature files: `data/features/<modality>.parquet` (id, vector), meta.json, and where each
+modality's fitted encoder is kept (`multitune.embed.load_encoder` rebuilds it)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from multitune.config.data import ModalityConfig
 from multitune.data.artifacts import STREAM_ROWS
-from multitune.embed import ENCODERS, Encoder
 from multitune.errors import DataError
-from multitune.registry import MethodConfig
 
 META = "meta.json"
 ENCODERS_DIR = "encoders"
@@ -138,11 +136,3 @@ def _block(column: pa.ChunkedArray, dim: int) -> np.ndarray:
 def read_meta(features_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """`data/features/meta.json`: per modality, the encoder, its version or path, the dim."""
     return json.loads((Path(features_dir) / META).read_text())  # type: ignore[no-any-return]
-
-
-def load_encoder(
-    features_dir: str | os.PathLike[str], modality: str, modality_config: ModalityConfig
-) -> Encoder:
-    """Rebuild the fitted encoder the embed stage used for `modality` (to encode raw rows)."""
-    config = cast(MethodConfig, modality_config.encoder)
-    return ENCODERS.get(config.name).load(config, encoder_dir(features_dir, modality))

@@ -12,7 +12,7 @@ Invalid rows stop ingest, or are dropped and counted when `data.invalid_rows: dr
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,15 +22,12 @@ import pyarrow.compute as pc
 from multitune.config.data import DataConfig, ModalityConfig
 from multitune.data.artifacts import arrow_lists
 from multitune.data.columns import describe_rows, require_column
-from multitune.embed import ENCODERS
 from multitune.errors import DataError
-from multitune.registry import MethodConfig
 
 
 def input_kind(modality: ModalityConfig) -> str:
     """`text`, `numeric` or `vector`: what the modality's encoder reads."""
-    encoder = cast(MethodConfig, modality.encoder)
-    return str(getattr(ENCODERS.get(encoder.name), "input_kind", "text"))
+    return str(getattr(modality.encoder, "input_kind", "text"))
 
 
 def _vector(value: Any) -> np.ndarray | None:

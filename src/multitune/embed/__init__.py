@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from multitune.embed import numeric, precomputed, sentence_transformer, tfidf_svd
-from multitune.embed.base import ENCODERS, Encoder
+from multitune.embed.base import ENCODERS, Encoder, load_encoder
 
-__all__ = ["ENCODERS", "Encoder", "numeric", "precomputed", "sentence_transformer", "tfidf_svd"]
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "load_encoder",
+    "numeric",
+    "precomputed",
+    "sentence_transformer",
+    "tfidf_svd",
+]

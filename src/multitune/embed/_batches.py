@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
+from multitune import progress
+
+if TYPE_CHECKING:  # for annotations only: sentence-transformers loads with the first model
     from sentence_transformers import SentenceTransformer
 
 TokenRunner = Callable[[dict[str, Any]], np.ndarray]
@@ -40,7 +42,7 @@ def token_lengths(
 
 def torch_tokens(model: SentenceTransformer, features: dict[str, Any]) -> np.ndarray:
     """Token embeddings from the model's first module, in PyTorch."""
-    import torch
+    import torch  # loaded already, with the model: importing this module does not load it
 
     with torch.inference_mode():
         moved = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
@@ -49,7 +51,7 @@ def torch_tokens(model: SentenceTransformer, features: dict[str, Any]) -> np.nda
 
 def finish(model: SentenceTransformer, tokens: np.ndarray, features: dict[str, Any]) -> np.ndarray:
     """Run the model's later modules (pooling, normalization, ...) on token embeddings."""
-    import torch
+    import torch  # loaded already, with the model: importing this module does not load it
 
     with torch.inference_mode():
         state = dict(features) | {"token_embeddings": torch.from_numpy(tokens)}
@@ -72,8 +74,6 @@ def encode_sorted(
     model's transformer in PyTorch), then the model's later modules. Each batch's texts count
     as done for the stage's progress line (`multitune.progress.advance`).
     """
-    from multitune import progress
-
     run = tokens or (lambda features: torch_tokens(model, features))
     out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
     if not texts:

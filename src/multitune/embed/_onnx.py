@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from multitune.embed._batches import finish, torch_tokens
 from multitune.io import atomic_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: both load when a text model runs
     import onnxruntime
     from sentence_transformers import SentenceTransformer
 
@@ -32,7 +33,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 def _model_key(model: SentenceTransformer) -> str:
     """A hash of the transformer's weights and config: the cache key of its export."""
-    import torch
+    import torch  # loaded already, with the model: importing this module does not load it
 
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"{torch.__version__}|{OPSET}".encode())
@@ -43,7 +44,7 @@ def _model_key(model: SentenceTransformer) -> str:
 
 
 def _export(model: SentenceTransformer, target: Path) -> None:
-    import torch
+    import torch  # loaded already, with the model: importing this module does not load it
 
     auto = cast(torch.nn.Module, model[0].auto_model)
     features = model.preprocess(PROBES)
@@ -92,7 +93,7 @@ def onnx_tokens(model: SentenceTransformer, cache: Path = DEFAULT_CACHE) -> Onnx
     the export fails, or the probe vectors differ from PyTorch's by more than 1e-5.
     """
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: without it, PyTorch runs the model
     except ImportError:
         log.warning("onnxruntime is not installed; text is embedded with PyTorch")
         return None
@@ -112,8 +113,6 @@ def onnx_tokens(model: SentenceTransformer, cache: Path = DEFAULT_CACHE) -> Onnx
     except Exception as err:  # any export or runtime failure means "use torch"
         log.warning("ONNX export of the text model failed (%s); using PyTorch", err)
         return None
-    from multitune.embed._batches import finish, torch_tokens
-
     features = model.preprocess(PROBES)
     ours = finish(model, runner(features), features)
     reference = finish(model, torch_tokens(model, features), features)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
 
+from multitune.config.data import ModalityConfig
+from multitune.config.methods.encoders import EncoderMethod
+from multitune.data.features import encoder_dir
 from multitune.registry import MethodConfig, Registry
 
 
@@ -40,6 +44,11 @@ class Encoder(ABC):
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
 
+    @property
+    def input_kind(self) -> str:
+        """What it reads: `text`, `numeric` or `vector` (its config's `input_kind`)."""
+        return str(getattr(self.config, "input_kind", "text"))
+
     def fit(self, frame: pd.DataFrame) -> None:  # noqa: B027 - optional hook
         """Fit whatever the encoder learns from data. Train rows only."""
 
@@ -65,4 +74,12 @@ class Encoder(ABC):
         return {"encoder": self.config.name, "dim": self.dim}
 
 
-ENCODERS: Registry[Encoder] = Registry("encoder")
+ENCODERS: Registry[Encoder] = Registry("encoder", EncoderMethod)
+
+
+def load_encoder(
+    features_dir: str | os.PathLike[str], modality: str, modality_config: ModalityConfig
+) -> Encoder:
+    """Rebuild the fitted encoder the embed stage used for `modality` (to encode raw rows)."""
+    config = cast(MethodConfig, modality_config.encoder)
+    return ENCODERS.get(config.name).load(config, encoder_dir(features_dir, modality))

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from multitune.config.methods.encoders import NumericConfig
 from multitune.embed.base import ENCODERS, Encoder
 from multitune.errors import DataError
 from multitune.registry import MethodConfig
 
 STATE = "numeric.json"
-
-
-class NumericConfig(MethodConfig):
-    """Numeric columns -> z-scores (mean and std from train rows)."""
-
-    name: Literal["numeric"] = "numeric"
 
 
 @ENCODERS.register(NumericConfig)
@@ -28,8 +23,6 @@ class NumericEncoder(Encoder):
 
     A constant column (std 0) is centred only, so it encodes to zeros.
     """
-
-    input_kind: ClassVar[str] = "numeric"
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)

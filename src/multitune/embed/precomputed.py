@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from multitune.config.methods.encoders import PrecomputedConfig
 from multitune.embed.base import ENCODERS, Encoder
 from multitune.errors import DataError
 from multitune.registry import MethodConfig
 
 STATE = "precomputed.json"
-
-
-class PrecomputedConfig(MethodConfig):
-    """Vectors used as they are; all of one length."""
-
-    name: Literal["precomputed"] = "precomputed"
 
 
 def stack_vectors(cells: pd.Series, dim: int | None = None) -> np.ndarray:
@@ -42,16 +37,26 @@ def stack_vectors(cells: pd.Series, dim: int | None = None) -> np.ndarray:
         raise DataError(
             f"column '{cells.name}': {sum(r is None for r in rows)} row(s) lack a vector"
         )
-    lengths = {len(r) for r in rows}
-    if dim is not None:
-        lengths.add(dim)
-    if len(lengths) > 1:
-        raise DataError(
-            f"column '{cells.name}': vectors must all have one length; found lengths "
-            f"{sorted(lengths)}" + (f" (the encoder was fitted on {dim})" if dim else "")
-        )
+    _one_length(cells.name, {len(r) for r in rows}, dim)
     matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
     return _check_finite(cells.name, np.ascontiguousarray(matrix))
+
+
+def _one_length(name: object, lengths: set[int], dim: int | None) -> int:
+    """The one length of a column's vectors, given the `lengths` found (0 when none were)
+    and the length `dim` the encoder was fitted on, if any.
+
+    Raises:
+        DataError: the lengths differ, or differ from `dim`.
+    """
+    if dim is not None:
+        lengths = lengths | {dim}
+    if len(lengths) > 1:
+        raise DataError(
+            f"column '{name}': vectors must all have one length; found lengths "
+            f"{sorted(lengths)}" + (f" (the encoder was fitted on {dim})" if dim else "")
+        )
+    return next(iter(lengths), 0)
 
 
 def _check_finite(name: object, matrix: np.ndarray) -> np.ndarray:
@@ -79,14 +84,7 @@ def _arrow_matrix(cells: pd.Series, dim: int | None) -> np.ndarray:
         if len(chunk):
             counts = pc.list_value_length(chunk)
             lengths |= {pc.min(counts).as_py(), pc.max(counts).as_py()}
-    if dim is not None:
-        lengths.add(dim)
-    if len(lengths) > 1:
-        raise DataError(
-            f"column '{cells.name}': vectors must all have one length; found lengths "
-            f"{sorted(lengths)}" + (f" (the encoder was fitted on {dim})" if dim else "")
-        )
-    width = lengths.pop() if lengths else 0
+    width = _one_length(cells.name, lengths, dim)
     blocks = [
         chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), width)
         for chunk in column.chunks
@@ -105,7 +103,6 @@ def _arrow_matrix(cells: pd.Series, dim: int | None) -> np.ndarray:
 class PrecomputedEncoder(Encoder):
     """Passes the vectors through as float32; `fit` records their length."""
 
-    input_kind: ClassVar[str] = "vector"
     fit_rows: ClassVar[int | None] = 1
     identity: ClassVar[bool] = True
 

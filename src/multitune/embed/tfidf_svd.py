@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
+from multitune.config.methods.encoders import TfidfSvdConfig
 from multitune.embed.base import ENCODERS, Encoder
 from multitune.errors import DataError
 from multitune.registry import MethodConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only; scikit-learn (and scipy) load when the encoder runs
     from scipy import sparse
 
 VOCABULARY, IDF, COMPONENTS = "vocabulary.json", "idf.npy", "components.npy"
-
-
-class TfidfSvdConfig(MethodConfig):
-    """TF-IDF over word n-grams reduced to `dims` dimensions by truncated SVD (LSA)."""
-
-    name: Literal["tfidf_svd"] = "tfidf_svd"
-    dims: int = Field(default=128, ge=1, le=4096, description="Output dimension.")
-    max_features: int = Field(default=50_000, ge=1, description="Vocabulary cap.")
-    ngram_max: int = Field(default=2, ge=1, le=5, description="Word n-grams up to this length.")
-    min_df: int = Field(default=2, ge=1, description="Drop terms seen in fewer train rows.")
-    seed: int = Field(default=0, description="SVD's random state.")
 
 
 def _texts(frame: pd.DataFrame) -> list[str]:
@@ -45,7 +34,6 @@ def _texts(frame: pd.DataFrame) -> list[str]:
 class TfidfSvdEncoder(Encoder):
     """TF-IDF (train vocabulary and idf) -> truncated SVD (train singular vectors)."""
 
-    input_kind: ClassVar[str] = "text"
     config: TfidfSvdConfig
 
     def __init__(self, config: MethodConfig) -> None:
@@ -55,7 +43,7 @@ class TfidfSvdEncoder(Encoder):
         self.components = np.zeros((0, 0))
 
     def _counts(self, texts: list[str]) -> sparse.csr_matrix:
-        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.feature_extraction.text import CountVectorizer  # start-up time (see `fit`)
 
         vectorizer = CountVectorizer(
             vocabulary=self.vocabulary, ngram_range=(1, self.config.ngram_max)
@@ -63,7 +51,7 @@ class TfidfSvdEncoder(Encoder):
         return vectorizer.transform(texts).astype(np.float64)
 
     def _tfidf(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
-        from sklearn.preprocessing import normalize
+        from sklearn.preprocessing import normalize  # start-up time (see `fit`)
 
         counts = counts.tocsr(copy=True)
         counts.data = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
@@ -71,6 +59,8 @@ class TfidfSvdEncoder(Encoder):
 
     def fit(self, frame: pd.DataFrame) -> None:
         """Learn vocabulary, idf and the SVD projection from the train rows' text."""
+        # Imported here: scikit-learn takes a second to import, and a process that imports
+        # the encoders without running this one (serving, other modalities) needs none of it.
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import CountVectorizer
 

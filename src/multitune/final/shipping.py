@@ -19,6 +19,7 @@ from multitune.final.grouping import KIND as GROUP_KIND
 from multitune.final.protocol import (
     Trained,
 )
+from multitune.final.publish import publish, version_description
 from multitune.final.runs import (
     mean_metrics,
 )
@@ -33,6 +34,7 @@ from multitune.tracking import (
     params_hash,
 )
 from multitune.tracking.gate import Verdict
+from multitune.tracking.pyfunc import GroupMember, stage_grouped
 from multitune.training.metrics import objective
 
 
@@ -85,8 +87,6 @@ def ship(
     shipped = Shipped(chosen, val_dm, test_dm, word)
     if not params.final.register_model:
         return shipped, None
-    from multitune.final.publish import publish, version_description
-
     registration = publish(
         params,
         stage.paths,
@@ -146,8 +146,6 @@ def _grouped(
         A record of the composed model (its validation metrics are what the gate scores; it
         is logged on a `grouping` child run) and the grouped model's directory.
     """
-    from multitune.tracking.pyfunc import GroupMember, stage_grouped
-
     members, parts = [], []
     for g in grouping.chosen.groups:
         types = {t: stage.types[t] for t in g}

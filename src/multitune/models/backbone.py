@@ -18,49 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
-
-from multitune.registry import MethodConfig
-
-
-class FrozenConfig(MethodConfig):
-    """The text encoder stays frozen: its pooled vectors are the modality's input."""
-
-    name: Literal["frozen"] = "frozen"
-
-
-class TopKConfig(MethodConfig):
-    """Fine-tune the top layers of the text encoder, run on cached token states."""
-
-    name: Literal["top_k"] = "top_k"
-    layers: int = Field(
-        default=1,
-        ge=1,
-        le=48,
-        description="Top transformer layers to train; at most the modality's "
-        "`cache_top_layers` (the cached layers below them run frozen).",
-    )
-    unfreeze_after: int = Field(
-        default=0,
-        ge=0,
-        description="Epochs the layers stay frozen before they train (gradual unfreezing); "
-        "0 trains them from the start. Their learning rate: train.freezing.lr_multipliers."
-        "backbone.",
-    )
-    modalities: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        description="Text modalities to fine-tune; null: every modality with cached token states.",
-    )
-
-
-BackboneConfig = Annotated[Union[FrozenConfig, TopKConfig], Field(discriminator="name")]  # noqa: UP007
 
 
 class TokenInput(Protocol):
@@ -136,6 +99,7 @@ class TextLayers(nn.Module):
 
     def __init__(self, info: dict[str, Any], trained: int) -> None:
         super().__init__()
+        # Imported here: only a top_k backbone needs transformers, which is slow to import.
         from transformers import AutoConfig, AutoModel
 
         cached = int(info["layers"])
@@ -159,7 +123,7 @@ class TextLayers(nn.Module):
 
     def load_pretrained(self, model_dir: str) -> None:
         """Copy the pretrained weights of these layers from a Hugging Face model directory."""
-        from transformers import AutoModel
+        from transformers import AutoModel  # start-up time, as in `__init__`
 
         source = list(AutoModel.from_pretrained(model_dir).encoder.layer)[-self.cached :]
         for own, pretrained in zip([*self.below, *self.top], source, strict=True):
@@ -252,7 +216,7 @@ class TextLayers(nn.Module):
     def _layers(self, states: Tensor, mask: Tensor, padded: bool) -> Tensor:
         attention = None  # no padding (known on the host): no mask, as transformers skips it
         if padded:
-            from transformers.masking_utils import create_bidirectional_mask
+            from transformers.masking_utils import create_bidirectional_mask  # start-up time
 
             # Not left to transformers to find out whether there is padding: that reads the
             # mask back from the device.

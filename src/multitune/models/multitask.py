@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from torch import Tensor, nn
 
-from multitune.models.backbone import TextLayers, TokenInput, TokenStates, TopKConfig
+from multitune.config.methods.backbone import TopKConfig
+from multitune.config.model import ModelConfig
+from multitune.models.backbone import TextLayers, TokenInput, TokenStates
 from multitune.models.encoders import ModalityEncoder
 from multitune.models.fusion import FUSIONS
 from multitune.models.heads import TaskHead, TaskSpec, build_head
 from multitune.models.sharing import SHARINGS
 from multitune.models.standardize import Standardize
-
-if TYPE_CHECKING:
-    from multitune.config.model import ModelConfig
 
 COMPONENTS = ("backbone", "encoders", "fusion", "sharing", "heads")
 

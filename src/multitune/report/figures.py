@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from multitune.report.pareto import pareto_mask
@@ -21,6 +22,17 @@ def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
+
+
+def _grid(panels: int, cols: int, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    """A figure of `panels` axes of `size` inches each, `cols` to a row; the grid's unused
+    axes are hidden."""
+    nrows = -(-panels // cols)
+    fig = Figure(figsize=(size[0] * cols, size[1] * nrows))
+    axes = list(fig.subplots(nrows, cols, squeeze=False).flat)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return fig, axes[:panels]
 
 
 def forest(rows: Sequence[RowResult], confidence: float = 0.95) -> bytes:
@@ -133,11 +145,8 @@ def curves(frame: pd.DataFrame) -> bytes:
             value.
     """
     tasks = list(dict.fromkeys(frame["task"]))
-    cols = min(3, max(1, len(tasks)))
-    nrows = -(-len(tasks) // cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * nrows))
-    axes = fig.subplots(nrows, cols, squeeze=False)
-    for ax, task in zip(axes.flat, tasks, strict=False):
+    fig, axes = _grid(len(tasks), min(3, max(1, len(tasks))), (4.2, 3.0))
+    for ax, task in zip(axes, tasks, strict=True):
         part = frame[frame["task"] == task]
         metric = str(part["metric"].iloc[0])
         for (kind, seed), run in part.groupby(["kind", "seed"], sort=True):
@@ -153,8 +162,6 @@ def curves(frame: pd.DataFrame) -> bytes:
         ax.set_xlabel("epoch", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.set_visible(False)
     fig.tight_layout()
     return _png(fig)
 
@@ -178,11 +185,8 @@ def pareto(points: pd.DataFrame, max_pairs: int = 6) -> bytes:
         max_pairs: At most this many task pairs are drawn.
     """
     pairs = list(itertools.combinations(points.columns, 2))[:max_pairs]
-    cols = min(3, len(pairs))
-    nrows = -(-len(pairs) // cols)
-    fig = Figure(figsize=(3.8 * cols, 3.4 * nrows))
-    axes = fig.subplots(nrows, cols, squeeze=False)
-    for ax, (a, b) in zip(axes.flat, pairs, strict=False):
+    fig, axes = _grid(len(pairs), min(3, len(pairs)), (3.8, 3.4))
+    for ax, (a, b) in zip(axes, pairs, strict=True):
         xy = points[[a, b]].to_numpy(dtype=float)
         front = pareto_mask(xy)
         ax.scatter(xy[~front, 0], xy[~front, 1], s=14, color="#999999", label="trial")
@@ -199,8 +203,6 @@ def pareto(points: pd.DataFrame, max_pairs: int = 6) -> bytes:
         ax.set_ylabel(f"{b} (val)", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(pairs) :]:
-        ax.set_visible(False)
     fig.tight_layout()
     return _png(fig)
 

@@ -1,5 +1,8 @@
 """Multi-task vs single-task statistics: mean ± std over seeds, bootstrap intervals, verdicts.
 
+`compare` runs the procedure below: every row's scores (`multitune.report.replicates`), each
+row's intervals and verdict (`multitune.report.row_results`), and Δm's (here).
+
 Method. Each of the `samples` bootstrap replicates makes one joint draw and scores every row
 and Δm on it: the test rows are drawn once (the same rows for both sides and the reference,
 so every comparison is paired), the multi-task seeds are drawn once with replacement and the
@@ -46,13 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from multitune.report.adjust import METHOD as ADJUSTMENT_METHOD
-from multitune.report.adjust import simultaneous_intervals
-from multitune.report.bootstrap import (
-    RowDraw,
-    percentile_interval,
-    seed_weights,
-    weighted_score,
-)
+from multitune.report.bootstrap import RowDraw, percentile_interval
 from multitune.report.comparison import (
     MAX_NONFINITE,
     MIN_BASELINE,
@@ -65,7 +62,15 @@ from multitune.report.comparison import (
     Verdict,
     verdict,
 )
-from multitune.report.deltam import delta_m_over, dm_pairs_from, pairs_from_test, pairs_given
+from multitune.report.deltam import (
+    Excluded,
+    delta_m_over,
+    dm_pairs_from,
+    pairs_from_test,
+    pairs_given,
+)
+from multitune.report.replicates import Scores, point_scores, replicate_scores, seed_counts
+from multitune.report.row_results import row_results
 
 __all__ = [
     "MAX_NONFINITE",
@@ -80,17 +85,6 @@ __all__ = [
     "dm_pairs_from",
     "verdict",
 ]
-
-
-@dataclass(frozen=True)
-class _Scores:
-    """Each row's scores. Point: (rows, seeds) on the full split, `ref` (rows,). Replicates:
-    (samples, rows), seeds already averaged."""
-
-    multi: np.ndarray
-    single: np.ndarray
-    network: np.ndarray
-    ref: np.ndarray
 
 
 def compare(
@@ -138,42 +132,29 @@ def compare(
         ValueError: a row without seeds, rows with different numbers of seeds, two task
             rows for the same task and metric, or `groups` of the wrong length.
     """
-    n_multi, n_single = _seed_counts(rows)
+    n_multi, n_single = seed_counts(rows)
     draw = RowDraw.of(groups, n_test)
-    point = _point_scores(rows, n_test)
-    multi_mean, single_mean = point.multi.mean(1), point.single.mean(1)
-    if dm_pairs is None:
-        in_dm, excluded = pairs_from_test(rows, multi_mean, single_mean, min_baseline)
-    else:
-        in_dm, excluded = pairs_given(rows, dm_pairs, multi_mean, single_mean)
-
-    rng = np.random.default_rng(seed)
-    reps = _replicate_scores(rows, draw, rng, samples, n_multi, n_single)
+    point = point_scores(rows, n_test)
+    reps = replicate_scores(rows, draw, np.random.default_rng(seed), samples, n_multi, n_single)
     alpha = (1.0 - confidence) / 2.0
-    results, critical = _row_results(rows, point, reps, alpha, confidence, floor_tolerance)
+    results, critical = row_results(rows, point, reps, alpha, confidence, floor_tolerance)
     family = [r.name for r in results if r.in_family]
-
-    dm, dm_low, dm_high, dm_nonfinite = _delta_m(
-        delta_m, rows, in_dm, point, reps, alpha, min_baseline
-    )
+    dm = _delta_m(delta_m, rows, dm_pairs, point, reps, alpha, min_baseline)
     return Comparison(
         rows=results,
-        delta_m=dm,
-        delta_m_low=dm_low,
-        delta_m_high=dm_high,
-        verdict=verdict(dm_low, dm_high, True),
+        delta_m=dm.value,
+        delta_m_low=dm.low,
+        delta_m_high=dm.high,
+        verdict=verdict(dm.low, dm.high, True),
         n_test=n_test,
         bootstrap_samples=samples,
         confidence=confidence,
-        dm_metrics=[(rows[j].name, rows[j].metric) for j in in_dm],
-        dm_excluded=excluded,
-        dm_nonfinite=dm_nonfinite,
+        dm_metrics=[(rows[j].name, rows[j].metric) for j in dm.rows],
+        dm_excluded=dm.excluded,
+        dm_nonfinite=dm.nonfinite,
         min_baseline=min_baseline,
         floor_tolerance=floor_tolerance,
-        method=(
-            f"percentile bootstrap; each replicate draws {draw.describe()} once and each "
-            "side's seeds once, shared by every metric and Δm (paired rows)"
-        ),
+        method=_method_text(draw),
         n_groups=draw.n_groups,
         resample_unit=draw.unit,
         groups_fallback=draw.fallback,
@@ -184,194 +165,37 @@ def compare(
     )
 
 
-def _seed_counts(rows: Sequence[Scored]) -> tuple[int, int]:
-    if not rows:
-        return 0, 0
-    n_multi, n_single = len(rows[0].multi), len(rows[0].single)
-    seen: set[tuple[str, str]] = set()
-    for r in rows:
-        label = f"{r.kind} row {r.name!r}/{r.metric!r}"
-        if not r.multi or not r.single:
-            raise ValueError(f"{label} has no multi-task or no single-task seeds")
-        if (len(r.multi), len(r.single)) != (n_multi, n_single):
-            raise ValueError(
-                f"{label} has {len(r.multi)} multi-task and {len(r.single)} single-task seeds, "
-                f"the first row {n_multi} and {n_single}: a replicate draws the seeds once for "
-                "every row, so every row needs the same numbers"
-            )
-        if r.network is not None and len(r.network) != n_single:
-            raise ValueError(
-                f"{label} has {len(r.network)} network seeds and {n_single} single-task "
-                "seeds: the single-task network's seeds are drawn with the single-task side's "
-                "draw, so pass the chosen side once per network seed"
-            )
-        if r.kind == "task":
-            if (r.name, r.metric) in seen:
-                raise ValueError(f"{label} appears twice")
-            seen.add((r.name, r.metric))
-    return n_multi, n_single
+@dataclass(frozen=True)
+class _DeltaM:
+    """Δm's task rows (and the pairs left out, with the reason), the value of the full-split
+    means, its percentile interval and its non-finite replicates."""
 
-
-def _point_scores(rows: Sequence[Scored], n_test: int) -> _Scores:
-    everything = np.arange(n_test)
-    multi = np.array([[fn(everything) for fn in r.multi] for r in rows], float)
-    single = np.array([[fn(everything) for fn in r.single] for r in rows], float)
-    network = single.copy()
-    for j, r in enumerate(rows):
-        if r.network is not None:
-            network[j] = [fn(everything) for fn in r.network]
-    ref = np.array([NAN if r.reference is None else r.reference(everything) for r in rows])
-    if not rows:
-        multi = single = network = np.zeros((0, 1))
-    return _Scores(multi, single, network, ref)
-
-
-def _replicate_scores(
-    rows: Sequence[Scored],
-    draw: RowDraw,
-    rng: np.random.Generator,
-    samples: int,
-    n_multi: int,
-    n_single: int,
-) -> _Scores:
-    shape = (samples, len(rows))
-    multi, single, ref = np.full(shape, NAN), np.full(shape, NAN), np.full(shape, NAN)
-    network = np.full(shape, NAN)
-    for b in range(samples):
-        # One draw per replicate, shared by every row and by Δm.
-        idx = draw.draw(rng)
-        m_weights = seed_weights(rng, n_multi)
-        s_weights = seed_weights(rng, n_single)
-        for j, r in enumerate(rows):
-            multi[b, j] = weighted_score(r.multi, m_weights, idx)
-            single[b, j] = weighted_score(r.single, s_weights, idx)
-            if r.reference is not None:
-                ref[b, j] = float(r.reference(idx))
-                if r.network is not None:  # only the floor needs the network's replicates
-                    network[b, j] = weighted_score(r.network, s_weights, idx)
-    own = [j for j, r in enumerate(rows) if r.network is None]
-    network[:, own] = single[:, own]
-    return _Scores(multi, single, network, ref)
-
-
-def _row_results(
-    rows: Sequence[Scored],
-    point: _Scores,
-    reps: _Scores,
-    alpha: float,
-    confidence: float,
-    tolerance: float,
-) -> tuple[list[RowResult], float]:
-    """Each row's result, and the family-wise adjustment's critical value."""
-    deltas = reps.multi - reps.single
-    raw = np.array([percentile_interval(deltas[:, j], alpha) for j in range(len(rows))])
-    raw = raw.reshape(len(rows), 2)
-    adj = raw.copy()
-    family = _family(rows)
-    critical = NAN
-    if family:
-        point_delta = point.multi.mean(1) - point.single.mean(1)
-        sim = simultaneous_intervals(
-            point_delta[family], deltas[:, family], raw[family, 0], raw[family, 1], confidence
-        )
-        adj[family, 0], adj[family, 1] = sim.low, sim.high
-        critical = sim.critical
-    results = [
-        _row_result(r, j, point, reps, raw[j], adj[j], j in family, alpha, tolerance)
-        for j, r in enumerate(rows)
-    ]
-    return results, critical
-
-
-def _family(rows: Sequence[Scored]) -> list[int]:
-    """The rows that produce a task or group verdict: the first row of each name."""
-    first: dict[str, int] = {}
-    for j, r in enumerate(rows):
-        first.setdefault(r.name, j)
-    return list(first.values())
-
-
-def _row_result(
-    r: Scored,
-    j: int,
-    point: _Scores,
-    reps: _Scores,
-    raw: np.ndarray,
-    adj: np.ndarray,
-    in_family: bool,
-    alpha: float,
-    tolerance: float,
-) -> RowResult:
-    mm, sm = float(np.mean(point.multi[j])), float(np.mean(point.single[j]))
-    floor_low = floor_high = NAN
-    below = multi_below = chosen_below = False
-    floor_nonfinite = 0
-    if r.reference is not None:
-        floor = reps.network[:, j] - reps.ref[:, j]
-        floor_low, floor_high, below = _floor(floor, alpha, tolerance, r.higher_is_better)
-        floor_nonfinite = int((~np.isfinite(floor)).sum())
-        multi_floor = reps.multi[:, j] - reps.ref[:, j]
-        multi_below = _floor(multi_floor, alpha, tolerance, r.higher_is_better)[2]
-        chosen_floor = reps.single[:, j] - reps.ref[:, j]
-        chosen_below = _floor(chosen_floor, alpha, tolerance, r.higher_is_better)[2]
-    low, high = float(raw[0]), float(raw[1])
-    raw_verdict = verdict(low, high, r.higher_is_better)
-    return RowResult(
-        name=r.name,
-        metric=r.metric,
-        kind=r.kind,
-        higher_is_better=r.higher_is_better,
-        multi_mean=mm,
-        multi_std=_std(point.multi[j]),
-        single_mean=sm,
-        single_std=_std(point.single[j]),
-        delta=mm - sm,
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict(float(adj[0]), float(adj[1]), r.higher_is_better),
-        multi_values=[float(v) for v in point.multi[j]],
-        single_values=[float(v) for v in point.single[j]],
-        reference=float(point.ref[j]),
-        floor_low=floor_low,
-        floor_high=floor_high,
-        below_floor=below,
-        multi_below_floor=multi_below,
-        nonfinite=int((~np.isfinite(reps.multi[:, j] - reps.single[:, j])).sum()),
-        floor_nonfinite=floor_nonfinite,
-        adj_low=float(adj[0]),
-        adj_high=float(adj[1]),
-        raw_verdict=raw_verdict,
-        in_family=in_family,
-        network_mean=float(np.mean(point.network[j])),
-        network_values=[float(v) for v in point.network[j]],
-        single_kind=r.single_kind,
-        chosen_below_floor=chosen_below,
-    )
-
-
-def _floor(
-    diff: np.ndarray, alpha: float, tolerance: float, higher_is_better: bool
-) -> tuple[float, float, bool]:
-    """Interval of `side - reference` and whether it lies beyond the tolerance on the bad
-    side."""
-    low, high = percentile_interval(diff, alpha)
-    shift = tolerance if higher_is_better else -tolerance
-    return low, high, verdict(low + shift, high + shift, higher_is_better) == "hurts"
+    rows: list[int]
+    excluded: list[Excluded]
+    value: float = NAN
+    low: float = NAN
+    high: float = NAN
+    nonfinite: int = 0
 
 
 def _delta_m(
     fn: DeltaM,
     rows: Sequence[Scored],
-    in_dm: Sequence[int],
-    point: _Scores,
-    reps: _Scores,
+    dm_pairs: Sequence[tuple[str, str]] | None,
+    point: Scores,
+    reps: Scores,
     alpha: float,
     min_baseline: float,
-) -> tuple[float, float, float, int]:
-    """Δm of the full-split means, its percentile interval and its non-finite replicates."""
+) -> _DeltaM:
+    """Δm over the pairs given (`dm_pairs`) or chosen from the full-split test means."""
+    multi_mean, single_mean = point.multi.mean(1), point.single.mean(1)
+    if dm_pairs is None:
+        in_dm, excluded = pairs_from_test(rows, multi_mean, single_mean, min_baseline)
+    else:
+        in_dm, excluded = pairs_given(rows, dm_pairs, multi_mean, single_mean)
     if not in_dm:
-        return NAN, NAN, NAN, 0
-    dm = delta_m_over(fn, rows, in_dm, point.multi.mean(1), point.single.mean(1), min_baseline)
+        return _DeltaM(in_dm, excluded)
+    dm = delta_m_over(fn, rows, in_dm, multi_mean, single_mean, min_baseline)
     dms = np.array(
         [
             delta_m_over(fn, rows, in_dm, m, s, min_baseline)
@@ -379,7 +203,14 @@ def _delta_m(
         ]
     )
     low, high = percentile_interval(dms, alpha)
-    return dm, low, high, int((~np.isfinite(dms)).sum())
+    return _DeltaM(in_dm, excluded, dm, low, high, int((~np.isfinite(dms)).sum()))
+
+
+def _method_text(draw: RowDraw) -> str:
+    return (
+        f"percentile bootstrap; each replicate draws {draw.describe()} once and each "
+        "side's seeds once, shared by every metric and Δm (paired rows)"
+    )
 
 
 def _adjustment_text(size: int, confidence: float, critical: float) -> str:
@@ -395,7 +226,3 @@ def _adjustment_text(size: int, confidence: float, critical: float) -> str:
         f"family-wise {pct} over {size} verdict{'s' if size != 1 else ''}, the primary metric "
         f"of each task and group, by {ADJUSTMENT_METHOD}{factor}"
     )
-
-
-def _std(values: np.ndarray) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

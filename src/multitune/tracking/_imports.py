@@ -15,9 +15,10 @@ def main(argv: list[str]) -> None:
     """Load, predict once, print the modules."""
     artifacts, example_file = json.loads(argv[0]), argv[1]
 
+    # Imported here, after the arguments: what they import is part of what is measured.
     import pandas as pd
 
-    from multitune.tracking.pyfunc import load_local
+    from multitune.tracking.pyfunc_model import load_local
 
     example = pd.read_parquet(example_file)
     load_local(artifacts).predict(None, example)

@@ -20,9 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import requests
+import urllib3
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from multitune.config import MlflowConfig
+from multitune.console import explains_faults
 from multitune.errors import NoSpaceError, TrackingServerLost, UserError, error_chain
 
 logger = logging.getLogger(__name__)
@@ -179,10 +183,6 @@ def lost_server(
 
 
 def _from_transport(err: BaseException) -> bool:
-    import requests
-    import urllib3
-    from mlflow.exceptions import MlflowException
-
     kinds = (MlflowException, requests.RequestException, urllib3.exceptions.HTTPError)
     return any(isinstance(at, (*kinds, ConnectionError, TimeoutError)) for at in error_chain(err))
 
@@ -195,6 +195,11 @@ def full_store(err: BaseException) -> NoSpaceError | None:
     if not any("database or disk is full" in str(at) for at in error_chain(err)):
         return None
     return NoSpaceError(_current.uri.removeprefix("sqlite:///").partition("?")[0])
+
+
+# A stage run under `console.guarded` reports these faults in one line, without a traceback.
+explains_faults(full_store)
+explains_faults(lost_server)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
+import multitune
 from multitune import logs
 from multitune.tracking.gate import (
     DELTA_M,
@@ -125,8 +126,6 @@ def code_hash(package_dir: Path) -> str:
 @functools.cache
 def package_code_hash() -> str:
     """`code_hash` of the installed multitune package (read once per process)."""
-    import multitune
-
     return code_hash(Path(multitune.__file__).parent)
 
 
@@ -243,46 +242,36 @@ def register(
         found = existing_version(name, fp, client)
         if found is not None:
             return unchanged(name, alias, found, client)
-        return _register_locked(
-            client,
-            model_uri=model_uri,
-            name=name,
-            alias=alias,
-            evidence=evidence,
-            fp=fp,
-            tags=tags,
-            allow_hurts=allow_hurts,
-            description=description,
+        before = _holder(client, name, alias)
+        holder = (
+            Holder.from_tags(str(before.version), dict(before.tags or {}))
+            if before is not None
+            else None
         )
+        decision = decide(evidence, holder, alias=alias, allow_hurts=allow_hurts)
+        all_tags = {str(k): str(v) for k, v in tags.items()}
+        all_tags.update(gate_tags(evidence, decision))
+        all_tags[FINGERPRINT] = fp
+        if not decision.takes:
+            all_tags[CHALLENGER] = "true"
+        return _write(client, model_uri, name, alias, before, decision, all_tags, description)
 
 
-def _register_locked(
+def _write(
     client: MlflowClient,
-    *,
     model_uri: str,
     name: str,
     alias: str,
-    evidence: Evidence,
-    fp: str,
-    tags: Mapping[str, Any],
-    allow_hurts: bool,
+    before: ModelVersion | None,
+    decision: Decision,
+    tags: dict[str, str],
     description: str,
 ) -> Registration:
-    """`register`'s read-decide-write, with the registry lock held."""
-    before = _holder(client, name, alias)
-    holder = (
-        Holder.from_tags(str(before.version), dict(before.tags or {}))
-        if before is not None
-        else None
-    )
-    decision = decide(evidence, holder, alias=alias, allow_hurts=allow_hurts)
-    all_tags = {str(k): str(v) for k, v in tags.items()}
-    all_tags.update(gate_tags(evidence, decision))
-    all_tags[FINGERPRINT] = fp
-    if not decision.takes:
-        all_tags[CHALLENGER] = "true"
+    """`register`'s writes, with the registry lock held: the new version of `name`, and
+    `alias` moved to it from `before` (None: nobody holds it) when `decision` says so."""
+    previous = str(before.version) if before is not None else None
     with _unsaid():
-        version = mlflow.register_model(model_uri, name, tags=all_tags)
+        version = mlflow.register_model(model_uri, name, tags=tags)
     if description:
         client.update_model_version(name, version.version, description=description)
     if decision.takes:
@@ -293,7 +282,7 @@ def _register_locked(
         now_holder = str(version.version)
     else:
         outcome = "challenger"
-        now_holder = holder.version if holder else ""
+        now_holder = previous or ""
     logger.info("registered %s version %s: %s (%s)", name, version.version, outcome, decision.line)
     return Registration(
         name,
@@ -301,7 +290,7 @@ def _register_locked(
         outcome,
         alias,
         now_holder or None,
-        previous_version=holder.version if holder else None,
+        previous_version=previous,
         previous_delta_m=decision.holder_delta_m,
         delta_m=decision.delta_m,
         gate=decision.line,

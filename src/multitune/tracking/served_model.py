@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from mlflow.models import set_model
 
-from multitune.tracking.pyfunc import MultituneModel
+from multitune.tracking.pyfunc_model import MultituneModel
 
 set_model(MultituneModel())

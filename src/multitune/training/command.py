@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from multitune.config.schema import Params
 from multitune.console import console
 from multitune.errors import UserError
 from multitune.io import atomic_path
-
-if TYPE_CHECKING:
-    from multitune.config.schema import Params
-    from multitune.training.result import EpochReport
+from multitune.training.data import TrainingData
+from multitune.training.loop import train
+from multitune.training.result import EpochReport
+from multitune.training.setup import resolve_device
 
 
 def train_command(params: Params, out: str | Path, data_dir: str | Path = "data") -> Path:
@@ -25,10 +25,6 @@ def train_command(params: Params, out: str | Path, data_dir: str | Path = "data"
     Raises:
         UserError: the data directory (features, splits, tasks.json) is missing.
     """
-    from multitune.training.data import TrainingData
-    from multitune.training.loop import train
-    from multitune.training.setup import resolve_device
-
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(

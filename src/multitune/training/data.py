@@ -1,25 +1,29 @@
 """Training data on the device: one contiguous feature tensor per modality, encoded targets,
-label masks and split indices. Built once; the loop only slices it by index."""
+label masks and split indices. Built once; the loop only slices it by index.
+
+The labels are encoded by `multitune.training.targets`; `multitune.training.pickling` ships
+the tensors through Ray's object store."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+from multitune.config.schema import Params, token_modality
+from multitune.data import load_features, read_dataset, read_splits, read_tasks
+from multitune.embed.token_cache import TokenCache, cache_dir
 from multitune.errors import DataError
 from multitune.models.heads import TaskSpec
+from multitune.training.pickling import as_arrays, as_tensors
+from multitune.training.targets import encode_targets, resolve_classes, token_targets
 from multitune.training.tokens import PackedTokens
-
-if TYPE_CHECKING:
-    from multitune.config.schema import Params
 
 SPLITS = ("train", "val", "test")
 
@@ -154,7 +158,7 @@ class TrainingData:
         their memory: Ray's object store hands such arrays to every trial that reads the data
         as views of one shared copy (pickle protocol 5 buffers), where pickled tensors would be
         copied into each trial's memory."""
-        state = {f.name: _arrays(getattr(self, f.name)) for f in fields(self)}
+        state = {f.name: as_arrays(getattr(self, f.name)) for f in fields(self)}
         return _rebuild, (state,)
 
     @classmethod
@@ -180,7 +184,7 @@ class TrainingData:
             ids: row ids (default "0".."n-1").
             device: where the tensors go (default CPU).
             token_words: token task name -> `(words, offsets)` of its modality's token cache
-                (`multitune.embed.token_cache.Windows.words` per packed token, row offsets);
+                (`multitune.embed.windows.Windows.words` per packed token, row offsets);
                 its labels are lists aligned to words.
         """
         device = torch.device(device or "cpu")
@@ -195,7 +199,7 @@ class TrainingData:
         for t in tasks:
             spec = t if isinstance(t, TaskSpec) else TaskSpec(t.config, t.classes, t.n_labelled)
             values = pd.Series(list(labels[spec.name]) if spec.name in labels else [None] * n)
-            spec = _resolve_classes(spec, values)
+            spec = resolve_classes(spec, values)
             if spec.type == "token_classification":
                 if spec.name not in (token_words or {}):
                     raise DataError(f"token task {spec.name!r} needs its modality's token cache")
@@ -223,9 +227,6 @@ class TrainingData:
             DataError: an artifact is missing (run ``dvc repro embed``) or does not match the
                 params (a task absent from tasks.json).
         """
-        from multitune.config.schema import token_modality
-        from multitune.data import load_features, read_dataset, read_splits, read_tasks
-
         data_dir = Path(data_dir)
         for rel in ("dataset.parquet", "tasks.json", "splits.parquet", "features"):
             if not (data_dir / rel).exists():
@@ -266,41 +267,9 @@ class TrainingData:
         )
 
 
-@dataclass(frozen=True)
-class _Array:
-    """A tensor's data while pickled (see `TrainingData.__reduce__`)."""
-
-    array: np.ndarray
-
-
-def _arrays(value: Any) -> Any:
-    """`value` with every tensor (in dicts and `PackedTokens`) as an `_Array` on the CPU."""
-    if isinstance(value, Tensor):
-        return _Array(value.detach().cpu().contiguous().numpy())
-    if isinstance(value, dict):
-        return {k: _arrays(v) for k, v in value.items()}
-    if isinstance(value, PackedTokens):
-        return replace(value, **{f.name: _arrays(getattr(value, f.name)) for f in fields(value)})
-    return value
-
-
-def _tensors(value: Any) -> Any:
-    """The inverse of `_arrays`: tensors sharing the arrays' memory (read-only when the arrays
-    are views of Ray's object store; training never writes its data)."""
-    if isinstance(value, _Array):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            return torch.from_numpy(value.array)
-    if isinstance(value, dict):
-        return {k: _tensors(v) for k, v in value.items()}
-    if isinstance(value, PackedTokens):
-        return replace(value, **{f.name: _tensors(getattr(value, f.name)) for f in fields(value)})
-    return value
-
-
 def _rebuild(state: dict[str, Any]) -> TrainingData:
     """A `TrainingData` from its pickled state (`TrainingData.__reduce__`)."""
-    return TrainingData(**{k: _tensors(v) for k, v in state.items()})
+    return TrainingData(**{k: as_tensors(v) for k, v in state.items()})
 
 
 def _token_caches(
@@ -308,8 +277,6 @@ def _token_caches(
 ) -> tuple[dict[str, PackedTokens], dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """The cached token states (and each token's word) of every modality whose encoder
     caches them, rows in the order of `ids`."""
-    from multitune.embed.token_cache import TokenCache, cache_dir
-
     tokens, caches, words = {}, {}, {}
     for name, modality in params.data.modalities.items():
         if getattr(modality.encoder, "cache_top_layers", 0):
@@ -321,90 +288,3 @@ def _token_caches(
             )
             caches[name] = cache.info
     return tokens, caches, words
-
-
-def token_targets(
-    spec: TaskSpec, values: pd.Series, words: np.ndarray, offsets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token class indices `(n, longest row)` (-1: no label) and the labelled-row mask.
-
-    A row's label list is aligned to its words; the first sub-word token of word `w`
-    (`words == w`) gets the label of word `w`, every other token -1.
-
-    Raises:
-        DataError: a label outside the task's classes.
-    """
-    n = len(values)
-    lengths = np.diff(offsets)
-    lists = values.map(lambda v: None if v is None else list(v))
-    mask = lists.notna().to_numpy()
-    counts = lists.map(lambda v: 0 if v is None else len(v)).to_numpy(dtype=np.int64)
-    flat = lists.explode().dropna().astype(str)
-    codes = pd.Categorical(flat, categories=list(spec.classes or [])).codes.astype(np.int64)
-    _check_known(spec, flat[codes < 0])
-    start = np.zeros(n, dtype=np.int64)
-    np.cumsum(counts[:-1], out=start[1:])
-    row = np.repeat(np.arange(n), lengths)
-    pos = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
-    keep = (words >= 0) & mask[row] & (words < counts[row])
-    y = np.full((n, max(int(lengths.max(initial=1)), 1)), -1, dtype=np.int64)
-    y[row[keep], pos[keep]] = codes[start[row[keep]] + words[keep]]
-    return y, mask
-
-
-def _resolve_classes(spec: TaskSpec, values: pd.Series) -> TaskSpec:
-    if spec.type == "regression" or spec.classes:
-        return spec
-    if spec.type == "token_classification":
-        found = values.dropna().explode().dropna()
-    elif spec.type == "multilabel":
-        found = _multilabel_lists(values, spec.config.separator).explode().dropna()
-    else:
-        found = values.dropna()
-    return replace(spec, classes=sorted(found.astype(str).unique().tolist()))
-
-
-def _multilabel_lists(values: pd.Series, separator: str) -> pd.Series:
-    return values.map(
-        lambda v: v.split(separator) if isinstance(v, str) else (None if v is None else list(v))
-    )
-
-
-def encode_targets(spec: TaskSpec, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Encode raw labels for `spec`: ``(target, labelled mask)``; see `TrainingData.targets`.
-
-    Raises:
-        DataError: a label outside the task's classes.
-    """
-    if spec.type == "regression":
-        y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-        mask = np.isfinite(y)
-        return np.where(mask, y, 0.0).astype(np.float32), mask
-    classes = list(spec.classes or [])
-    if spec.type == "multilabel":
-        lists = _multilabel_lists(values.where(values.notna(), None), spec.config.separator)
-        mask = lists.notna().to_numpy()
-        exploded = lists.explode().dropna().astype(str)
-        codes = pd.Categorical(exploded, categories=classes).codes
-        _check_known(spec, exploded[codes < 0])
-        y = np.zeros((len(values), len(classes)), dtype=np.float32)
-        y[exploded.index.to_numpy()[codes >= 0], codes[codes >= 0]] = 1.0
-        return y, mask
-    present = values.notna().to_numpy()
-    text = values.where(values.notna(), None).map(lambda v: None if v is None else str(v))
-    codes = pd.Categorical(text, categories=classes).codes.astype(np.int64)
-    _check_known(spec, text[present & (codes < 0)])
-    mask = codes >= 0
-    codes = np.where(mask, codes, 0)
-    if spec.type == "binary":
-        return codes.astype(np.float32), mask
-    return codes, mask
-
-
-def _check_known(spec: TaskSpec, unknown: pd.Series) -> None:
-    if len(unknown):
-        bad = ", ".join(sorted(map(repr, unknown.unique()))[:5])
-        raise DataError(
-            f"task {spec.name!r}: label(s) {bad} not among its classes "
-            f"{', '.join(spec.classes or [])}"
-        )

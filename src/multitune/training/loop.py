@@ -6,11 +6,13 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from multitune.config.model import TrainConfig
+from multitune.config.schema import Params
 from multitune.errors import ConfigError
 from multitune.models.multitask import MultiTaskModel
 from multitune.registry import MethodConfig
@@ -34,10 +36,6 @@ from multitune.training.setup import (
 )
 from multitune.training.weighting import WEIGHTINGS, StepContext
 from multitune.training.weighting.base import Balancer
-
-if TYPE_CHECKING:
-    from multitune.config.model import TrainConfig
-    from multitune.config.schema import Params
 
 log = logging.getLogger(__name__)
 

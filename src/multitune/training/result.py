@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import TypeAdapter
 from safetensors.torch import load_file, save_file
 
+from multitune.config.model import ModelConfig
+from multitune.config.tasks import TaskConfig
 from multitune.io import atomic_path
 from multitune.models.heads import TaskSpec
 from multitune.models.multitask import MultiTaskModel
@@ -109,9 +111,6 @@ def save_model(model: MultiTaskModel, directory: str | Path) -> Path:
 
 def load_model(directory: str | Path, device: str | None = None) -> MultiTaskModel:
     """Rebuild a model saved by `TrainResult.save` / `save_model` (eval mode)."""
-    from multitune.config.model import ModelConfig
-    from multitune.config.tasks import TaskConfig
-
     d = Path(directory)
     spec = json.loads((d / "model.json").read_text())
     if spec.get("format_version") != FORMAT_VERSION:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from multitune.config.model import ModelConfig, TrainConfig
+from multitune.errors import UserError
 from multitune.models.multitask import COMPONENTS, MultiTaskModel
 from multitune.training.data import TrainingData
 from multitune.training.freezing import FreezingPolicy
 from multitune.training.weighting import Balancer
-
-if TYPE_CHECKING:
-    from multitune.config.model import ModelConfig, TrainConfig
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -25,8 +24,6 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        from multitune.errors import UserError
-
         raise UserError("train.device is cuda but no CUDA device is available; use auto or cpu")
     return resolved
 

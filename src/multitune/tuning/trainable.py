@@ -25,8 +25,8 @@ import torch
 from ray import tune
 
 from multitune.config import Params
+from multitune.config.methods.freezing import WarmStartConfig
 from multitune.training import Checkpoint, EpochReport, TrainingData, train
-from multitune.training.freezing.warm_start import WarmStartConfig
 from multitune.tuning.trial import (
     FAILED_SCORE,
     SCORE,

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from multitune.config import Params
+from multitune.config.methods.freezing import WarmStartConfig
 from multitune.config.space import Choice, Fixed, MethodKnob, knob_values
 from multitune.errors import UserError
 from multitune.training import TrainingData, train
-from multitune.training.freezing.warm_start import WarmStartConfig
 from multitune.tuning.outputs import TrialRecord, best_record
 from multitune.tuning.trial import SCORE, WARM_START, TrialSpec, WarmSource
 

@@ -8,23 +8,11 @@ e.g. Tsai et al., 2019, "Multimodal Transformer").
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.models.fusion.base import FUSIONS, Fusion, FusionConfig
-
-
-class AttentionConfig(FusionConfig):
-    """Self-attention across modality tokens, then mean-pool: ``out_dim = dim``."""
-
-    name: Literal["attention"] = "attention"
-    heads: int = Field(default=4, ge=1, description="Attention heads; must divide encoder.hidden.")
-    dropout: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="Dropout on attention weights."
-    )
+from multitune.config.methods.fusion import AttentionConfig
+from multitune.models.fusion.base import FUSIONS, Fusion
 
 
 @FUSIONS.register(AttentionConfig)

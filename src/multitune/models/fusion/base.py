@@ -5,22 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.registry import MethodConfig, Registry
-
-
-class FusionConfig(MethodConfig):
-    """Options every fusion has."""
-
-    modality_dropout: float = Field(
-        default=0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Training-time probability that a row's modality is replaced by a learned "
-        "vector (per modality), so the model copes with a missing modality.",
-    )
+from multitune.config.methods.fusion import FusionConfig, FusionMethod
+from multitune.registry import Registry
 
 
 class Fusion(nn.Module, ABC):
@@ -68,4 +56,4 @@ class Fusion(nn.Module, ABC):
         """Combine one ``(batch, dim)`` tensor per modality (in `self.modalities` order)."""
 
 
-FUSIONS: Registry[Fusion] = Registry("fusion")
+FUSIONS: Registry[Fusion] = Registry("fusion", FusionMethod)

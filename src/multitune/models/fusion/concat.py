@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from multitune.models.fusion.base import FUSIONS, Fusion, FusionConfig
-
-
-class ConcatConfig(FusionConfig):
-    """Concatenate the modality encodings: ``out_dim = n_modalities * dim``."""
-
-    name: Literal["concat"] = "concat"
+from multitune.config.methods.fusion import ConcatConfig
+from multitune.models.fusion.base import FUSIONS, Fusion
 
 
 @FUSIONS.register(ConcatConfig)

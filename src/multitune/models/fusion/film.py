@@ -8,22 +8,11 @@ there is nothing to modulate and the output is ``c``.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.models.fusion.base import FUSIONS, Fusion, FusionConfig
-
-
-class FilmConfig(FusionConfig):
-    """Condition the other modalities on one: ``out_dim = 2 * dim`` (``dim`` if alone)."""
-
-    name: Literal["film"] = "film"
-    conditioner: str | None = Field(
-        default=None, description="The conditioning modality; the first modality when null."
-    )
+from multitune.config.methods.fusion import FilmConfig
+from multitune.models.fusion.base import FUSIONS, Fusion
 
 
 @FUSIONS.register(FilmConfig)

@@ -7,18 +7,11 @@ multimodal unit of Arevalo et al., 2017, "Gated Multimodal Units for Information
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
-from multitune.models.fusion.base import FUSIONS, Fusion, FusionConfig
-
-
-class GatedConfig(FusionConfig):
-    """Sigmoid gates per modality from the concatenated encodings: ``out_dim = dim``."""
-
-    name: Literal["gated"] = "gated"
+from multitune.config.methods.fusion import GatedConfig
+from multitune.models.fusion.base import FUSIONS, Fusion
 
 
 @FUSIONS.register(GatedConfig)

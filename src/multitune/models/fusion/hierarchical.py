@@ -9,23 +9,11 @@ own.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.models.fusion.base import FUSIONS, Fusion, FusionConfig
-
-
-class HierarchicalConfig(FusionConfig):
-    """Fuse modality groups, then groups: ``out_dim = n_groups * dim``."""
-
-    name: Literal["hierarchical"] = "hierarchical"
-    groups: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="Group name -> its modalities. Unlisted modalities are groups of one.",
-    )
+from multitune.config.methods.fusion import HierarchicalConfig
+from multitune.models.fusion.base import FUSIONS, Fusion
 
 
 @FUSIONS.register(HierarchicalConfig)

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from multitune.models.fusion.base import FUSIONS, Fusion, FusionConfig
-
-
-class MeanConfig(FusionConfig):
-    """Average the modality encodings: ``out_dim = dim``."""
-
-    name: Literal["mean"] = "mean"
+from multitune.config.methods.fusion import MeanConfig
+from multitune.models.fusion.base import FUSIONS, Fusion
 
 
 @FUSIONS.register(MeanConfig)

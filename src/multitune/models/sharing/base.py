@@ -5,21 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.registry import MethodConfig, Registry
-
-
-class SharingConfig(MethodConfig):
-    """Options every sharing architecture has."""
-
-    hidden: list[int] = Field(
-        default_factory=lambda: [256, 128],
-        description="Widths of the trunk MLP (of each expert, for expert-based sharing); "
-        "[]: no trunk layer, the heads read the fused encodings.",
-    )
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout after each layer.")
+from multitune.config.methods.sharing import SharingConfig, SharingMethod
+from multitune.registry import Registry
 
 
 @dataclass
@@ -64,4 +53,4 @@ class Sharing(nn.Module, ABC):
         return []
 
 
-SHARINGS: Registry[Sharing] = Registry("sharing")
+SHARINGS: Registry[Sharing] = Registry("sharing", SharingMethod)

@@ -7,22 +7,14 @@ Each task mixes the shared experts and its own task-specific experts with its ow
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import cast
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
+from multitune.config.methods.sharing import CgcConfig
 from multitune.models.encoders import mlp
-from multitune.models.sharing.base import SHARINGS, SharedOutput, Sharing, SharingConfig
-
-
-class CgcConfig(SharingConfig):
-    """Shared plus task-specific experts, a gate per task (PLE's CGC)."""
-
-    name: Literal["cgc"] = "cgc"
-    shared_experts: int = Field(default=2, ge=1, description="Experts shared by all tasks.")
-    task_experts: int = Field(default=1, ge=1, description="Experts owned by each task.")
+from multitune.models.sharing.base import SHARINGS, SharedOutput, Sharing
 
 
 @SHARINGS.register(CgcConfig)

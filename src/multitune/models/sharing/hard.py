@@ -3,18 +3,11 @@ Learning"; the default architecture in Ruder, 2017, "An Overview of Multi-Task L
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
+from multitune.config.methods.sharing import HardConfig
 from multitune.models.encoders import mlp
-from multitune.models.sharing.base import SHARINGS, SharedOutput, Sharing, SharingConfig
-
-
-class HardConfig(SharingConfig):
-    """One shared trunk MLP; each head reads its output."""
-
-    name: Literal["hard"] = "hard"
+from multitune.models.sharing.base import SHARINGS, SharedOutput, Sharing
 
 
 @SHARINGS.register(HardConfig)

@@ -7,21 +7,12 @@ shared, each task has its own gate.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
+from multitune.config.methods.sharing import MmoeConfig
 from multitune.models.encoders import mlp
-from multitune.models.sharing.base import SHARINGS, SharedOutput, Sharing, SharingConfig
-
-
-class MmoeConfig(SharingConfig):
-    """Shared experts mixed by one softmax gate per task."""
-
-    name: Literal["mmoe"] = "mmoe"
-    experts: int = Field(default=4, ge=1, description="Number of shared experts.")
+from multitune.models.sharing.base import SHARINGS, SharedOutput, Sharing
 
 
 @SHARINGS.register(MmoeConfig)

@@ -3,33 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
 
-from pydantic import Field, field_validator
-
+from multitune.config.methods.freezing import FreezingConfig, FreezingMethod
 from multitune.models.multitask import MultiTaskModel
-from multitune.registry import MethodConfig, Registry
-
-Component = Literal["backbone", "encoders", "fusion", "sharing", "heads"]
-
-
-class FreezingConfig(MethodConfig):
-    """Options every freezing policy has."""
-
-    lr_multipliers: dict[Component, float] = Field(
-        default_factory=dict,
-        description="Component (backbone, encoders, fusion, sharing, heads) -> factor on "
-        "train.lr; "
-        "unlisted components use 1.",
-    )
-
-    @field_validator("lr_multipliers")
-    @classmethod
-    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: m for k, m in v.items() if m < 0}
-        if bad:
-            raise ValueError(f"lr_multipliers must be >= 0, got {bad}")
-        return v
+from multitune.registry import Registry
 
 
 class FreezingPolicy(ABC):
@@ -75,4 +52,4 @@ def names_under(model: MultiTaskModel, *prefixes: str) -> set[str]:
     return {n for n, _ in model.named_parameters() if any(n.startswith(p + ".") for p in prefixes)}
 
 
-FREEZINGS: Registry[FreezingPolicy] = Registry("freezing")
+FREEZINGS: Registry[FreezingPolicy] = Registry("freezing", FreezingMethod)

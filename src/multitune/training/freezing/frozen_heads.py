@@ -4,24 +4,13 @@ old task's head while a new task learns (the "feature extraction" side of Li & H
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
+from multitune.config.methods.freezing import FrozenHeadsConfig
 from multitune.models.multitask import MultiTaskModel
 from multitune.training.freezing.base import (
     FREEZINGS,
-    FreezingConfig,
     FreezingPolicy,
     names_under,
 )
-
-
-class FrozenHeadsConfig(FreezingConfig):
-    """Named task heads do not train."""
-
-    name: Literal["frozen_heads"] = "frozen_heads"
-    heads: list[str] = Field(min_length=1, description="Names of the tasks whose head is frozen.")
 
 
 @FREEZINGS.register(FrozenHeadsConfig)

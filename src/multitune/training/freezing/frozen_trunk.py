@@ -4,21 +4,13 @@ task heads train (linear probing on a shared representation, e.g. Kumar et al., 
 
 from __future__ import annotations
 
-from typing import Literal
-
+from multitune.config.methods.freezing import FrozenTrunkConfig
 from multitune.models.multitask import MultiTaskModel
 from multitune.training.freezing.base import (
     FREEZINGS,
-    FreezingConfig,
     FreezingPolicy,
     names_under,
 )
-
-
-class FrozenTrunkConfig(FreezingConfig):
-    """Heads only."""
-
-    name: Literal["frozen_trunk"] = "frozen_trunk"
 
 
 @FREEZINGS.register(FrozenTrunkConfig)

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
+from multitune.config.methods.freezing import NoneConfig
 from multitune.models.multitask import MultiTaskModel
-from multitune.training.freezing.base import FREEZINGS, FreezingConfig, FreezingPolicy
-
-
-class NoneConfig(FreezingConfig):
-    """All parameters train."""
-
-    name: Literal["none"] = "none"
+from multitune.training.freezing.base import FREEZINGS, FreezingPolicy
 
 
 @FREEZINGS.register(NoneConfig)

@@ -15,40 +15,17 @@ that every shared weight has a place to go.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
 from safetensors.torch import load_file
 
+from multitune.config.methods.freezing import WarmStartConfig
 from multitune.models.multitask import MultiTaskModel
-from multitune.training.freezing.base import FREEZINGS, FreezingConfig, FreezingPolicy
+from multitune.training.freezing.base import FREEZINGS, FreezingPolicy
 
 _SHARED = ("backbone.", "encoders.", "fusion.", "sharing.")
 
 BASELINE_MODELS = "results/baselines/models"
 """Where the baselines stage saves the tuned single-task models a warm start reads."""
-
-
-class WarmStartConfig(FreezingConfig):
-    """Load encoders+trunk from a saved model; freeze them (for a while)."""
-
-    name: Literal["warm_start"] = "warm_start"
-    path: str | None = Field(
-        default=None,
-        description="Directory of a saved model (`TrainResult.save`); null: the baselines "
-        "stage's model of `task`.",
-    )
-    task: str | None = Field(
-        default=None,
-        description="Warm start from this task's tuned single-task model (saved by the "
-        "baselines stage in results/baselines/models/<task>); null in sweep.space: the task "
-        "with the most labelled train rows.",
-    )
-    unfreeze_after: int | None = Field(
-        default=None,
-        ge=0,
-        description="Epochs the loaded weights stay frozen; null = the whole run, 0 = never.",
-    )
 
 
 @FREEZINGS.register(WarmStartConfig)

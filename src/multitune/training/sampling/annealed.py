@@ -4,22 +4,10 @@ and PALs", sec. 4, "annealed sampling", decay 0.8)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.sampling import AnnealedConfig
 from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
-
-
-class AnnealedConfig(MethodConfig):
-    """Proportional at first, flatter each epoch."""
-
-    name: Literal["annealed"] = "annealed"
-    decay: float = Field(
-        default=0.8, ge=0.0, le=1.0, description="How far alpha falls from 1 by the last epoch."
-    )
 
 
 @SAMPLERS.register(AnnealedConfig)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from multitune.config.methods.sampling import SamplingMethod
 from multitune.registry import MethodConfig, Registry
 
 
@@ -102,4 +103,4 @@ def normalise(weights: np.ndarray) -> np.ndarray:
     return weights / total
 
 
-SAMPLERS: Registry[TaskSampler] = Registry("sampling")
+SAMPLERS: Registry[TaskSampler] = Registry("sampling", SamplingMethod)

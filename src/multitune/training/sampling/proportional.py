@@ -3,18 +3,10 @@ Murray, 2019, "BERT and PALs", sec. 4, "proportional")."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.sampling import ProportionalConfig
 from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
-
-
-class ProportionalConfig(MethodConfig):
-    """Tasks drawn in proportion to their labelled rows."""
-
-    name: Literal["proportional"] = "proportional"
 
 
 @SAMPLERS.register(ProportionalConfig)

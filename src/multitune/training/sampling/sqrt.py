@@ -3,18 +3,10 @@ sec. 4, "square root sampling")."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.sampling import SqrtConfig
 from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
-
-
-class SqrtConfig(MethodConfig):
-    """Tasks drawn with ``p ∝ sqrt(n)``."""
-
-    name: Literal["sqrt"] = "sqrt"
 
 
 @SAMPLERS.register(SqrtConfig)

@@ -4,22 +4,10 @@ T -> inf uniform."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.sampling import TemperatureConfig
 from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
-
-
-class TemperatureConfig(MethodConfig):
-    """Tasks drawn with ``p ∝ n^(1/T)``."""
-
-    name: Literal["temperature"] = "temperature"
-    temperature: float = Field(
-        default=2.0, gt=0.0, description="T > 0: 1 = proportional, larger = flatter."
-    )
 
 
 @SAMPLERS.register(TemperatureConfig)

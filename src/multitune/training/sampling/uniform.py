@@ -3,18 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.sampling import UniformConfig
 from multitune.training.sampling.base import SAMPLERS, TaskSampler, normalise
-
-
-class UniformConfig(MethodConfig):
-    """Each task equally likely per step."""
-
-    name: Literal["uniform"] = "uniform"
 
 
 @SAMPLERS.register(UniformConfig)

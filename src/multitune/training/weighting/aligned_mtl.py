@@ -4,22 +4,9 @@ CVPR, Algorithm 1). Via `torchjd.aggregation.AlignedMTL`."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import AlignedMtlConfig
 from multitune.training.weighting.base import WEIGHTINGS
 from multitune.training.weighting.jacobian import TorchJDAggregator
-
-
-class AlignedMtlConfig(MethodConfig):
-    """Gradient system aligned to a well-conditioned one."""
-
-    name: Literal["aligned_mtl"] = "aligned_mtl"
-    scale_mode: Literal["min", "median", "rmse"] = Field(
-        default="min", description="Eigenvalue that sets the scale of the aligned system."
-    )
 
 
 @WEIGHTINGS.register(AlignedMtlConfig)
@@ -30,6 +17,6 @@ class AlignedMtlAggregator(TorchJDAggregator):
 
     def make_aggregator(self) -> object:
         """``AlignedMTL(scale_mode=self.config.scale_mode)``."""
-        from torchjd.aggregation import AlignedMTL
+        from torchjd.aggregation import AlignedMTL  # start-up time: see jacobian.py
 
         return AlignedMTL(scale_mode=self.config.scale_mode)

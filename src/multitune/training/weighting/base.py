@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from multitune.config.methods.weighting import WeightingMethod
 from multitune.registry import MethodConfig, Registry
 
 
@@ -119,4 +120,4 @@ class GradientAggregator(Balancer):
         """Backpropagate with aggregation; return the weights (or ones if not weighted)."""
 
 
-WEIGHTINGS: Registry[Balancer] = Registry("weighting")
+WEIGHTINGS: Registry[Balancer] = Registry("weighting", WeightingMethod)

@@ -5,22 +5,9 @@ improvement within a ball of radius c*|g0| around the mean gradient. Via
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import CAGradConfig
 from multitune.training.weighting.base import WEIGHTINGS
 from multitune.training.weighting.jacobian import TorchJDAggregator
-
-
-class CAGradConfig(MethodConfig):
-    """Worst-case improvement near the average gradient."""
-
-    name: Literal["cagrad"] = "cagrad"
-    c: float = Field(
-        default=0.5, ge=0.0, description="Radius of the ball around the mean gradient."
-    )
 
 
 @WEIGHTINGS.register(CAGradConfig)
@@ -31,6 +18,6 @@ class CAGradAggregator(TorchJDAggregator):
 
     def make_aggregator(self) -> object:
         """``CAGrad(c=self.config.c)``."""
-        from torchjd.aggregation import CAGrad
+        from torchjd.aggregation import CAGrad  # start-up time: see jacobian.py
 
         return CAGrad(c=self.config.c)

@@ -7,21 +7,11 @@ of the task's mean train loss over the last two epochs; ``w_k = 1`` for the firs
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import DwaConfig
 from multitune.training.weighting.base import WEIGHTINGS, LossWeighting, StepContext
-
-
-class DwaConfig(MethodConfig):
-    """Weights from the rate at which each task's loss falls."""
-
-    name: Literal["dwa"] = "dwa"
-    temperature: float = Field(default=2.0, gt=0.0, description="T: larger = flatter weights.")
 
 
 @WEIGHTINGS.register(DwaConfig)

@@ -11,24 +11,15 @@ minimum loss is taken as 0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import FamoConfig
 from multitune.training.weighting.base import WEIGHTINGS, LossWeighting, StepContext
 
 _EPS = 1e-8
-
-
-class FamoConfig(MethodConfig):
-    """Balanced log-loss decrease with cheap logit updates."""
-
-    name: Literal["famo"] = "famo"
-    lr: float = Field(default=0.025, gt=0.0, description="Learning rate of the task logits.")
-    gamma: float = Field(default=1e-3, ge=0.0, description="Weight decay of the task logits.")
 
 
 @WEIGHTINGS.register(FamoConfig)

@@ -13,22 +13,12 @@ Weights update with their own Adam and are renormalised to sum to K.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import GradnormConfig
 from multitune.training.weighting.base import WEIGHTINGS, LossWeighting, StepContext
-
-
-class GradnormConfig(MethodConfig):
-    """Weights that equalise the tasks' training rates."""
-
-    name: Literal["gradnorm"] = "gradnorm"
-    alpha: float = Field(default=1.5, ge=0.0, description="Strength of the restoring force.")
-    lr: float = Field(default=0.025, gt=0.0, description="Learning rate of the weights.")
 
 
 @WEIGHTINGS.register(GradnormConfig)

@@ -4,17 +4,9 @@ linearly dependent gradients by torchjd). Via `torchjd.aggregation.IMTLG`."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import IMTLGConfig
 from multitune.training.weighting.base import WEIGHTINGS
 from multitune.training.weighting.jacobian import TorchJDAggregator
-
-
-class IMTLGConfig(MethodConfig):
-    """Equal projection of the update on every task gradient."""
-
-    name: Literal["imtl_g"] = "imtl_g"
 
 
 @WEIGHTINGS.register(IMTLGConfig)
@@ -25,6 +17,6 @@ class IMTLGAggregator(TorchJDAggregator):
 
     def make_aggregator(self) -> object:
         """``IMTLG()``."""
-        from torchjd.aggregation import IMTLG
+        from torchjd.aggregation import IMTLG  # start-up time: see jacobian.py
 
         return IMTLG()

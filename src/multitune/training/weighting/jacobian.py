@@ -5,6 +5,10 @@
 stores, on every shared parameter, the Jacobian of the task losses (one row per task), going
 through the last shared tensors (``StepContext.features``). ``jac_to_grad`` then reduces the
 Jacobian with the method's aggregator into ``.grad``.
+
+torchjd is imported where an aggregator is built or run, not at the top of a module: it (with
+the cvxpy that CAGrad and Nash-MTL need) would add to the start-up of every process that
+imports the weightings, most of which run none of these methods.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class TorchJDAggregator(GradientAggregator):
         self, losses: Tensor, features: list[Tensor], ctx: StepContext
     ) -> Tensor:
         """Jacobian descent on the shared parameters, plain gradients on the task ones."""
-        from torchjd.autojac import jac_to_grad, mtl_backward
+        from torchjd.autojac import jac_to_grad, mtl_backward  # start-up time (module doc)
 
         mtl_backward(
             list(losses.unbind()),

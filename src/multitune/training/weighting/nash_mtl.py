@@ -6,23 +6,12 @@ lives in the aggregator and is not checkpointed; a resumed run restarts it."""
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
-from pydantic import Field
 from torch import Tensor
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import NashMtlConfig
 from multitune.training.weighting.base import WEIGHTINGS, StepContext
 from multitune.training.weighting.jacobian import TorchJDAggregator
-
-
-class NashMtlConfig(MethodConfig):
-    """Nash bargaining weights over task gradients."""
-
-    name: Literal["nash_mtl"] = "nash_mtl"
-    max_norm: float = Field(default=1.0, ge=0.0, description="Max norm of the update; 0 = off.")
-    update_weights_every: int = Field(default=1, ge=1, description="Steps between solves.")
-    optim_niter: int = Field(default=20, ge=1, description="Iterations of the inner solver.")
 
 
 @WEIGHTINGS.register(NashMtlConfig)
@@ -33,7 +22,7 @@ class NashMtlAggregator(TorchJDAggregator):
 
     def make_aggregator(self) -> object:
         """``NashMTL`` with this config's settings."""
-        from torchjd.aggregation import NashMTL
+        from torchjd.aggregation import NashMTL  # start-up time: see jacobian.py
 
         return NashMTL(
             n_tasks=len(self.tasks),

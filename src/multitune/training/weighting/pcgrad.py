@@ -4,17 +4,9 @@ gradient it conflicts with. Via `torchjd.aggregation.PCGrad`."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import PCGradConfig
 from multitune.training.weighting.base import WEIGHTINGS
 from multitune.training.weighting.jacobian import TorchJDAggregator
-
-
-class PCGradConfig(MethodConfig):
-    """Project away conflicting gradient components."""
-
-    name: Literal["pcgrad"] = "pcgrad"
 
 
 @WEIGHTINGS.register(PCGradConfig)
@@ -25,6 +17,6 @@ class PCGradAggregator(TorchJDAggregator):
 
     def make_aggregator(self) -> object:
         """``PCGrad()``."""
-        from torchjd.aggregation import PCGrad
+        from torchjd.aggregation import PCGrad  # start-up time: see jacobian.py
 
         return PCGrad()

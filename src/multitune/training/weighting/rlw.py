@@ -4,19 +4,11 @@ Litmus Test for Multi-Task Learning", TMLR, eq. 3): each step the weights are
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import RlwConfig
 from multitune.training.weighting.base import WEIGHTINGS, LossWeighting, StepContext
-
-
-class RlwConfig(MethodConfig):
-    """Random weights every step."""
-
-    name: Literal["rlw"] = "rlw"
 
 
 @WEIGHTINGS.register(RlwConfig)

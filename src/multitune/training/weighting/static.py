@@ -4,30 +4,11 @@ Random Weighting", eq. 1). Per-task weights are what a sweep can search."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import StaticConfig
 from multitune.training.weighting.base import WEIGHTINGS, LossWeighting, StepContext
-
-
-class StaticConfig(MethodConfig):
-    """Fixed per-task loss weights."""
-
-    name: Literal["static"] = "static"
-    weights: dict[str, float] = Field(
-        default_factory=dict,
-        description="Task name -> loss weight (>= 0); tasks not listed weigh 1.",
-    )
-
-    def for_tasks(self, tasks: list[str]) -> StaticConfig:
-        """The weights of `tasks` only."""
-        return self.model_copy(
-            update={"weights": {t: w for t, w in self.weights.items() if t in tasks}}
-        )
 
 
 @WEIGHTINGS.register(StaticConfig)

@@ -7,19 +7,11 @@ by LibMTL, constant factors dropped). ``s_k`` trains with the model's optimizer.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import UncertaintyConfig
 from multitune.training.weighting.base import WEIGHTINGS, LossWeighting, StepContext
-
-
-class UncertaintyConfig(MethodConfig):
-    """Learned homoscedastic-uncertainty weights."""
-
-    name: Literal["uncertainty"] = "uncertainty"
 
 
 @WEIGHTINGS.register(UncertaintyConfig)

@@ -4,17 +4,9 @@ Optimization", Algorithm 1). Via `torchjd.aggregation.UPGrad` (quadprog solver).
 
 from __future__ import annotations
 
-from typing import Literal
-
-from multitune.registry import MethodConfig
+from multitune.config.methods.weighting import UPGradConfig
 from multitune.training.weighting.base import WEIGHTINGS
 from multitune.training.weighting.jacobian import TorchJDAggregator
-
-
-class UPGradConfig(MethodConfig):
-    """Average of gradients projected onto the dual cone."""
-
-    name: Literal["upgrad"] = "upgrad"
 
 
 @WEIGHTINGS.register(UPGradConfig)
@@ -25,6 +17,6 @@ class UPGradAggregator(TorchJDAggregator):
 
     def make_aggregator(self) -> object:
         """``UPGrad()``."""
-        from torchjd.aggregation import UPGrad
+        from torchjd.aggregation import UPGrad  # start-up time: see jacobian.py
 
         return UPGrad()
