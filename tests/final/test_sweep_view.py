@@ -13,11 +13,12 @@ import pandas as pd
 
 from multitune.config import load_params
 from multitune.config.final import FinalConfig
+from multitune.config.space import with_batch_sizes
 from multitune.final.sweep_view import param_columns, sweep_view
 from multitune.report import ReportInputs, Scored, compare, render
 from multitune.tuning.outputs import trials_frame
 from multitune.tuning.runner import TrialRecord
-from multitune.tuning.space import suggest, with_batch_sizes
+from multitune.tuning.space import suggest
 from multitune.tuning.trial import WEIGHTED_TASK_TYPES
 
 EXAMPLE = Path(__file__).parents[2] / "params.yaml"

@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 
 from multitune.config import validate_params
-from multitune.config.space import Choice
+from multitune.config.space import Choice, batch_size_choices, with_batch_sizes
 from multitune.tuning.baselines import baseline_base, baseline_space
-from multitune.tuning.space import batch_size_choices, suggest, with_batch_sizes
+from multitune.tuning.space import suggest
 from multitune.tuning.trial import TASK_KEY, TrialSpec, trial_base
 
 from .project import tiny_params

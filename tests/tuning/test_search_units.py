@@ -8,7 +8,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from multitune.config import validate_params
-from multitune.config.tuning import MULTITASK_ONLY
+from multitune.config.space import MULTITASK_ONLY
 from multitune.tuning.per_task import TaskASHA, TaskSearch
 from multitune.tuning.runner import SearchJob, TrialRecord, _scheduler, _searcher
 from multitune.tuning.state import back_up, restore_backups

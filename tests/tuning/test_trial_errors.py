@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from multitune.config import load_params
-from multitune.config.tuning import SearchSpace
+from multitune.config.space import SearchSpace
 from multitune.errors import UserError
 from multitune.tuning import run_sweep
 from multitune.tuning.trial import TrialSpec, trial_base

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from multitune.config.final import FinalConfig
-from multitune.config.tuning import METHOD_TARGETS, VALUE_TARGETS
+from multitune.config.space import METHOD_TARGETS, VALUE_TARGETS
 from multitune.report import importance, study_from_trials
 from multitune.report.sweep_table import sweep_table
 from multitune.training.metrics import higher_is_better, primary_metric

@@ -60,7 +60,7 @@ def task_losses(
 def labelled_train_rows(data: TrainingData, tasks: Sequence[str] | None = None) -> int:
     """Train rows labelled for at least one of `tasks` (all of `data`'s when None): the rows
     a run of those tasks trains on. They size its epochs when ``train.epoch_steps`` is null,
-    and both sides' searched batch sizes (`multitune.tuning.space.batch_size_choices`)."""
+    and both sides' searched batch sizes (`multitune.config.space.batch_size_choices`)."""
     names = list(tasks) if tasks is not None else data.task_names
     train_idx = data.splits["train"].cpu()
     if not names:

@@ -4,7 +4,7 @@ Each task gets its own search over `sweep.space` without the multi-task-only kno
 (weighting, sampling, sharing method, freezing), on a plain trunk, with as many trials as the
 sweep by default (equal search effort) and the same early stopping. The space is made fit for
 one task (`baseline_space`): batch sizes by the rule the sweep follows too, from the task's
-labelled train rows (`multitune.tuning.space.batch_size_choices`), class weighting none /
+labelled train rows (`multitune.config.space.batch_size_choices`), class weighting none /
 balanced, and a linear model (no hidden layer) offered and tried first.
 Written to `results/baselines/`: `baselines.json` (per task: best config file, its
 validation metrics, the metric searched), `<task>.yaml` (a full params file of that model)
@@ -23,12 +23,20 @@ import pandas as pd
 
 from multitune.config import Params
 from multitune.config.model import WEIGHTED_TASK_TYPES
-from multitune.config.space import Choice, Fixed, MethodKnob, knob_label
+from multitune.config.space import (
+    MULTITASK_ONLY,
+    Choice,
+    Fixed,
+    MethodKnob,
+    SearchSpace,
+    knob_label,
+    with_batch_sizes,
+)
 from multitune.config.tasks import TaskConfig
-from multitune.config.tuning import MULTITASK_ONLY, BaselinesConfig, SearchSpace
+from multitune.config.tuning import BaselinesConfig
 from multitune.errors import UserError
 from multitune.io import atomic_path, write_json
-from multitune.training import higher_is_better, primary_metric
+from multitune.training import TrainingData, higher_is_better, primary_metric
 from multitune.training.loop import labelled_train_rows
 from multitune.tuning.outputs import (
     FINALISTS,
@@ -37,9 +45,8 @@ from multitune.tuning.outputs import (
     write_finalists,
     write_params,
 )
-from multitune.tuning.runner import SearchJob, TrialRecord
-from multitune.tuning.session import stage_session
-from multitune.tuning.space import with_batch_sizes
+from multitune.tuning.runner import TrialRecord
+from multitune.tuning.stage import Searched, StagePlan, TrialRuntime, run_stage
 from multitune.tuning.trial import SCORE, TASK_KEY, TrialSpec, trial_base, unflatten_metrics
 from multitune.tuning.warm import default_task, save_sources, searched_tasks, source_params
 
@@ -142,98 +149,135 @@ def run_baselines(
         UserError: tracking unreachable, cluster unable to run trials, or every trial of a
             task failed.
     """
-    cfg = params.baselines
-    names = [t.name for t in params.tasks]
-    trials_per_task = cfg.trials_per_task(params.sweep)
-    with stage_session(
-        "baselines", params, cfg, data_dir=data_dir, project_root=project_root
-    ) as session:
+    return run_stage(
+        _Baselines(params, out_dir), params, data_dir=data_dir, project_root=project_root
+    )
+
+
+@dataclass(frozen=True)
+class _Baselines:
+    """The baselines as a search stage (`multitune.tuning.stage`): one search per task."""
+
+    params: Params
+    out_dir: Path
+
+    @property
+    def plan(self) -> StagePlan:
+        """`baselines.num_samples` trials per task (null: the sweep's), no score shown."""
+        cfg = self.params.baselines
+        trials_per_task = cfg.trials_per_task(self.params.sweep)
+        # shown "": scores of different tasks do not compare.
+        return StagePlan("baselines", cfg, trials_per_task, per_task=True, shown="")
+
+    def trials(self, data: TrainingData, runtime: TrialRuntime) -> TrialSpec:
+        """A trial trains one task, on its own space (`baseline_space`)."""
+        params, cfg = self.params, self.params.baselines
         spaces = {
-            t.name: baseline_space(params, t, labelled_train_rows(session.data, [t.name]), cfg)
+            t.name: baseline_space(params, t, labelled_train_rows(data, [t.name]), cfg)
             for t in params.tasks
         }
-        spec = TrialSpec(
+        return TrialSpec(
             base=baseline_base(params, cfg.sharing),
             space=params.sweep.space.without(MULTITASK_ONLY),
-            tasks=names,
-            device=session.device(cfg),
-            threads=max(1, int(cfg.resources.cpu)),
-            seed=params.train.seed,
-            checkpoint_every=cfg.checkpoint_every,
+            tasks=[t.name for t in params.tasks],
             task_spaces={t: space for t, (space, _) in spaces.items()},
             first_points={t: points for t, (_, points) in spaces.items()},
+            **runtime,
         )
-        job = SearchJob(
-            name=session.experiment,
-            label="baselines",
-            spec=spec,
-            budget=cfg,
-            num_samples=trials_per_task,
-            max_epochs=spec.base["train"]["epochs"],
-            stage="baselines",
-            per_task=True,
-            shown="",  # scores of different tasks do not compare
-        )
-        records, frame = session.search(job, cfg)
+
+    def publish(self, done: Searched) -> BaselinesOutcome:
+        """Each task's best logged; the files of the module doc, the warm-start models too."""
+        session, spec, records, frame = done.session, done.spec, done.records, done.frame
+        params = self.params
         # A tag, not a param: a grown search changes it on the same parent run.
-        session.parent.set_tags({"trials_per_task": str(trials_per_task)})
+        session.parent.set_tags({"trials_per_task": str(self.plan.num_samples)})
         run_ids = dict(zip(frame["trial_id"], frame["mlflow_run_id"], strict=True))
-        summary: dict[str, Any] = {}
-        winners: dict[str, tuple[Params, str]] = {}
-        finalists: dict[str, list[tuple[Params, TrialRecord]]] = {}
-        best_values: dict[str, float] = {}
+        bests: dict[str, _TaskBest] = {}
         for task in params.tasks:
-            metric = primary_metric(task.type)
-            mine = [r for r in records if r.config.get(TASK_KEY) == task.name]
-            best = best_record(mine, SCORE, "max")
-            val = unflatten_metrics("val", best.result).get(task.name, {})
-            summary[task.name] = {
-                "params": f"{task.name}.yaml",
-                "metric": metric,
-                "higher_is_better": higher_is_better(metric),
-                "val": val,
-                "trial_id": best.trial_id,
-                "mlflow_run_id": run_ids.get(best.trial_id),
-                "epochs_run": int(best.result.get("epochs_run", best.result.get("epoch", 0))),
-                "steps": int(best.result.get("steps", 0)),
-                "converged": bool(best.result.get("converged", 0)),
-            }
-            winners[task.name] = (spec.params(best.config), best.trial_id)
-            finalists[task.name] = [
-                (spec.params(r.config), r) for r in ranked(mine, SCORE, "max")[:FINALISTS]
-            ]
-            best_values[task.name] = val.get(metric, float("nan"))
-            session.parent.log_metrics({f"best/{task.name}/{metric}": best_values[task.name]})
+            best = bests[task.name] = _task_best(task, records, spec, run_ids)
+            session.parent.log_metrics({f"best/{task.name}/{best.metric}": best.value})
         warm_tasks = searched_tasks(params)
         default = default_task(params, session.data) if warm_tasks else ""
         sources = {
             task: source_params(task, records, spec, params)
             for task in sorted({t or default for t in warm_tasks})
         }
-        with atomic_path(out_dir) as tmp:
+        with atomic_path(self.out_dir) as tmp:
             tmp.mkdir(parents=True)
             warm = save_sources(
                 sources, session.data, tmp, seed=params.train.seed, device=spec.device
             )
-            document = {"tasks": summary}
+            document: dict[str, Any] = {"tasks": {t: b.summary for t, b in bests.items()}}
             if warm:
                 document["warm_start"] = {"default": default, "models": warm}
-            _write_outputs(tmp, out_dir, document, winners, frame)
-            for name, ranked_configs in finalists.items():
-                write_finalists(
-                    tmp / "finalists" / name, ranked_configs, SCORE, f"task {name}'s baselines"
-                )
-    return BaselinesOutcome(best=best_values, trials=len(records), resumed=session.resumed)
+            _write_outputs(tmp, self.out_dir, document, bests, frame)
+        return BaselinesOutcome(
+            best={t: b.value for t, b in bests.items()},
+            trials=len(records),
+            resumed=session.resumed,
+        )
+
+
+@dataclass(frozen=True)
+class _TaskBest:
+    """One task's search, as the outputs need it.
+
+    Attributes:
+        metric: The task's primary metric.
+        value: The best trial's validation value of it.
+        summary: The task's entry in `baselines.json`.
+        winner: The best trial's params, and its id.
+        finalists: The best trials' params, best first.
+    """
+
+    metric: str
+    value: float
+    summary: dict[str, Any]
+    winner: tuple[Params, str]
+    finalists: list[tuple[Params, TrialRecord]]
+
+
+def _task_best(
+    task: TaskConfig, records: list[TrialRecord], spec: TrialSpec, run_ids: dict[str, Any]
+) -> _TaskBest:
+    """The best of `task`'s trials (`records` holds every task's).
+
+    Raises:
+        UserError: every trial of the task failed.
+    """
+    metric = primary_metric(task.type)
+    mine = [r for r in records if r.config.get(TASK_KEY) == task.name]
+    best = best_record(mine, SCORE, "max")
+    val = unflatten_metrics("val", best.result).get(task.name, {})
+    summary = {
+        "params": f"{task.name}.yaml",
+        "metric": metric,
+        "higher_is_better": higher_is_better(metric),
+        "val": val,
+        "trial_id": best.trial_id,
+        "mlflow_run_id": run_ids.get(best.trial_id),
+        "epochs_run": int(best.result.get("epochs_run", best.result.get("epoch", 0))),
+        "steps": int(best.result.get("steps", 0)),
+        "converged": bool(best.result.get("converged", 0)),
+    }
+    return _TaskBest(
+        metric=metric,
+        value=val.get(metric, float("nan")),
+        summary=summary,
+        winner=(spec.params(best.config), best.trial_id),
+        finalists=[(spec.params(r.config), r) for r in ranked(mine, SCORE, "max")[:FINALISTS]],
+    )
 
 
 def _write_outputs(
     tmp: Path,
     out_dir: Path,
     document: dict[str, Any],
-    winners: dict[str, tuple[Params, str]],
+    bests: dict[str, _TaskBest],
     frame: pd.DataFrame,
 ) -> None:
-    for task, (params, trial_id) in winners.items():
+    for task, best in bests.items():
+        params, trial_id = best.winner
         write_params(
             tmp / f"{task}.yaml",
             params,
@@ -242,6 +286,10 @@ def _write_outputs(
         )
     write_json(tmp / SUMMARY, document)
     frame.to_parquet(tmp / "trials.parquet", index=False)
+    for task, best in bests.items():
+        write_finalists(
+            tmp / "finalists" / task, best.finalists, SCORE, f"task {task}'s baselines"
+        )
 
 
 def read_baselines(baselines_dir: Path) -> dict[str, dict[str, float]]:

@@ -31,7 +31,25 @@ logger = logging.getLogger(__name__)
 _EPOCH_SKIP = {"epoch", "final", "epochs_run", "best_epoch"}
 
 
-class TrialRuns(tune.Callback):
+class _Callback(tune.Callback):
+    """A driver-side callback that starts afresh (`reset`) whenever Tune sets it up: before
+    an experiment runs, and again when a resumed one is restored."""
+
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        """Called by Tune; see `reset`."""
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what an earlier run of the experiment left."""
+
+
+class TrialRuns(_Callback):
     """Logs each trial as a child run of the stage's parent run.
 
     A trial's run is found again by its `trial_id` tag when a sweep resumes, so each trial
@@ -57,13 +75,7 @@ class TrialRuns(tune.Callback):
         self._nodes: dict[str, str] = {}
         self._finished: set[str] = set()
 
-    def setup(
-        self,
-        stop: Any = None,
-        num_samples: int | None = None,
-        total_num_samples: int | None = None,
-        **info: Any,
-    ) -> None:
+    def reset(self) -> None:
         """Forget cached runs (a restored experiment looks them up again), and note the
         trials whose runs have ended FINISHED already."""
         self._runs, self._nodes = {}, {}
@@ -198,7 +210,7 @@ def one_line(text: str) -> str:
     return "; ".join(lines)
 
 
-class TrialErrors(tune.Callback, Stopper):
+class TrialErrors(_Callback, Stopper):
     """How a trial's `UserError` reaches the user: one line, not a Ray traceback.
 
     * A trial whose sampled values do not validate (`TrialSpec.config_error`) fails without
@@ -218,13 +230,7 @@ class TrialErrors(tune.Callback, Stopper):
         self.invalid: dict[str, str] = {}
         self.stopped = False
 
-    def setup(
-        self,
-        stop: Any = None,
-        num_samples: int | None = None,
-        total_num_samples: int | None = None,
-        **info: Any,
-    ) -> None:
+    def reset(self) -> None:
         """Start (or restart, on resume) with no invalid trial seen."""
         self.invalid, self.stopped = {}, False
 
@@ -321,7 +327,7 @@ def quiet_user_errors() -> Iterator[None]:
             log.removeFilter(quiet)
 
 
-class Progress(tune.Callback):
+class Progress(_Callback):
     """A status line a person can follow: trials done/running/pending, best so far, the
     time since the search started (`multitune.progress`: one style for every stage)."""
 
@@ -334,13 +340,7 @@ class Progress(tune.Callback):
         self._last = 0.0
         self._shown: tuple[int, ...] = ()
 
-    def setup(
-        self,
-        stop: Any = None,
-        num_samples: int | None = None,
-        total_num_samples: int | None = None,
-        **info: Any,
-    ) -> None:
+    def reset(self) -> None:
         """Start the clock."""
         self._start = time.monotonic()
         self._last = 0.0

@@ -29,7 +29,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from multitune import tracking
-from multitune.config.tuning import AshaConfig, BaselinesConfig, SearchSpace, SweepConfig
+from multitune.config.space import SearchSpace
+from multitune.config.tuning import AshaConfig, BaselinesConfig, SweepConfig
 from multitune.training import TrainingData
 from multitune.tuning.callbacks import (
     Progress,
@@ -181,41 +182,51 @@ def run_search(
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
     else:
         tags = {**run_tags, tracking.tags.STAGE: job.stage}
-        errors = TrialErrors(job.spec, job.label)
-        shown = f"{job.label} ({len(job.history)} kept, more:)" if job.history else job.label
-        callbacks = [
-            TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label),
-            Progress(shown, job.total, SCORE, job.shown),
-            errors,
-        ]
-        if local is not None:
-            callbacks.append(StateBackups(str(local)))
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=None if job.objectives else SCORE,
-                mode=None if job.objectives else "max",
-                search_alg=_searcher(job),
-                scheduler=_scheduler(job),
-                num_samples=job.total,
-                max_concurrent_trials=max(1, concurrency),
-                reuse_actors=True,
-                trial_dirname_creator=_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=job.name,
-                storage_path=storage_path,
-                callbacks=callbacks,
-                stop=errors,
-                failure_config=tune.FailureConfig(max_failures=job.budget.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=0,
-            ),
-        )
+        runs = TrialRuns(tracker, parent_run_id, tags, job.spec, name_prefix=job.label)
+        tuner = _new_tuner(job, trainable, storage_path, concurrency, runs, local)
     # Ray's reports of trials' user errors are kept quiet by the caller, `stage_session`
     # (`quiet_user_errors`), for as long as its Ray runs.
     tuner.fit()
     return read_search(storage_path, job.name, job.spec)
+
+
+def _new_tuner(
+    job: SearchJob,
+    trainable: Any,
+    storage_path: str,
+    concurrency: int,
+    runs: TrialRuns,
+    local: Path | None,
+) -> tune.Tuner:
+    """A new experiment of `job`: its searcher, scheduler, stopper and callbacks (`runs`
+    logs each trial to MLflow; `local`, the experiment's local folder, gets state backups)."""
+    errors = TrialErrors(job.spec, job.label)
+    shown = f"{job.label} ({len(job.history)} kept, more:)" if job.history else job.label
+    callbacks: list[tune.Callback] = [runs, Progress(shown, job.total, SCORE, job.shown), errors]
+    if local is not None:
+        callbacks.append(StateBackups(str(local)))
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=None if job.objectives else SCORE,
+            mode=None if job.objectives else "max",
+            search_alg=_searcher(job),
+            scheduler=_scheduler(job),
+            num_samples=job.total,
+            max_concurrent_trials=max(1, concurrency),
+            reuse_actors=True,
+            trial_dirname_creator=_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=job.name,
+            storage_path=storage_path,
+            callbacks=callbacks,
+            stop=errors,
+            failure_config=tune.FailureConfig(max_failures=job.budget.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
 
 
 def read_search(storage_path: str, name: str, spec: TrialSpec) -> list[TrialRecord]:

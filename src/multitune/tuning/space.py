@@ -6,59 +6,37 @@ trials that use them. Parameter names are dotted: `sampling`, `sampling.temperat
 temperature`, `weighting.static.weights.<task>`, `class_weighting.<task>` (a multi-task
 search: see `SearchSpace.per_task_class_weighting`), `lr`.
 
-Batch sizes follow one rule on both sides (`batch_size_choices`): unless the space sets
-`batch_size`, a search tries the batch sizes fit for the labelled train rows of the run.
+The space itself (its knobs, where each goes in params, their checks, the batch-size rule)
+is `multitune.config.space`; this module is the part that needs Optuna.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from multitune.config.space import (
+    METHOD_TARGETS,
+    VALUE_TARGETS,
     Choice,
     Distribution,
     Fixed,
     MethodKnob,
+    SearchSpace,
     is_per_task,
     knob_label,
     method_configs,
+    target_field,
 )
-from multitune.config.tuning import METHOD_TARGETS, VALUE_TARGETS, SearchSpace, target_field
 
 if TYPE_CHECKING:
     # The Ray trainable imports this module (through `trial`) to build a trial's params; it
     # samples nothing, so its workers need not import Optuna (about 0.1 s each).
     import optuna
 
+
 Knob = Distribution | Choice | Fixed
-
-BATCH_SIZES = (16, 32, 64, 128, 256, 512)
-STEPS_PER_PASS = (16, 512)
-"""The searched batch sizes give a pass over the run's labelled train rows between these
-many steps."""
-
-
-def batch_size_choices(rows: int) -> list[int]:
-    """The batch sizes a search tries for a run with `rows` labelled train rows: those of
-    `BATCH_SIZES` giving `STEPS_PER_PASS` steps a pass, else the one closest to the fewest.
-
-    The same rule for both sides: `rows` is a baseline's task's labelled train rows, or the
-    rows labelled for at least one task for the multi-task model
-    (`multitune.training.loop.labelled_train_rows`).
-    """
-    low, high = STEPS_PER_PASS
-    fit = [b for b in BATCH_SIZES if low <= rows / b <= high]
-    return fit or [min(BATCH_SIZES, key=lambda b: abs(math.log(max(rows, 1) / b / low)))]
-
-
-def with_batch_sizes(space: SearchSpace, rows: int) -> SearchSpace:
-    """`space` searching `batch_size_choices(rows)`, unless it sets `batch_size` itself."""
-    if space.batch_size is not None:
-        return space
-    return space.model_copy(update={"batch_size": Choice(choice=batch_size_choices(rows))})
 
 
 def suggest(space: SearchSpace, trial: optuna.Trial, tasks: list[str]) -> None:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from multitune.config import Params
+from multitune.config.space import with_batch_sizes
 from multitune.errors import UserError
 from multitune.io import atomic_path
-from multitune.training import higher_is_better, primary_metric
+from multitune.training import TrainingData, higher_is_better, primary_metric
 from multitune.training.loop import labelled_train_rows
 from multitune.tuning.baselines import SUMMARY, read_baselines
 from multitune.tuning.outputs import (
@@ -24,9 +25,7 @@ from multitune.tuning.outputs import (
     write_finalists,
     write_params,
 )
-from multitune.tuning.runner import SearchJob
-from multitune.tuning.session import stage_session
-from multitune.tuning.space import with_batch_sizes
+from multitune.tuning.stage import Searched, StagePlan, TrialRuntime, run_stage
 from multitune.tuning.trial import TrialSpec, WarmSource, trial_base
 from multitune.tuning.warm import load_sources, searched_tasks
 
@@ -58,60 +57,73 @@ def run_sweep(
         UserError: baselines missing, tracking unreachable, cluster unable to run the
             trials, or every trial failed.
     """
-    cfg = params.sweep
+    # Read before tracking opens: a missing baseline fails the stage at once.
     baseline = read_baselines(baselines_dir)
-    names = [t.name for t in params.tasks]
-    missing = [t for t in names if t not in baseline]
+    missing = [t.name for t in params.tasks if t.name not in baseline]
     if missing:
         raise UserError(
             f"{baselines_dir}: no baseline for task(s) {', '.join(missing)}; "
             "rerun `dvc repro baselines`"
         )
-    objectives: tuple[tuple[str, str], ...] = ()
-    if cfg.search.multi_objective:
-        objectives = tuple(
-            (
-                f"val/{t.name}/{primary_metric(t.type)}",
-                "max" if higher_is_better(primary_metric(t.type)) else "min",
-            )
-            for t in params.tasks
-        )
-    base = trial_base(params, cfg.epochs)
     sources, default = _warm_sources(params, baselines_dir)
-    with stage_session(
-        "sweep",
-        params,
-        cfg,
-        data_dir=data_dir,
-        project_root=project_root,
-    ) as session:
-        spec = TrialSpec(
-            base=base,
+    stage = _Sweep(params, out_dir, baseline, sources, default)
+    return run_stage(stage, params, data_dir=data_dir, project_root=project_root)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """The sweep as a search stage (`multitune.tuning.stage`): one search over every task,
+    scored by Delta-m against `baseline`, that may warm-start from the baselines' models.
+
+    Attributes:
+        params: The validated params.
+        out_dir: Where its outputs go.
+        baseline: The baselines' validation metrics `{task: {metric: value}}`.
+        sources: The single-task models a trial may warm-start from, by task.
+        default: The task a warm start with no task begins from.
+    """
+
+    params: Params
+    out_dir: Path
+    baseline: dict[str, dict[str, float]]
+    sources: dict[str, WarmSource]
+    default: str | None
+
+    @property
+    def plan(self) -> StagePlan:
+        """`sweep.num_samples` trials; one objective per task when `multi_objective`."""
+        cfg = self.params.sweep
+        objectives: tuple[tuple[str, str], ...] = ()
+        if cfg.search.multi_objective:
+            objectives = tuple(
+                (
+                    f"val/{t.name}/{primary_metric(t.type)}",
+                    "max" if higher_is_better(primary_metric(t.type)) else "min",
+                )
+                for t in self.params.tasks
+            )
+        return StagePlan("sweep", cfg, cfg.num_samples, objectives=objectives, shown=METRIC)
+
+    def trials(self, data: TrainingData, runtime: TrialRuntime) -> TrialSpec:
+        """Every task in each trial; batch sizes fit for the rows labelled for any task."""
+        names = [t.name for t in self.params.tasks]
+        return TrialSpec(
+            base=trial_base(self.params, self.params.sweep.epochs),
             # The batch-size rule of the baselines, on the rows labelled for any task.
-            space=with_batch_sizes(cfg.space, labelled_train_rows(session.data)),
+            space=with_batch_sizes(self.params.sweep.space, labelled_train_rows(data)),
             tasks=names,
-            baseline={t: baseline[t] for t in names},
-            device=session.device(cfg),
-            threads=max(1, int(cfg.resources.cpu)),
-            seed=params.train.seed,
-            checkpoint_every=cfg.checkpoint_every,
-            warm_sources=sources,
-            warm_default=default,
+            baseline={t: self.baseline[t] for t in names},
+            warm_sources=self.sources,
+            warm_default=self.default,
+            **runtime,
         )
-        job = SearchJob(
-            name=session.experiment,
-            label="sweep",
-            spec=spec,
-            budget=cfg,
-            num_samples=cfg.num_samples,
-            max_epochs=base["train"]["epochs"],
-            stage="sweep",
-            objectives=objectives,
-            shown="delta_m",
-        )
-        records, frame = session.search(job, cfg)
+
+    def publish(self, done: Searched) -> SweepOutcome:
+        """`trials.parquet`, `finalists/` and `best.yaml`; the best Delta-m and trial logged."""
+        session, spec, records, frame = done.session, done.spec, done.records, done.frame
         best = best_record(records, METRIC, "max")
         best_params = spec.params(best.config)
+        out_dir = self.out_dir
         with atomic_path(out_dir) as tmp:
             tmp.mkdir(parents=True)
             frame.to_parquet(tmp / "trials.parquet", index=False)
@@ -128,14 +140,14 @@ def run_sweep(
             )
         session.parent.log_metrics({"best/delta_m": best.result[METRIC]})
         session.parent.set_tags({"best_trial_id": best.trial_id})
-    statuses = frame["status"].value_counts().to_dict() if len(frame) else {}
-    return SweepOutcome(
-        best_trial=best.trial_id,
-        best_delta_m=float(best.result[METRIC]),
-        trials=len(records),
-        statuses={str(k): int(v) for k, v in statuses.items()},
-        resumed=session.resumed,
-    )
+        statuses = frame["status"].value_counts().to_dict() if len(frame) else {}
+        return SweepOutcome(
+            best_trial=best.trial_id,
+            best_delta_m=float(best.result[METRIC]),
+            trials=len(records),
+            statuses={str(k): int(v) for k, v in statuses.items()},
+            resumed=session.resumed,
+        )
 
 
 def _warm_sources(params: Params, baselines_dir: Path) -> tuple[dict[str, WarmSource], str | None]:

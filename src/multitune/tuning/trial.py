@@ -14,8 +14,13 @@ from typing import Any
 from multitune.config import Params, validate_params
 from multitune.config.loader import params_problems
 from multitune.config.model import WEIGHTED_TASK_TYPES
-from multitune.config.space import MethodKnob, knob_label
-from multitune.config.tuning import METHOD_TARGETS, VALUE_TARGETS, SearchSpace
+from multitune.config.space import (
+    METHOD_TARGETS,
+    VALUE_TARGETS,
+    MethodKnob,
+    SearchSpace,
+    knob_label,
+)
 from multitune.training.metrics import objective
 from multitune.tuning.space import Knob, apply
 

@@ -1,20 +1,8 @@
-"""`sweep.space:` — which knobs the search may turn, and how.
+"""How one knob of `sweep.space` is written and checked (read `multitune.config.space` first).
 
-A knob is written three ways in params.yaml::
-
-    lr: 0.001                                        # fixed
-    lr: {dist: loguniform, low: 1.0e-4, high: 3.0e-3}  # a distribution
-    batch_size: {choice: [128, 256, 512]}            # a list of choices
-
-Method knobs (fusion, sharing, weighting, freezing, sampling) choose registered methods, each
-with knobs of its own that are sampled only when that method is chosen (conditional)::
-
-    sampling: {choice: [proportional, {name: temperature, temperature: {dist: uniform,
-               low: 1, high: 5}}]}
-    weighting: {name: static, weights: {dist: loguniform, low: 0.25, high: 4}}
-
-A distribution (or choice) given for a per-task mapping such as `weights` is sampled once
-per task.
+A value knob is `Fixed`, a `Distribution` or a `Choice`; a method knob (`MethodKnob`) picks
+registered methods, each with knobs of its own. `check_values` and `MethodKnob.check` check a
+knob against the params field it sets, so a bad space fails when params load.
 """
 
 from __future__ import annotations
