@@ -67,12 +67,16 @@ def study_from_trials(
         direction: Whether the objective is maximized.
 
     Returns:
-        A study with one COMPLETE trial per row whose objective is finite.
+        A study with one COMPLETE trial per row whose objective is finite, in the order of
+        their sampled values: the table's row order (Tune's, which varies from run to run) and
+        the trials' random ids do not change an importance computed from it.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction)
     dists = {c: d for c in param_columns if (d := _distribution(trials[c])) is not None}
-    for _, row in trials.iterrows():
+    keys = [repr(tuple(values)) for values in trials[list(param_columns)].itertuples(index=False)]
+    order = sorted(range(len(trials)), key=keys.__getitem__)
+    for _, row in trials.iloc[order].iterrows():
         value = row[objective]
         if value is None or not math.isfinite(float(value)):
             continue
