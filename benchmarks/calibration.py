@@ -2,9 +2,9 @@
 `multitune.report.crossfit` against the method-level truth, over tables whose truth is known.
 
 What is calibrated. The statistics, not the networks. The folds are the stage's: units dealt
-by `multitune.data.split.assign_units` as `multitune.final.folds.make_crossfit_folds` deals
-them (per repeat r a unit order from ``np.random.default_rng([seed, r])``, `FOLDS` equal folds
-stratified over every task's labels, and inside each fold's training rows an inner validation
+by `multitune.data.split.assign_units` as `multitune.final.crossfit_folds.make_crossfit_folds`
+deals them (per repeat r a unit order from ``np.random.default_rng([seed, r])``, `FOLDS` equal
+folds stratified over every task's labels, and inside each fold's training rows an inner validation
 carved with fractions ``[1 - v, v]``, ``v = 0.1 / 0.9``, from the same generator). The rows
 are the stage's: per task ``FoldDiffs(task, "auroc", True, multi, single, labelled_rows,
 MARGIN)``, and ``FoldDiffs("Δm", "delta_m", True, dm, 0, rows, 100 * MARGIN)`` with Δm per
@@ -243,7 +243,8 @@ def draw(
 
 
 def label_counts(table: Table) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """Units x (task, class) label counts and rows per unit (`final.crossfit._label_counts`)."""
+    """Units x (task, class) label counts and rows per unit
+    (`final.crossfit_folds._label_counts`)."""
     n_units = int(table.unit.max()) + 1
     rows, cols = [], []
     for t in range(TASKS):

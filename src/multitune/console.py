@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from multitune import logs
-from multitune.errors import UserError
+from multitune.errors import UserError, explain_fault
 from multitune.io import no_space_error
 
 console = Console(stderr=True, highlight=False)
@@ -21,20 +21,6 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-Explainer = Callable[[BaseException], UserError | None]
-"""Tells whether an unexpected error is a fault a user meets: the `UserError` to print
-instead, or None."""
-
-_explainers: list[Explainer] = [no_space_error]
-
-
-def explains_faults(explainer: Explainer) -> Explainer:
-    """Decorator: `guarded` asks `explainer` about every unexpected error (after the full
-    disk). The package that knows a fault registers it (the tracking store's, in
-    `multitune.tracking.connection`), so this module needs none of them."""
-    _explainers.append(explainer)
-    return explainer
-
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     """Run an entry point: a `UserError` becomes one line on stderr and a non-zero exit.
@@ -42,7 +28,8 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     So do the faults a user meets rather than makes, however deep they are raised: a full
     disk (`OSError` ENOSPC/EDQUOT anywhere in the error's chain, or under the SQLite
     tracking store) and a tracking server that stopped answering mid-stage
-    (`multitune.tracking.connection.lost_server`): those `explains_faults` registered.
+    (`multitune.tracking.connection.lost_server`): those `multitune.errors.explains_faults`
+    registered.
     Anything else keeps its traceback.
     Other libraries' progress bars and chatter are left out of its output unless
     MULTITUNE_LOG_LEVEL asks for them (`multitune.logs`).
@@ -74,9 +61,6 @@ def _fail(err: UserError) -> NoReturn:
 
 
 def _fault(err: Exception) -> UserError | None:
-    """The user-facing fault behind an unexpected error, if it is one we know."""
-    for explainer in _explainers:
-        explained = explainer(err)
-        if explained is not None:
-            return explained
-    return None
+    """The user-facing fault behind an unexpected error, if it is one we know: a full disk
+    first, then what the packages registered."""
+    return no_space_error(err) or explain_fault(err)

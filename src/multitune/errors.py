@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 
 class UserError(Exception):
@@ -68,3 +69,28 @@ def error_chain(err: BaseException) -> Iterator[BaseException]:
         seen.add(id(at))
         yield at
         todo += [e for e in (at.__cause__, at.__context__) if e is not None]
+
+
+Explainer = Callable[[BaseException], "UserError | None"]
+"""Tells whether an unexpected error is a fault a user meets: the `UserError` to print
+instead, or None."""
+
+_explainers: list[Explainer] = []
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def explains_faults(explainer: E) -> E:
+    """Decorator: an entry point under `multitune.console.guarded` asks `explainer` about
+    every unexpected error. The package that knows a fault registers it (the tracking
+    store's, in `multitune.tracking.connection`), so the console needs none of them."""
+    _explainers.append(explainer)
+    return explainer
+
+
+def explain_fault(err: BaseException) -> UserError | None:
+    """The fault a registered explainer finds behind `err`, if any (`explains_faults`)."""
+    for explainer in _explainers:
+        explained = explainer(err)
+        if explained is not None:
+            return explained
+    return None

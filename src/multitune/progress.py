@@ -21,12 +21,13 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
-
-from multitune.console import console
+if TYPE_CHECKING:  # rich loads when a count is shown (`counting`), not with this module:
+    # `advance` runs inside a served model's text encoder, which need not load it.
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
 
 EVERY_S = 5.0
 """Seconds between two lines of a log, at least."""
@@ -103,10 +104,14 @@ class _Ticker:
         self.printed = ""
         self.live: Live | None = None
         if out.is_terminal:
+            from rich.live import Live  # with a count shown (see the imports above)
+
             self.live = Live(self, console=out, refresh_per_second=4, transient=False)
             self.live.start()
 
     def __rich__(self) -> Text:  # a live line renders afresh: its clock runs
+        from rich.text import Text  # loaded already, by the live display
+
         return Text(self.count.line())
 
     def tick(self) -> None:
@@ -130,9 +135,14 @@ _ACTIVE: ContextVar[_Ticker | None] = ContextVar("multitune_progress", default=N
 
 
 @contextlib.contextmanager
-def counting(count: Count, every_s: float = EVERY_S, out: Console = console) -> Iterator[Count]:
-    """Show `count` while the block runs; `advance` and `reach` move it."""
-    ticker = _Ticker(count, out, every_s)
+def counting(
+    count: Count, every_s: float = EVERY_S, out: Console | None = None
+) -> Iterator[Count]:
+    """Show `count` while the block runs (on `out`, default the stage's console); `advance`
+    and `reach` move it."""
+    from multitune.console import console  # with a count shown (see the imports above)
+
+    ticker = _Ticker(count, out or console, every_s)
     token = _ACTIVE.set(ticker)
     try:
         yield count

@@ -51,7 +51,7 @@ def method_union(*configs: type[MethodConfig]) -> Any:
     return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007
 
 
-def method_configs(union: Any) -> tuple[type[MethodConfig], ...]:
+def union_members(union: Any) -> tuple[type[MethodConfig], ...]:
     """The config classes of a `method_union`, in order."""
     if isinstance(union, type):
         return (union,)
@@ -69,7 +69,7 @@ class Registry(Generic[T]):
 
     def __init__(self, family: str, configs: Any) -> None:
         self.family = family
-        self.configs = method_configs(configs)
+        self.configs = union_members(configs)
         self._entries: dict[str, tuple[type[MethodConfig], type[T]]] = {}
 
     def register(self, config: type[MethodConfig]) -> Callable[[type[T]], type[T]]:

@@ -14,7 +14,7 @@ from multitune.config.methods import encoders, freezing, fusion, sampling, shari
 from multitune.embed import ENCODERS
 from multitune.models.fusion import FUSIONS
 from multitune.models.sharing import SHARINGS
-from multitune.registry import MethodConfig, Registry, method_configs
+from multitune.registry import MethodConfig, Registry, union_members
 from multitune.training.freezing import FREEZINGS
 from multitune.training.sampling import SAMPLERS
 from multitune.training.weighting import WEIGHTINGS
@@ -47,7 +47,7 @@ def _methods(module: ModuleType) -> list[type[MethodConfig]]:
 def test_every_config_has_one_implementation(
     module: ModuleType, union: Any, registry: Registry[Any]
 ) -> None:
-    configs = method_configs(union)
+    configs = union_members(union)
     assert set(_methods(module)) == set(configs), "a config class left out of the union"
     assert len(set(configs)) == len(configs)
     registered = [registry.config(name) for name in registry.names()]

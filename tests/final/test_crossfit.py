@@ -9,7 +9,7 @@ import pytest
 from multitune.config import validate_params
 from multitune.errors import ConfigError, DataError
 from multitune.final.crossfit import CrossFit
-from multitune.final.folds import make_crossfit_folds
+from multitune.final.crossfit_folds import make_crossfit_folds
 from multitune.models.heads import TaskSpec
 from multitune.training import TrainingData
 

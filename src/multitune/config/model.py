@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import Field, field_validator
 
 from multitune.config._base import StrictModel
-from multitune.config.methods.backbone import BackboneConfig, FrozenConfig
+from multitune.config.methods.backbone import BackboneMethod, FrozenConfig
 from multitune.config.methods.freezing import FreezingMethod, NoneConfig
 from multitune.config.methods.fusion import ConcatConfig, FusionMethod
 from multitune.config.methods.sampling import ProportionalConfig, SamplingMethod
@@ -69,7 +69,7 @@ class ModelConfig(StrictModel):
         "when served); a constant feature is centred only. false: the raw vectors, as the "
         "embed stage wrote them.",
     )
-    backbone: BackboneConfig = Field(
+    backbone: BackboneMethod = Field(
         default_factory=FrozenConfig,
         description="The text encoder: {name: frozen} (pooled vectors) or {name: top_k, "
         "layers: k, unfreeze_after: n} (fine-tune its top k layers from cached token states).",

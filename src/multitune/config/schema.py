@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, model_validator
 from multitune.config._base import StrictModel
 from multitune.config.data import DataConfig, SplitConfig
 from multitune.config.final import FinalConfig
-from multitune.config.methods.backbone import BackboneConfig, TopKConfig
+from multitune.config.methods.backbone import BackboneMethod, TopKConfig
 from multitune.config.methods.freezing import WarmStartConfig
 from multitune.config.model import ModelConfig, TrainConfig, check_class_weighting_tasks
 from multitune.config.space import MethodKnob, knob_values
@@ -220,7 +220,7 @@ def backbone_modalities(
     return modalities
 
 
-def check_backbone_space(data: DataConfig, base: BackboneConfig, knob: MethodKnob) -> None:
+def check_backbone_space(data: DataConfig, base: BackboneMethod, knob: MethodKnob) -> None:
     """Check every `top_k` backbone the search may sample (see `backbone_modalities`).
 
     A trial's backbone is `base`'s options overlaid with the chosen option's sampled values

@@ -27,7 +27,7 @@ from multitune.errors import DataError
 
 def input_kind(modality: ModalityConfig) -> str:
     """`text`, `numeric` or `vector`: what the modality's encoder reads."""
-    return str(getattr(modality.encoder, "input_kind", "text"))
+    return str(modality.encoder.input_kind)
 
 
 def _vector(value: Any) -> np.ndarray | None:

@@ -1,8 +1,8 @@
 """Cross-fitting: every labelled row scored by models that never saw it, for the verdict
 about the method (`multitune.report.crossfit`).
 
-Folds: `multitune.final.folds`; in fold k the procedure trains on the other folds, carving
-its inner validation from them, then predicts fold k.
+Folds: `multitune.final.crossfit_folds`; in fold k the procedure trains on the other folds,
+carving its inner validation from them, then predicts fold k.
 
 What is chosen where. Inside each fold: early stopping (each side on its inner validation;
 the multi-task side against the single-task sides' inner validation metrics of that fold),
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from multitune.config import Params
-from multitune.final.folds import Fold, make_crossfit_folds
+from multitune.final.crossfit_folds import Fold, make_crossfit_folds
 from multitune.final.reference import fit_reference
 from multitune.final.runs import RunJob, Trainings, run_all
 from multitune.final.selection import LINEAR, SideChoice

@@ -26,8 +26,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from multitune.config import MlflowConfig
-from multitune.console import explains_faults
-from multitune.errors import NoSpaceError, TrackingServerLost, UserError, error_chain
+from multitune.errors import (
+    NoSpaceError,
+    TrackingServerLost,
+    UserError,
+    error_chain,
+    explains_faults,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +161,7 @@ def _unanswered(uri: str, timeout_s: float) -> str | None:
     return f"HTTP {status}" if status >= 500 else None
 
 
+@explains_faults  # a stage under `console.guarded` reports it in one line, no traceback
 def lost_server(
     err: BaseException | None = None, *, uri: str | None = None
 ) -> TrackingServerLost | None:
@@ -187,6 +193,7 @@ def _from_transport(err: BaseException) -> bool:
     return any(isinstance(at, (*kinds, ConnectionError, TimeoutError)) for at in error_chain(err))
 
 
+@explains_faults  # as `lost_server`
 def full_store(err: BaseException) -> NoSpaceError | None:
     """The SQLite tracking store this process connected to, if `err` says its disk is full
     (SQLite's "database or disk is full": no errno, no path)."""
@@ -195,11 +202,6 @@ def full_store(err: BaseException) -> NoSpaceError | None:
     if not any("database or disk is full" in str(at) for at in error_chain(err)):
         return None
     return NoSpaceError(_current.uri.removeprefix("sqlite:///").partition("?")[0])
-
-
-# A stage run under `console.guarded` reports these faults in one line, without a traceback.
-explains_faults(full_store)
-explains_faults(lost_server)
 
 
 @contextlib.contextmanager

@@ -71,7 +71,7 @@ class SearchRecord:
         }
 
 
-def find_search(
+def open_search(
     stage: str, params: Params, data_dir: Path, project_root: Path, tracker: tracking.Tracking
 ) -> SearchRecord:
     """The search of these inputs: continued when its record allows (`_resume_from`), else
@@ -190,6 +190,8 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a search's state file (`state_file`) atomically: a killed stage leaves the
+    previous one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))

@@ -33,7 +33,7 @@ from multitune.tuning.cluster import (
     ray_cluster,
 )
 from multitune.tuning.outputs import reconcile, trials_frame
-from multitune.tuning.record import find_search, write_state
+from multitune.tuning.record import open_search, write_state
 from multitune.tuning.runner import SearchJob, TrialRecord, read_search, run_search
 from multitune.tuning.trial import TASK_KEY
 
@@ -171,7 +171,7 @@ def stage_session(
     """
     project_root = project_root.resolve()
     tracker = tracking.connect(params.mlflow, project_root)
-    found = find_search(stage, params, data_dir, project_root, tracker)
+    found = open_search(stage, params, data_dir, project_root, tracker)
     data = TrainingData.from_files(data_dir, params, "cpu")
     address = ray_address(params.sweep.ray_address)
     # Ray may report a stopped trial's UserError late, while it shuts down: kept quiet too.

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import optuna
 
 
-Knob = Distribution | Choice | Fixed
+ValueKnob = Distribution | Choice | Fixed
 
 
 def suggest(space: SearchSpace, trial: optuna.Trial, tasks: list[str]) -> None:
@@ -106,7 +106,7 @@ def _suggest_method(name: str, knob: MethodKnob, trial: optuna.Trial, tasks: lis
             _suggest_value(prefix, sub, trial)
 
 
-def _suggest_value(name: str, knob: Knob, trial: optuna.Trial) -> None:
+def _suggest_value(name: str, knob: ValueKnob, trial: optuna.Trial) -> None:
     if isinstance(knob, Distribution):
         if knob.is_int:
             step = int(knob.step) if knob.step else 1
@@ -140,7 +140,7 @@ def _method_value(
     return result
 
 
-def _value(name: str, knob: Knob, values: Mapping[str, Any]) -> Any:
+def _value(name: str, knob: ValueKnob, values: Mapping[str, Any]) -> Any:
     if isinstance(knob, Fixed):
         return copy.deepcopy(knob.root)
     if isinstance(knob, Choice):

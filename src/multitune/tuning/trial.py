@@ -22,7 +22,7 @@ from multitune.config.space import (
     knob_label,
 )
 from multitune.training.metrics import objective
-from multitune.tuning.space import Knob, apply
+from multitune.tuning.space import ValueKnob, apply
 
 TASK_KEY = "task"
 """Config key naming a baseline trial's task."""
@@ -167,7 +167,7 @@ def _within(key: str, target: str) -> bool:
     return key == target or key.startswith((f"{target}.", f"{target}["))
 
 
-def _sampled(name: str, knob: Knob | MethodKnob, values: Mapping[str, Any]) -> str:
+def _sampled(name: str, knob: ValueKnob | MethodKnob, values: Mapping[str, Any]) -> str:
     """`sweep.space.<param>=<value>` for each value a knob sampled (its value when fixed)."""
     own = {k: v for k, v in sorted(values.items()) if k == name or k.startswith(f"{name}.")}
     if not own:

@@ -43,7 +43,7 @@ class TopKConfig(MethodConfig):
     )
 
 
-BackboneConfig = method_union(
+BackboneMethod = method_union(
     FrozenConfig,
     TopKConfig,
 )
