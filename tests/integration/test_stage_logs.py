@@ -7,6 +7,7 @@ of its own and on a fresh store."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -117,3 +118,36 @@ def test_a_full_tracking_store_is_one_line_with_nothing_from_mlflow_above_it(
         f"error: no space left on device writing {small_disk / 'mlflow.db'}: free some space "
         "and rerun"
     )
+
+
+PROGRESS = re.compile(r"^baselines (\d+)/(\d+) done, .* \| (?:(\d+)m)?(\d+)s$", re.M)
+
+
+@pytest.mark.slow
+def test_a_search_stage_logs_its_progress_every_few_seconds_not_every_change(
+    tmp_path: Path,
+) -> None:
+    # A log (DVC, CI) gets a progress line when the counts change, at most one every 5 s,
+    # and always the last: 12 trials give 20-odd changes, not 20-odd lines.
+    params = write_project(
+        tmp_path,
+        train={"epochs": 3, "patience": 3},
+        baselines={"num_samples": 4, "max_concurrent": 1, "scheduler": {"name": "none"}},
+    )
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "baselines.py"), "--params", str(params)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [
+        (int(d), int(t), int(m or 0) * 60 + int(s)) for d, t, m, s in PROGRESS.findall(done.stderr)
+    ]
+    assert lines[-1][:2] == (12, 12), done.stderr
+    at = [seconds for _, _, seconds in lines[:-1]]
+    # Clocks are rounded to the second: lines 5 s apart read at least 4 s apart.
+    assert all(b - a >= 4 for a, b in itertools.pairwise(at)), done.stderr
+    assert len(lines) <= lines[-1][2] / 5 + 2, done.stderr

@@ -21,7 +21,7 @@ import numpy as np
 from multitune.tracking.linear import LinearModel, is_linear, load_linear
 from multitune.tracking.pyfunc_output import TaskSpec, TokenWords
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: torch loads with a model, not with `multitune.tracking`
     from multitune.models.multitask import MultiTaskModel
 
 GROUPS = "groups.json"

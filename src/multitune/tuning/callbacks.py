@@ -22,7 +22,7 @@ from ray.tune.stopper import Stopper
 from multitune import tracking
 from multitune.console import console
 from multitune.errors import UserError
-from multitune.progress import clock
+from multitune.progress import EVERY_S, clock
 from multitune.tracking.tags import PARAMS_HASH, TASK, TRIAL_ID
 from multitune.tuning.trial import TASK_KEY, TrialSpec
 
@@ -339,6 +339,7 @@ class Progress(_Callback):
         self.every_s = every_s
         self._last = 0.0
         self._shown: tuple[int, ...] = ()
+        self._change_gap = 0.0 if console.is_terminal else EVERY_S
 
     def reset(self) -> None:
         """Start the clock."""
@@ -347,10 +348,12 @@ class Progress(_Callback):
         self._shown = ()
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        """Print when the counts change, or every `every_s` seconds."""
+        """Print when the counts change (in a log, at most every `progress.EVERY_S` seconds:
+        the last line comes at the end), or every `every_s` seconds."""
         counts = _counts(trials, self.total)
         now = time.monotonic()
-        if counts != self._shown or now - self._last >= self.every_s:
+        gap = self.every_s if counts == self._shown else self._change_gap
+        if now - self._last >= gap:
             self._print(trials, counts)
             self._shown, self._last = counts, now
 
