@@ -18,6 +18,7 @@ from typing import Any
 from multitune import tracking
 from multitune.config import Params
 from multitune.console import console
+from multitune.io import write_json
 from multitune.tracking.registry import package_code_hash
 
 DATA_FILES = ("dataset.parquet", "splits.parquet", "tasks.json", "features")
@@ -96,7 +97,7 @@ def open_search(
         previous = {}
     latest = _state_file(storage, workspace, LATEST.format(stage=stage))
     _say_why_new(stage, _read_state(latest), key_source, code, resumed=bool(resume_run))
-    write_state(latest, {"experiment": experiment, "code": code, "key": key_source})
+    write_json(latest, {"experiment": experiment, "code": code, "key": key_source})
     parts = _parts(previous, experiment)
     return SearchRecord(
         experiment, data_paths, dhash, storage, state_file, code, where, resume_run, parts
@@ -187,15 +188,6 @@ def _read_state(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def write_state(path: Path, state: dict[str, Any]) -> None:
-    """Write a search's state file (`state_file`) atomically: a killed stage leaves the
-    previous one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
 
 
 def _clear(storage: str, experiment: str) -> None:

@@ -22,6 +22,7 @@ from multitune.config import Params
 from multitune.config.tuning import BaselinesConfig, SweepConfig
 from multitune.console import console
 from multitune.errors import UserError
+from multitune.io import write_json
 from multitune.training import TrainingData
 from multitune.tuning.callbacks import quiet_user_errors
 from multitune.tuning.cluster import (
@@ -33,7 +34,7 @@ from multitune.tuning.cluster import (
     ray_cluster,
 )
 from multitune.tuning.outputs import reconcile, trials_frame
-from multitune.tuning.record import open_search, write_state
+from multitune.tuning.record import open_search
 from multitune.tuning.runner import SearchJob, TrialRecord, read_search, run_search
 from multitune.tuning.trial import TASK_KEY
 
@@ -147,7 +148,7 @@ class StageSession:
 
     def _save(self, **changes: Any) -> None:
         self.state.update(changes)
-        write_state(self.state_file, self.state)
+        write_json(self.state_file, self.state)
 
 
 @contextlib.contextmanager
@@ -192,7 +193,7 @@ def stage_session(
             tags={"experiment": found.experiment},
         ) as parent:
             state = found.opened(parent.run_id)
-            write_state(found.state_file, state)
+            write_json(found.state_file, state)
             session = StageSession(
                 params=params,
                 tracker=tracker,
